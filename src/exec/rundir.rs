@@ -1,0 +1,100 @@
+//! A run directory: `<results>/<experiment>/<run-id>/` with the resolved recipe, the plan, the
+//! environment and the log of one `run`.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub struct RunDir {
+    pub path: PathBuf,
+    log: Mutex<File>,
+}
+
+impl RunDir {
+    /// Create `<results>/<experiment>/<timestamp>-<hash8>/` (suffixed if it already exists).
+    pub fn create(results: &Path, experiment: &str, recipe_hash: &str) -> io::Result<RunDir> {
+        let stamp = utc_stamp(SystemTime::now());
+        let base = results.join(experiment);
+        let short = &recipe_hash[..recipe_hash.len().min(8)];
+        let mut path = base.join(format!("{stamp}-{short}"));
+        let mut n = 1;
+        while path.exists() {
+            n += 1;
+            path = base.join(format!("{stamp}-{short}-{n}"));
+        }
+        std::fs::create_dir_all(&path)?;
+        let log = File::create(path.join("run.log"))?;
+        Ok(RunDir { path, log: Mutex::new(log) })
+    }
+
+    pub fn write_json(&self, name: &str, value: &impl serde::Serialize) -> io::Result<()> {
+        let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+        std::fs::write(self.path.join(name), text + "\n")
+    }
+
+    /// Append a line to `run.log`, prefixed with the UTC time.
+    pub fn log(&self, line: &str) {
+        if let Ok(mut f) = self.log.lock() {
+            let _ = writeln!(f, "{} {line}", utc_stamp(SystemTime::now()));
+        }
+    }
+}
+
+/// `20261125T213243Z` for a point in time.
+pub fn utc_stamp(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Facts about the machine and build, recorded with every run.
+pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option<u32>) -> serde_json::Value {
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    serde_json::json!({
+        "reccocktail": env!("CARGO_PKG_VERSION"),
+        "git_commit": git,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "backend": runtime.backend,
+        "device": runtime.device_spec.to_string(),
+        "compiled_backends": crate::backend::compiled_backends(),
+        "threads": threads,
+        "seed": seed,
+        "started": utc_stamp(SystemTime::now()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stamps() {
+        assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000Z");
+        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(1_795_469_563)), "20261123T213243Z");
+        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229T000000Z");
+    }
+}

@@ -1,0 +1,16 @@
+//! reccocktail: LLM-based recommendation experiments from declarative TOML recipes.
+//!
+//! The flow: recipe TOML -> [`recipe::Recipe`] (parsed, validated) -> [`recipe::ResolvedRecipe`]
+//! (defaults, references, sweeps) -> [`plan::Plan`] (a DAG of content-keyed stages) ->
+//! [`exec::run`] (cached, resumable stages) -> result tables.
+
+pub mod assets;
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod plan;
+pub mod prompt;
+pub mod recipe;
+
+pub use error::Error;

@@ -1,0 +1,162 @@
+//! Merge-method parameters as written in a recipe (`merge = { method = "...", ... }`).
+//!
+//! Each variant declares its parameters; the JSON schema (and so editor completion and the
+//! validator) comes from these declarations. Defaults are applied in `resolve.rs`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A merge method and its parameters. Every method combines the exact LoRA products
+/// `s_i * B_i A_i` of the arm's adapters: `W = W0 + sum_i w_i s_i B_i A_i`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MergeSpec {
+    /// Fixed weights, one per adapter (`[1, 0]` = base spirit only).
+    Fixed {
+        #[schemars(length(min = 1))]
+        weights: Vec<f64>,
+    },
+    /// Task arithmetic: `w_i = lambda` (one scalar) or `lambda_i` (one per adapter).
+    TaskArithmetic { lambda: Lambda },
+    /// TIES: trim each delta to its top `density` by magnitude, elect signs, disjoint mean.
+    Ties {
+        /// Fraction of entries kept per delta. Default 0.5.
+        #[schemars(range(min = 0.0, max = 1.0))]
+        density: Option<f64>,
+        /// Scale of the merged delta. Default 1.
+        lambda: Option<f64>,
+        /// Per-adapter weights before trimming. Default all 1.
+        weights: Option<Vec<f64>>,
+    },
+    /// DARE: drop delta entries at random with probability `drop_rate`, rescale the rest.
+    Dare {
+        /// Default 0.5.
+        #[schemars(range(min = 0.0, max = 0.999))]
+        drop_rate: Option<f64>,
+        /// Scale of the merged delta. Default 1.
+        lambda: Option<f64>,
+        /// Per-adapter weights. Default all 1.
+        weights: Option<Vec<f64>>,
+        /// Seed of the drop masks. Default: the experiment seed.
+        seed: Option<u64>,
+    },
+    /// Entropy-guided adaptive merging: coefficients learned without labels by minimizing the
+    /// merged model's prediction entropy on unlabeled prompts of the evaluated setting.
+    Entropy {
+        /// One coefficient per adapter (`model`), per layer and adapter (`layer`) or per module
+        /// and adapter (`module`, the authors' choice). Default `module`.
+        granularity: Option<Granularity>,
+        /// Default `softmax`.
+        parameterization: Option<Parameterization>,
+        /// Softmax temperature. Default 1.
+        #[schemars(range(min = 0.0))]
+        temperature: Option<f64>,
+        /// Initial coefficients, one per adapter. Default: equal (softmax) or 0.3 (clamp).
+        init: Option<Vec<f64>>,
+        /// Adam learning rate on the coefficients. Default 0.05.
+        #[schemars(range(min = 0.0, max = 100.0))]
+        lr: Option<f64>,
+        /// Learning rates to choose from on validation labels (never test). Default: only `lr`.
+        lr_grid: Option<Vec<f64>>,
+        /// Passes over the adaptation set. Default 1.
+        #[schemars(range(min = 1, max = 1000))]
+        epochs: Option<u32>,
+        /// Default `token_entropy`.
+        objective: Option<EntropyObjective>,
+        /// Tokens of each generated title entering the token entropy. Default 3.
+        #[schemars(range(min = 1, max = 64))]
+        first_k_tokens: Option<u32>,
+        /// The unlabeled prompts the coefficients are learned on.
+        adaptation: Option<Adaptation>,
+    },
+}
+
+impl MergeSpec {
+    /// The method's name as written in recipes.
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            MergeSpec::Fixed { .. } => "fixed",
+            MergeSpec::TaskArithmetic { .. } => "task_arithmetic",
+            MergeSpec::Ties { .. } => "ties",
+            MergeSpec::Dare { .. } => "dare",
+            MergeSpec::Entropy { .. } => "entropy",
+        }
+    }
+
+    /// Per-adapter weight lists the method declares (their length must match the adapters).
+    pub fn weight_lists(&self) -> Vec<(&'static str, usize)> {
+        let mut out = Vec::new();
+        match self {
+            MergeSpec::Fixed { weights } => out.push(("weights", weights.len())),
+            MergeSpec::TaskArithmetic { lambda: Lambda::PerAdapter(l) } => out.push(("lambda", l.len())),
+            MergeSpec::TaskArithmetic { lambda: Lambda::Global(_) } => {}
+            MergeSpec::Ties { weights, .. } | MergeSpec::Dare { weights, .. } => {
+                if let Some(w) = weights {
+                    out.push(("weights", w.len()));
+                }
+            }
+            MergeSpec::Entropy { init, .. } => {
+                if let Some(w) = init {
+                    out.push(("init", w.len()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One lambda for every adapter, or one per adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Lambda {
+    Global(f64),
+    PerAdapter(Vec<f64>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    Model,
+    Layer,
+    Module,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Parameterization {
+    /// Softmax over per-adapter logits (w >= 0, sums to 1).
+    Softmax,
+    /// Free coefficients clamped to [0, 1] (AdaMerging).
+    Clamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntropyObjective {
+    /// Mean next-token entropy over the first k tokens of each greedily generated title.
+    TokenEntropy,
+    /// Entropy of the softmax over the candidates' likelihood scores.
+    CandidateEntropy,
+}
+
+/// The unlabeled adaptation set of an entropy arm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adaptation {
+    /// Default `setting`: each evaluated setting's own unlabeled prompts.
+    pub source: Option<AdaptationSource>,
+    /// Number of unlabeled prompts. Default 50.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub size: Option<u32>,
+    /// Draw them from users outside the labelled test users. Default true.
+    pub disjoint_from_test: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptationSource {
+    /// Prompts of the setting being evaluated (one merge per setting).
+    Setting,
+    /// Prompts of the whole target domain (one merge shared by all settings).
+    Domain,
+}

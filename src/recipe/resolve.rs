@@ -1,0 +1,519 @@
+//! Recipe -> ResolvedRecipe: defaults applied, inheritance of `[lora]` / `[training]` resolved,
+//! references made explicit, paths anchored, sweeps expanded into arms.
+//!
+//! Everything downstream (the plan, the stages) reads only the resolved form, so a default lives
+//! in exactly one place: here.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use super::merge::*;
+use super::sweep;
+use super::types::*;
+use super::LoadedRecipe;
+
+/// The adapter name of the base spirit in arms.
+pub const BASE_SPIRIT: &str = "base_spirit";
+/// Names that cannot be used for ingredients or arms: they label other rows of the results.
+pub const RESERVED_NAMES: &[&str] = &[BASE_SPIRIT, "backbone", "random", "popularity"];
+
+pub const DEFAULT_SEED: u64 = 42;
+pub const DEFAULT_CANDIDATES: u32 = 10;
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful recommendation assistant.";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedRecipe {
+    /// Hash of this resolved recipe (formatting and comments of the TOML do not change it).
+    pub recipe_hash: String,
+    pub experiment: ResolvedExperiment,
+    pub backbone: ResolvedBackbone,
+    pub datasets: BTreeMap<String, ResolvedDataset>,
+    pub domains: BTreeMap<String, ResolvedDomain>,
+    pub data: ResolvedData,
+    pub templates: BTreeMap<String, ResolvedTemplate>,
+    pub adapters: Vec<ResolvedAdapter>,
+    pub arms: Vec<ResolvedArm>,
+    pub evaluation: ResolvedEvaluation,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedExperiment {
+    pub name: String,
+    pub description: Option<String>,
+    pub seed: u64,
+    pub device: String,
+    pub backend: BackendChoice,
+    pub threads: Option<u32>,
+}
+
+/// Where a model or dataset comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    Asset { name: String, requirement: String },
+    Path { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedBackbone {
+    pub source: Source,
+    pub dtype: Dtype,
+    pub system_prompt: String,
+    pub chat_template: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedDataset {
+    pub source: Source,
+    pub format: DatasetFormat,
+    pub columns: Option<CsvColumns>,
+    pub order: Order,
+    pub strict: bool,
+    pub min_rating: Option<f64>,
+    pub k_core: Option<u32>,
+    pub dedup: bool,
+    pub min_history: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedDomain {
+    pub dataset: String,
+    pub filter: Option<ItemFilter>,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedData {
+    pub split: SplitStrategy,
+    pub max_history: u32,
+    pub history_token_budget: Option<u32>,
+    pub candidates: u32,
+    pub negatives: NegativeSampling,
+    pub max_train_per_user: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedTemplate {
+    pub path: PathBuf,
+    pub separator: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterRole {
+    BaseSpirit,
+    Ingredient,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedAdapter {
+    pub name: String,
+    pub role: AdapterRole,
+    pub domains: Vec<String>,
+    pub template: String,
+    pub samples_per_user: Option<u32>,
+    pub max_samples: Option<u32>,
+    pub max_valid_samples: u32,
+    pub pretrained: Option<PathBuf>,
+    pub lora: LoraConfig,
+    pub training: TrainingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoraConfig {
+    pub rank: u32,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<LoraTarget>,
+    pub rslora: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingConfig {
+    pub lr: f64,
+    pub epochs: u32,
+    pub max_steps: Option<u64>,
+    pub batch_size: u32,
+    pub grad_accum: u32,
+    pub warmup_ratio: f64,
+    pub schedule: Schedule,
+    pub weight_decay: f64,
+    pub betas: [f64; 2],
+    pub max_seq_len: u32,
+    pub truncation: Side,
+    pub batching: Batching,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+    pub early_stopping_patience: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedArm {
+    pub name: String,
+    /// The declared arm a swept arm came from (its own name otherwise).
+    pub base_name: String,
+    pub sweep_point: Option<BTreeMap<String, Json>>,
+    pub adapters: Vec<String>,
+    pub merge: MergeConfig,
+    pub rank: Option<u32>,
+}
+
+/// Merge parameters with every default filled in and per-adapter lists expanded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum MergeConfig {
+    Fixed { weights: Vec<f64> },
+    TaskArithmetic { lambdas: Vec<f64> },
+    Ties { density: f64, lambda: f64, weights: Vec<f64> },
+    Dare { drop_rate: f64, lambda: f64, weights: Vec<f64>, seed: u64 },
+    Entropy {
+        granularity: Granularity,
+        parameterization: Parameterization,
+        temperature: f64,
+        init: Vec<f64>,
+        lr: f64,
+        lr_grid: Vec<f64>,
+        epochs: u32,
+        objective: EntropyObjective,
+        first_k_tokens: u32,
+        adaptation: ResolvedAdaptation,
+    },
+}
+
+impl MergeConfig {
+    pub fn is_adaptive(&self) -> bool {
+        matches!(self, MergeConfig::Entropy { adaptation: ResolvedAdaptation { source: AdaptationSource::Setting, .. }, .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolvedAdaptation {
+    pub source: AdaptationSource,
+    pub size: u32,
+    pub disjoint_from_test: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedEvaluation {
+    pub protocol: Protocol,
+    pub scoring: Option<Scoring>,
+    pub template: String,
+    pub k: Vec<u32>,
+    pub metrics: Vec<Metric>,
+    pub backbone: bool,
+    pub baselines: Vec<Baseline>,
+    pub max_new_tokens: Option<u32>,
+    pub fuzzy_match: bool,
+    pub settings: Vec<ResolvedSetting>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedSetting {
+    pub name: String,
+    pub domain: String,
+    pub users: UserSelection,
+    pub ingredient: Option<String>,
+    pub max_history: Option<u32>,
+    pub max_users: Option<u32>,
+}
+
+/// The adapters an arm merges (the declared list, or base spirit + the only ingredient).
+pub fn arm_adapters(r: &Recipe, arm: &Arm) -> Result<Vec<String>, String> {
+    if let Some(list) = &arm.adapters {
+        return Ok(list.clone());
+    }
+    let mut out = Vec::new();
+    if r.base_spirit.is_some() {
+        out.push(BASE_SPIRIT.to_string());
+    }
+    match r.ingredients.len() {
+        0 => {}
+        1 => out.extend(r.ingredients.keys().cloned()),
+        n => return Err(format!("arm `{}` does not say which adapters it merges, and there are {n} ingredients", arm.name)),
+    }
+    if out.is_empty() {
+        return Err(format!("arm `{}` has no adapters to merge", arm.name));
+    }
+    Ok(out)
+}
+
+pub fn candidates(r: &Recipe) -> u32 {
+    r.data.candidates.unwrap_or(DEFAULT_CANDIDATES)
+}
+
+/// The ingredient whose training data defines a setting's warm and cold users.
+pub fn setting_ingredient(r: &Recipe, s: &Setting) -> Result<Option<String>, String> {
+    if let Some(i) = &s.ingredient {
+        return Ok(Some(i.clone()));
+    }
+    let on_domain: Vec<&String> = r.ingredients.iter().filter(|(_, a)| a.domains.contains(&s.domain)).map(|(n, _)| n).collect();
+    match (on_domain.as_slice(), s.users) {
+        ([one], _) => Ok(Some((*one).clone())),
+        ([], UserSelection::ShortHistory) => Ok(None),
+        ([], _) => Err(format!("no ingredient is trained on domain `{}`, so its warm and cold users are undefined", s.domain)),
+        (many, _) => Err(format!("{} ingredients are trained on domain `{}`; say which defines this setting", many.len(), s.domain)),
+    }
+}
+
+fn pick<T: Clone>(specific: Option<&T>, general: Option<&T>, default: T) -> T {
+    specific.or(general).cloned().unwrap_or(default)
+}
+
+fn lora_config(own: Option<&LoraSpec>, all: &LoraSpec) -> LoraConfig {
+    let o = own.cloned().unwrap_or_default();
+    LoraConfig {
+        rank: pick(o.rank.as_ref(), all.rank.as_ref(), 16),
+        alpha: pick(o.alpha.as_ref(), all.alpha.as_ref(), 32.0),
+        dropout: pick(o.dropout.as_ref(), all.dropout.as_ref(), 0.05),
+        targets: pick(
+            o.targets.as_ref(),
+            all.targets.as_ref(),
+            vec![LoraTarget::QProj, LoraTarget::KProj, LoraTarget::VProj, LoraTarget::OProj, LoraTarget::GateProj, LoraTarget::UpProj, LoraTarget::DownProj],
+        ),
+        rslora: pick(o.rslora.as_ref(), all.rslora.as_ref(), false),
+    }
+}
+
+fn training_config(own: Option<&TrainingSpec>, all: &TrainingSpec) -> TrainingConfig {
+    let o = own.cloned().unwrap_or_default();
+    TrainingConfig {
+        lr: pick(o.lr.as_ref(), all.lr.as_ref(), 2e-4),
+        epochs: pick(o.epochs.as_ref(), all.epochs.as_ref(), 1),
+        max_steps: o.max_steps.or(all.max_steps),
+        batch_size: pick(o.batch_size.as_ref(), all.batch_size.as_ref(), 4),
+        grad_accum: pick(o.grad_accum.as_ref(), all.grad_accum.as_ref(), 1),
+        warmup_ratio: pick(o.warmup_ratio.as_ref(), all.warmup_ratio.as_ref(), 0.05),
+        schedule: pick(o.schedule.as_ref(), all.schedule.as_ref(), Schedule::Cosine),
+        weight_decay: pick(o.weight_decay.as_ref(), all.weight_decay.as_ref(), 0.0),
+        betas: pick(o.betas.as_ref(), all.betas.as_ref(), [0.9, 0.999]),
+        max_seq_len: pick(o.max_seq_len.as_ref(), all.max_seq_len.as_ref(), 512),
+        truncation: pick(o.truncation.as_ref(), all.truncation.as_ref(), Side::Left),
+        batching: pick(o.batching.as_ref(), all.batching.as_ref(), Batching::Length),
+        eval_every: pick(o.eval_every.as_ref(), all.eval_every.as_ref(), 50),
+        checkpoint_every: pick(o.checkpoint_every.as_ref(), all.checkpoint_every.as_ref(), 50),
+        early_stopping_patience: o.early_stopping_patience.or(all.early_stopping_patience),
+    }
+}
+
+fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
+    let ones = || vec![1.0; n];
+    match m {
+        MergeSpec::Fixed { weights } => MergeConfig::Fixed { weights: weights.clone() },
+        MergeSpec::TaskArithmetic { lambda } => MergeConfig::TaskArithmetic {
+            lambdas: match lambda {
+                Lambda::Global(l) => vec![*l; n],
+                Lambda::PerAdapter(l) => l.clone(),
+            },
+        },
+        MergeSpec::Ties { density, lambda, weights } => MergeConfig::Ties {
+            density: density.unwrap_or(0.5),
+            lambda: lambda.unwrap_or(1.0),
+            weights: weights.clone().unwrap_or_else(ones),
+        },
+        MergeSpec::Dare { drop_rate, lambda, weights, seed: s } => MergeConfig::Dare {
+            drop_rate: drop_rate.unwrap_or(0.5),
+            lambda: lambda.unwrap_or(1.0),
+            weights: weights.clone().unwrap_or_else(ones),
+            seed: s.unwrap_or(seed),
+        },
+        MergeSpec::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, adaptation } => {
+            let parameterization = parameterization.unwrap_or(Parameterization::Softmax);
+            let default_init = match parameterization {
+                Parameterization::Softmax => vec![1.0 / n as f64; n],
+                Parameterization::Clamp => vec![0.3; n],
+            };
+            let lr = lr.unwrap_or(0.05);
+            let a = adaptation.clone().unwrap_or(Adaptation { source: None, size: None, disjoint_from_test: None });
+            MergeConfig::Entropy {
+                granularity: granularity.unwrap_or(Granularity::Module),
+                parameterization,
+                temperature: temperature.unwrap_or(1.0),
+                init: init.clone().unwrap_or(default_init),
+                lr,
+                lr_grid: lr_grid.clone().unwrap_or_else(|| vec![lr]),
+                epochs: epochs.unwrap_or(1),
+                objective: objective.unwrap_or(EntropyObjective::TokenEntropy),
+                first_k_tokens: first_k_tokens.unwrap_or(3),
+                adaptation: ResolvedAdaptation {
+                    source: a.source.unwrap_or(AdaptationSource::Setting),
+                    size: a.size.unwrap_or(50),
+                    disjoint_from_test: a.disjoint_from_test.unwrap_or(true),
+                },
+            }
+        }
+    }
+}
+
+/// Lexically normalized `base/rel` (no `.` or `..` where avoidable), stable across machines
+/// for relative inputs.
+pub fn anchor(base: &Path, rel: &Path) -> PathBuf {
+    let joined = if rel.is_absolute() { rel.to_path_buf() } else { base.join(rel) };
+    let mut out: Vec<Component> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    let p: PathBuf = out.iter().collect();
+    if p.as_os_str().is_empty() { PathBuf::from(".") } else { p }
+}
+
+fn source(asset: &Option<String>, path: &Option<PathBuf>, base: &Path) -> Source {
+    match (asset, path) {
+        (Some(name), _) => Source::Asset {
+            name: name.clone(),
+            requirement: crate::assets::find(name).map(|a| a.requirement()).unwrap_or_default(),
+        },
+        (None, Some(p)) => Source::Path { path: anchor(base, p) },
+        (None, None) => unreachable!("validated: asset or path"),
+    }
+}
+
+impl ResolvedRecipe {
+    /// Resolve a validated recipe. Fails only on problems `validate` already reports.
+    pub fn from_loaded(loaded: &LoadedRecipe) -> Result<ResolvedRecipe, String> {
+        let r = &loaded.recipe;
+        let base = &loaded.base_dir;
+        let e = &r.experiment;
+        let seed = e.seed.unwrap_or(DEFAULT_SEED);
+        let experiment = ResolvedExperiment {
+            name: e.name.clone(),
+            description: e.description.clone(),
+            seed,
+            device: e.device.clone().unwrap_or_else(|| "auto".into()),
+            backend: e.backend.unwrap_or(BackendChoice::Auto),
+            threads: e.threads,
+        };
+        let b = &r.backbone;
+        let backbone = ResolvedBackbone {
+            source: source(&b.asset, &b.path, base),
+            dtype: b.dtype.unwrap_or(Dtype::F32),
+            system_prompt: b.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.into()),
+            chat_template: b.chat_template.unwrap_or(true),
+        };
+        let datasets = r
+            .datasets
+            .iter()
+            .map(|(n, d)| {
+                let rd = ResolvedDataset {
+                    source: source(&d.asset, &d.path, base),
+                    format: d.format,
+                    columns: d.columns.clone(),
+                    order: d.order.unwrap_or(Order::Timestamp),
+                    strict: d.strict.unwrap_or(false),
+                    min_rating: d.min_rating,
+                    k_core: d.k_core,
+                    dedup: d.dedup.unwrap_or(true),
+                    min_history: d.min_history.unwrap_or(3),
+                };
+                (n.clone(), rd)
+            })
+            .collect();
+        let domains = r
+            .domains
+            .iter()
+            .map(|(n, d)| (n.clone(), ResolvedDomain { dataset: d.dataset.clone(), filter: d.filter.clone(), label: d.label.clone().unwrap_or_else(|| n.clone()) }))
+            .collect();
+        let d = &r.data;
+        let data = ResolvedData {
+            split: d.split.unwrap_or(SplitStrategy::LeaveOneOut),
+            max_history: d.max_history.unwrap_or(10),
+            history_token_budget: d.history_token_budget,
+            candidates: candidates(r),
+            negatives: d.negatives.unwrap_or(NegativeSampling::Uniform),
+            max_train_per_user: d.max_train_per_user,
+        };
+        let templates = r
+            .templates
+            .iter()
+            .map(|(n, t)| (n.clone(), ResolvedTemplate { path: anchor(base, &t.path), separator: t.separator.clone().unwrap_or_else(|| "||".into()) }))
+            .collect();
+        let mut adapters = Vec::new();
+        let declared = r.base_spirit.iter().map(|a| (BASE_SPIRIT.to_string(), AdapterRole::BaseSpirit, a));
+        let ingredients = r.ingredients.iter().map(|(n, a)| (n.clone(), AdapterRole::Ingredient, a));
+        for (name, role, a) in declared.chain(ingredients) {
+            adapters.push(ResolvedAdapter {
+                name,
+                role,
+                domains: a.domains.clone(),
+                template: a.template.clone(),
+                samples_per_user: a.samples_per_user,
+                max_samples: a.max_samples,
+                max_valid_samples: a.max_valid_samples.unwrap_or(200),
+                pretrained: a.pretrained.as_ref().map(|p| anchor(base, p)),
+                lora: lora_config(a.lora.as_ref(), &r.lora),
+                training: training_config(a.training.as_ref(), &r.training),
+            });
+        }
+        let mut arms = Vec::new();
+        for x in sweep::expand(r)? {
+            let list = arm_adapters(r, &x.arm)?;
+            arms.push(ResolvedArm {
+                name: x.arm.name.clone(),
+                base_name: x.base_name,
+                sweep_point: x.sweep_point,
+                merge: merge_config(&x.arm.merge, list.len(), seed),
+                adapters: list,
+                rank: x.arm.rank,
+            });
+        }
+        let ev = &r.evaluation;
+        let protocol = ev.protocol.unwrap_or(Protocol::Likelihood);
+        let mut metrics = ev.metrics.clone().unwrap_or_else(|| {
+            let mut m = vec![Metric::Hr, Metric::Ndcg, Metric::Mrr];
+            if protocol == Protocol::Generate {
+                m.push(Metric::ValidRatio);
+            }
+            m
+        });
+        metrics.sort();
+        metrics.dedup();
+        let mut k = ev.k.clone().unwrap_or_else(|| vec![1, 3, 5]);
+        k.sort_unstable();
+        k.dedup();
+        let mut settings = Vec::new();
+        for (name, s) in &ev.settings {
+            settings.push(ResolvedSetting {
+                name: name.clone(),
+                domain: s.domain.clone(),
+                users: s.users,
+                ingredient: setting_ingredient(r, s)?,
+                max_history: (s.users == UserSelection::ShortHistory).then(|| s.max_history.unwrap_or(3)),
+                max_users: s.max_users,
+            });
+        }
+        let evaluation = ResolvedEvaluation {
+            protocol,
+            scoring: (protocol == Protocol::Likelihood).then(|| ev.scoring.unwrap_or(Scoring::Sum)),
+            template: ev.template.clone(),
+            k,
+            metrics,
+            backbone: ev.backbone.unwrap_or(true),
+            baselines: ev.baselines.clone().unwrap_or_else(|| vec![Baseline::Random, Baseline::Popularity]),
+            max_new_tokens: (protocol == Protocol::Generate).then(|| ev.max_new_tokens.unwrap_or(64)),
+            fuzzy_match: ev.fuzzy_match.unwrap_or(false),
+            settings,
+        };
+        let mut resolved = ResolvedRecipe { recipe_hash: String::new(), experiment, backbone, datasets, domains, data, templates, adapters, arms, evaluation };
+        resolved.recipe_hash = short_hash(&serde_json::to_vec(&resolved).expect("serializable"));
+        Ok(resolved)
+    }
+
+    pub fn adapter(&self, name: &str) -> Option<&ResolvedAdapter> {
+        self.adapters.iter().find(|a| a.name == name)
+    }
+}
+
+/// First 16 hex digits of the SHA-256 of `bytes`.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,462 @@
+//! Semantic checks on a structurally valid recipe: references between sections, files on disk,
+//! templates, and constraints that span several fields. Every problem is collected.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::diagnostic::{Diagnostic, did_you_mean};
+use super::doc::{PathSeg, p};
+use super::merge::{MergeSpec, Parameterization};
+use super::resolve::{self, BASE_SPIRIT};
+use super::sweep;
+use super::types::*;
+use crate::assets::{self, AssetKind};
+use crate::backend::DeviceSpec;
+use crate::prompt::{PromptContext, PromptTemplate};
+
+/// A problem and the path of the value it is about (`on_key`: point at the key, not the value).
+pub struct Located {
+    pub path: Vec<PathSeg>,
+    pub on_key: bool,
+    pub diagnostic: Diagnostic,
+}
+
+struct Checker<'a> {
+    recipe: &'a Recipe,
+    base_dir: &'a Path,
+    out: Vec<Located>,
+}
+
+pub fn check(recipe: &Recipe, base_dir: &Path) -> Vec<Located> {
+    let mut c = Checker { recipe, base_dir, out: Vec::new() };
+    c.experiment();
+    c.backbone();
+    c.datasets();
+    c.domains();
+    c.templates();
+    c.lora(&p(&[&"lora"]), &recipe.lora);
+    c.training(&p(&[&"training"]), &recipe.training);
+    c.adapters();
+    c.arms();
+    c.evaluation();
+    c.sweeps();
+    c.out
+}
+
+impl Checker<'_> {
+    fn err(&mut self, path: Vec<PathSeg>, code: &'static str, msg: impl Into<String>, help: Option<String>) {
+        self.out.push(Located { path, on_key: false, diagnostic: Diagnostic::new(code, "", msg).help_opt(help) });
+    }
+
+    fn err_key(&mut self, path: Vec<PathSeg>, code: &'static str, msg: impl Into<String>, help: Option<String>) {
+        self.out.push(Located { path, on_key: true, diagnostic: Diagnostic::new(code, "", msg).help_opt(help) });
+    }
+
+    /// `name` must be a key of `known`; `what` names the kind of thing in the message.
+    fn reference<'k>(&mut self, path: Vec<PathSeg>, name: &str, what: &str, known: impl Iterator<Item = &'k str> + Clone) -> bool {
+        if known.clone().any(|k| k == name) {
+            return true;
+        }
+        let help = did_you_mean(name, known.clone()).or_else(|| {
+            let list: Vec<&str> = known.collect();
+            Some(if list.is_empty() { format!("no {what} is declared") } else { format!("declared: {}", list.join(", ")) })
+        });
+        self.err(path, "unknown-reference", format!("unknown {what} `{name}`"), help);
+        false
+    }
+
+    fn file_exists(&mut self, path: Vec<PathSeg>, file: &Path, what: &str) -> bool {
+        let full = self.base_dir.join(file);
+        if full.exists() {
+            return true;
+        }
+        self.err(path, "missing-file", format!("{what} `{}` does not exist", file.display()), Some(format!("looked for {} (paths are relative to the recipe file)", full.display())));
+        false
+    }
+
+    fn positive(&mut self, path: Vec<PathSeg>, x: Option<f64>, what: &str) {
+        if let Some(x) = x.filter(|x| *x <= 0.0) {
+            self.err(path, "out-of-range", format!("{what} must be greater than 0, found {x}"), None);
+        }
+    }
+
+    fn experiment(&mut self) {
+        let e = &self.recipe.experiment;
+        if !e.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) || e.name.starts_with('.') {
+            self.err(p(&[&"experiment", &"name"]), "invalid-name", format!("experiment name `{}` must use only letters, digits, `_`, `-`, `.` (it names a directory)", e.name), None);
+        }
+        if let Some(d) = &e.device {
+            if let Err(msg) = d.parse::<DeviceSpec>() {
+                self.err(p(&[&"experiment", &"device"]), "invalid-device", msg, None);
+            }
+        }
+    }
+
+    fn asset_or_path(&mut self, section: Vec<PathSeg>, asset: Option<&str>, path: Option<&Path>, want: &str) -> Option<&'static assets::Asset> {
+        match (asset, path) {
+            (Some(_), Some(_)) => {
+                self.err_key(section, "conflict", "give either `asset` or `path`, not both", None);
+                None
+            }
+            (None, None) => {
+                let known: Vec<&str> = assets::ASSETS.iter().filter(|a| kind_name(a.kind) == want).map(|a| a.name).collect();
+                self.err_key(section, "missing-key", "missing `asset` or `path`", Some(format!("known {want} assets: {}", known.join(", "))));
+                None
+            }
+            (Some(name), None) => {
+                let mut at = section.clone();
+                at.push(PathSeg::Key("asset".into()));
+                match assets::find(name) {
+                    Some(a) if kind_name(a.kind) == want => Some(a),
+                    Some(a) => {
+                        self.err(at, "wrong-asset", format!("asset `{name}` is a {}, not a {want}", kind_name(a.kind)), None);
+                        None
+                    }
+                    None => {
+                        let help = did_you_mean(name, assets::names()).unwrap_or_else(|| format!("known assets: {}", assets::names().collect::<Vec<_>>().join(", ")));
+                        self.err(at, "unknown-asset", format!("unknown asset `{name}`"), Some(help));
+                        None
+                    }
+                }
+            }
+            (None, Some(file)) => {
+                let mut at = section;
+                at.push(PathSeg::Key("path".into()));
+                self.file_exists(at, file, &format!("{want} path"));
+                None
+            }
+        }
+    }
+
+    fn backbone(&mut self) {
+        let b = &self.recipe.backbone;
+        self.asset_or_path(p(&[&"backbone"]), b.asset.as_deref(), b.path.as_deref(), "model");
+    }
+
+    fn datasets(&mut self) {
+        for (name, d) in &self.recipe.datasets {
+            let at = |k: &str| p(&[&"datasets", name, &k]);
+            if let Some(asset) = self.asset_or_path(p(&[&"datasets", name]), d.asset.as_deref(), d.path.as_deref(), "dataset") {
+                if asset.kind != AssetKind::Dataset(d.format) {
+                    let AssetKind::Dataset(f) = asset.kind else { unreachable!() };
+                    self.err(at("format"), "wrong-format", format!("asset `{}` is in format `{}`, not `{}`", asset.name, format_name(f), format_name(d.format)), Some(format!("use format = \"{}\"", format_name(f))));
+                }
+            }
+            match (d.format, &d.columns) {
+                (DatasetFormat::Csv, None) => self.err_key(p(&[&"datasets", name]), "missing-key", "format `csv` needs a `columns` table", None),
+                (f, Some(_)) if f != DatasetFormat::Csv => self.err_key(at("columns"), "conflict", "`columns` only applies to format `csv`", None),
+                _ => {}
+            }
+            if d.format == DatasetFormat::BookCrossing && d.order.unwrap_or(Order::Timestamp) == Order::Timestamp {
+                self.err_key(p(&[&"datasets", name]), "no-timestamps", "Book-Crossing has no timestamps: sequential splits need `order = \"file\"`", None);
+            }
+            if let Some(c) = &d.columns {
+                if d.order.unwrap_or(Order::Timestamp) == Order::Timestamp && c.timestamp.is_none() {
+                    self.err_key(at("columns"), "no-timestamps", "no `timestamp` column: give one, or set `order = \"file\"`", None);
+                }
+                if c.delimiter.as_ref().is_some_and(|s| s.len() != 1) {
+                    self.err(p(&[&"datasets", name, &"columns", &"delimiter"]), "invalid-value", "delimiter must be a single byte", None);
+                }
+            }
+        }
+    }
+
+    fn domains(&mut self) {
+        for (name, d) in &self.recipe.domains {
+            self.reference(p(&[&"domains", name, &"dataset"]), &d.dataset, "dataset", self.recipe.datasets.keys().map(String::as_str));
+        }
+    }
+
+    fn templates(&mut self) {
+        for (name, t) in &self.recipe.templates {
+            let at = p(&[&"templates", name, &"path"]);
+            if !self.file_exists(at.clone(), &t.path, "template") {
+                continue;
+            }
+            let result = PromptTemplate::load(&self.base_dir.join(&t.path)).and_then(|tpl| tpl.render(&PromptContext::sample()));
+            if let Err(e) = result {
+                self.err(at, "template", e.to_string(), None);
+            }
+            if t.separator.as_ref().is_some_and(|s| s.trim().is_empty()) {
+                self.err(p(&[&"templates", name, &"separator"]), "invalid-value", "separator must not be blank", None);
+            }
+        }
+    }
+
+    fn lora(&mut self, at: &[PathSeg], l: &LoraSpec) {
+        let mut path = at.to_vec();
+        path.push(PathSeg::Key("alpha".into()));
+        self.positive(path, l.alpha, "LoRA alpha");
+        if let Some(t) = &l.targets {
+            let unique: BTreeSet<_> = t.iter().collect();
+            if unique.len() != t.len() {
+                let mut path = at.to_vec();
+                path.push(PathSeg::Key("targets".into()));
+                self.err(path, "duplicate", "a LoRA target is listed twice", None);
+            }
+        }
+    }
+
+    fn training(&mut self, at: &[PathSeg], t: &TrainingSpec) {
+        let field = |k: &str| {
+            let mut path = at.to_vec();
+            path.push(PathSeg::Key(k.into()));
+            path
+        };
+        self.positive(field("lr"), t.lr, "learning rate");
+        if let Some(b) = t.betas {
+            if b.iter().any(|x| !(0.0..1.0).contains(x)) {
+                self.err(field("betas"), "out-of-range", "AdamW betas must be in [0, 1)", None);
+            }
+        }
+        if let (Some(batch), Some(len)) = (t.batch_size, t.max_seq_len) {
+            let tokens = batch as u64 * len as u64;
+            if tokens > 1 << 20 {
+                self.err(field("batch_size"), "too-large", format!("batch_size x max_seq_len = {tokens} tokens per micro-batch; use grad_accum instead"), None);
+            }
+        }
+    }
+
+    fn adapters(&mut self) {
+        let r = self.recipe;
+        if r.base_spirit.is_none() && r.ingredients.is_empty() && !r.arms.is_empty() {
+            self.err_key(p(&[&"arms"]), "missing-key", "arms merge adapters, but neither `base_spirit` nor `ingredients` is declared", None);
+        }
+        let mut all: Vec<(Vec<PathSeg>, &AdapterSpec, bool)> = Vec::new();
+        if let Some(b) = &r.base_spirit {
+            all.push((p(&[&"base_spirit"]), b, false));
+        }
+        for (name, a) in &r.ingredients {
+            if resolve::RESERVED_NAMES.contains(&name.as_str()) {
+                self.err_key(p(&[&"ingredients", name]), "reserved-name", format!("`{name}` is a reserved name"), None);
+            }
+            all.push((p(&[&"ingredients", name]), a, true));
+        }
+        for (at, a, is_ingredient) in all {
+            let sub = |k: &str| {
+                let mut path = at.clone();
+                path.push(PathSeg::Key(k.into()));
+                path
+            };
+            if is_ingredient && a.domains.len() != 1 {
+                self.err(sub("domains"), "ingredient-domains", format!("an ingredient is trained on exactly one domain, found {}", a.domains.len()), Some("put mixtures in `base_spirit`".into()));
+            }
+            for (i, d) in a.domains.iter().enumerate() {
+                let mut path = sub("domains");
+                path.push(PathSeg::Index(i));
+                self.reference(path, d, "domain", r.domains.keys().map(String::as_str));
+            }
+            self.reference(sub("template"), &a.template, "template", r.templates.keys().map(String::as_str));
+            if let Some(pre) = &a.pretrained {
+                if self.file_exists(sub("pretrained"), pre, "pretrained adapter") && !self.base_dir.join(pre).join("adapter_config.json").exists() {
+                    self.err(sub("pretrained"), "not-an-adapter", format!("`{}` has no adapter_config.json (expected a PEFT adapter directory)", pre.display()), None);
+                }
+            }
+            if let Some(l) = &a.lora {
+                self.lora(&sub("lora"), l);
+            }
+            if let Some(t) = &a.training {
+                self.training(&sub("training"), t);
+            }
+        }
+    }
+
+    fn arm_adapters(&mut self, i: usize, arm: &Arm) -> Option<Vec<String>> {
+        match resolve::arm_adapters(self.recipe, arm) {
+            Ok(list) => Some(list),
+            Err(msg) => {
+                self.err_key(p(&[&"arms", &i]), "arm-adapters", msg, Some("list them: adapters = [\"base_spirit\", \"<ingredient>\"]".into()));
+                None
+            }
+        }
+    }
+
+    fn arms(&mut self) {
+        let r = self.recipe;
+        let mut seen = BTreeSet::new();
+        for (i, arm) in r.arms.iter().enumerate() {
+            let at = |k: &str| p(&[&"arms", &i, &k]);
+            if !seen.insert(arm.name.as_str()) {
+                self.err(at("name"), "duplicate", format!("arm name `{}` is used twice", arm.name), None);
+            }
+            if resolve::RESERVED_NAMES.contains(&arm.name.as_str()) {
+                self.err(at("name"), "reserved-name", format!("`{}` is a reserved name (used for the non-merged rows)", arm.name), None);
+            }
+            if let Some(list) = &arm.adapters {
+                let known: Vec<&str> = r.base_spirit.iter().map(|_| BASE_SPIRIT).chain(r.ingredients.keys().map(String::as_str)).collect();
+                let mut uniq = BTreeSet::new();
+                for (j, a) in list.iter().enumerate() {
+                    self.reference(p(&[&"arms", &i, &"adapters", &j]), a, "adapter", known.iter().copied());
+                    if !uniq.insert(a) {
+                        self.err(p(&[&"arms", &i, &"adapters", &j]), "duplicate", format!("adapter `{a}` is listed twice"), None);
+                    }
+                }
+                if list.is_empty() {
+                    self.err(at("adapters"), "too-few", "an arm merges at least one adapter", None);
+                }
+            }
+            let Some(adapters) = self.arm_adapters(i, arm) else { continue };
+            self.merge_params(i, &arm.merge, adapters.len());
+        }
+    }
+
+    fn merge_params(&mut self, i: usize, m: &MergeSpec, n_adapters: usize) {
+        let at = |k: &str| p(&[&"arms", &i, &"merge", &k]);
+        for (field, len) in m.weight_lists() {
+            if len != n_adapters {
+                self.err(at(field), "weights-count", format!("`{field}` has {len} value{}, but the arm merges {n_adapters} adapter{}", plural(len), plural(n_adapters)), None);
+            }
+        }
+        if let MergeSpec::Entropy { parameterization, init, lr, lr_grid, temperature, .. } = m {
+            self.positive(at("lr"), *lr, "learning rate");
+            self.positive(at("temperature"), *temperature, "temperature");
+            if let Some(grid) = lr_grid {
+                if grid.is_empty() {
+                    self.err(at("lr_grid"), "too-few", "lr_grid must not be empty", None);
+                }
+                if grid.iter().any(|x| *x <= 0.0) {
+                    self.err(at("lr_grid"), "out-of-range", "learning rates must be greater than 0", None);
+                }
+            }
+            if let Some(init) = init {
+                let softmax = parameterization.unwrap_or(Parameterization::Softmax) == Parameterization::Softmax;
+                if softmax && init.iter().any(|w| *w <= 0.0) {
+                    self.err(at("init"), "out-of-range", "softmax initial weights must be greater than 0", None);
+                } else if !softmax && init.iter().any(|w| !(0.0..=1.0).contains(w)) {
+                    self.err(at("init"), "out-of-range", "clamp initial weights must be in [0, 1]", None);
+                }
+            }
+        }
+        if let MergeSpec::Dare { drop_rate: Some(d), .. } = m {
+            if *d >= 1.0 {
+                self.err(at("drop_rate"), "out-of-range", "drop_rate must be below 1", None);
+            }
+        }
+    }
+
+    fn evaluation(&mut self) {
+        let r = self.recipe;
+        let e = &r.evaluation;
+        let at = |k: &str| p(&[&"evaluation", &k]);
+        self.reference(at("template"), &e.template, "template", r.templates.keys().map(String::as_str));
+        let candidates = resolve::candidates(r);
+        if let Some(ks) = &e.k {
+            for (j, k) in ks.iter().enumerate() {
+                if *k == 0 || *k > candidates {
+                    self.err(p(&[&"evaluation", &"k", &j]), "out-of-range", format!("K = {k} must be between 1 and the number of candidates ({candidates})"), None);
+                }
+            }
+        }
+        let protocol = e.protocol.unwrap_or(Protocol::Likelihood);
+        if let Some(ms) = &e.metrics {
+            if protocol == Protocol::Likelihood {
+                if let Some(j) = ms.iter().position(|m| *m == Metric::ValidRatio) {
+                    self.err(p(&[&"evaluation", &"metrics", &j]), "metric-protocol", "valid_ratio needs protocol = \"generate\" (likelihood ranking never produces invalid items)", None);
+                }
+            }
+        }
+        if protocol == Protocol::Generate {
+            if e.scoring.is_some() {
+                self.err_key(at("scoring"), "conflict", "`scoring` applies to the likelihood protocol only", None);
+            }
+        } else {
+            for key in ["max_new_tokens", "fuzzy_match"] {
+                let set = if key == "max_new_tokens" { e.max_new_tokens.is_some() } else { e.fuzzy_match.is_some() };
+                if set {
+                    self.err_key(at(key), "conflict", format!("`{key}` applies to the generate protocol only"), None);
+                }
+            }
+        }
+        if e.settings.is_empty() {
+            self.err_key(at("settings"), "too-few", "declare at least one evaluation setting (e.g. warm and cold)", None);
+        }
+        for (name, s) in &e.settings {
+            let sat = |k: &str| p(&[&"evaluation", &"settings", name, &k]);
+            if !self.reference(sat("domain"), &s.domain, "domain", r.domains.keys().map(String::as_str)) {
+                continue;
+            }
+            if s.max_history.is_some() && s.users != UserSelection::ShortHistory {
+                self.err_key(sat("max_history"), "conflict", "`max_history` applies to users = \"short_history\" only", None);
+            }
+            match &s.ingredient {
+                Some(ing) => {
+                    if self.reference(sat("ingredient"), ing, "ingredient", r.ingredients.keys().map(String::as_str))
+                        && !r.ingredients[ing].domains.contains(&s.domain)
+                    {
+                        self.err(sat("ingredient"), "ingredient-domain", format!("ingredient `{ing}` is not trained on domain `{}`", s.domain), None);
+                    }
+                }
+                None => {
+                    if let Err(msg) = resolve::setting_ingredient(r, s) {
+                        self.err_key(p(&[&"evaluation", &"settings", name]), "setting-ingredient", msg, Some("name it with `ingredient = \"...\"`".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn sweeps(&mut self) {
+        let r = self.recipe;
+        let mut swept = BTreeSet::new();
+        for (i, s) in r.sweep.iter().enumerate() {
+            let at = |k: &str| p(&[&"sweep", &i, &k]);
+            if !self.reference(at("arm"), &s.arm, "arm", r.arms.iter().map(|a| a.name.as_str())) {
+                continue;
+            }
+            if !swept.insert(s.arm.as_str()) {
+                self.err(at("arm"), "duplicate", format!("arm `{}` is swept twice; put both parameters in one grid", s.arm), None);
+                continue;
+            }
+            if s.grid.is_empty() {
+                self.err_key(at("grid"), "too-few", "the grid is empty", None);
+                continue;
+            }
+            let arm = r.arms.iter().find(|a| a.name == s.arm).expect("checked above");
+            for (key, values) in &s.grid {
+                let kat = p(&[&"sweep", &i, &"grid", key]);
+                if values.is_empty() {
+                    self.err(kat, "too-few", format!("`{key}` has no values"), None);
+                    continue;
+                }
+                for v in values {
+                    if let Err(msg) = sweep::apply(arm, key, v) {
+                        self.err_key(kat.clone(), "sweep-parameter", msg, None);
+                        break;
+                    }
+                }
+            }
+            let points: usize = s.grid.values().map(Vec::len).product();
+            if points > sweep::MAX_POINTS {
+                self.err_key(at("grid"), "too-large", format!("the grid has {points} points (at most {})", sweep::MAX_POINTS), None);
+            }
+        }
+        // Expanded arms must still be valid arms (e.g. weights matching adapters).
+        if let Ok(arms) = sweep::expand(r) {
+            for arm in arms.iter().filter(|a| a.sweep_point.is_some()) {
+                let idx = r.sweep.iter().position(|s| s.arm == arm.base_name).unwrap_or(0);
+                if let Ok(adapters) = resolve::arm_adapters(r, &arm.arm) {
+                    for (field, len) in arm.arm.merge.weight_lists() {
+                        if len != adapters.len() {
+                            self.err_key(p(&[&"sweep", &idx, &"grid"]), "weights-count", format!("sweep point `{}`: `{field}` has {len} values for {} adapters", arm.arm.name, adapters.len()), None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn kind_name(k: AssetKind) -> &'static str {
+    match k {
+        AssetKind::Model => "model",
+        AssetKind::Dataset(_) => "dataset",
+    }
+}
+
+pub fn format_name(f: DatasetFormat) -> String {
+    serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}

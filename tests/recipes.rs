@@ -1,0 +1,224 @@
+//! Recipes: the shipped ones are valid, the schema is committed, bad ones are rejected with
+//! every problem located, resolution and plans are locked by snapshots.
+
+use std::path::Path;
+
+use reccocktail::plan::{self, CacheStatus};
+use reccocktail::recipe::{self, RecipeError, ResolvedRecipe};
+
+const SHIPPED: [&str; 2] = ["recipes/quickstart.toml", "recipes/cold_start_movies.toml"];
+
+fn resolved(path: &str) -> ResolvedRecipe {
+    let loaded = recipe::load(Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    ResolvedRecipe::from_loaded(&loaded).unwrap()
+}
+
+#[test]
+fn shipped_recipes_are_valid_and_point_at_the_schema() {
+    for path in SHIPPED {
+        resolved(path);
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.starts_with("#:schema ../schema/recipe.schema.json\n"), "{path} must start with its #:schema line");
+    }
+}
+
+#[test]
+fn committed_schema_matches_the_generated_one() {
+    let generated = recipe::schema::schema_text();
+    let committed = std::fs::read_to_string(recipe::schema::COMMITTED_PATH).unwrap_or_default();
+    if std::env::var_os("RECCOCKTAIL_UPDATE_SCHEMA").is_some() {
+        std::fs::write(recipe::schema::COMMITTED_PATH, &generated).unwrap();
+        return;
+    }
+    assert!(
+        committed == generated,
+        "schema/recipe.schema.json is out of date: run `cargo run -- schema --out schema/recipe.schema.json` (or set RECCOCKTAIL_UPDATE_SCHEMA=1 and rerun this test)"
+    );
+}
+
+#[test]
+fn bad_recipes_report_every_problem_with_location() {
+    insta::glob!("recipes/bad/*.toml", |path| {
+        let rel = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let err = match recipe::load(rel) {
+            Ok(_) => panic!("{} should be rejected", rel.display()),
+            Err(RecipeError::Invalid(d)) => d,
+            Err(e) => panic!("{}: unexpected error {e}", rel.display()),
+        };
+        assert!(!err.items.is_empty());
+        for item in &err.items {
+            let span = item.span.as_ref().expect("every problem has a location");
+            assert!(span.start <= err.source.len(), "span inside the file");
+        }
+        insta::assert_snapshot!(err.to_string());
+    });
+}
+
+#[test]
+fn resolved_recipes() {
+    for path in SHIPPED {
+        let r = resolved(path);
+        let name = Path::new(path).file_stem().unwrap().to_string_lossy().to_string();
+        insta::assert_json_snapshot!(format!("resolved_{name}"), r);
+    }
+}
+
+#[test]
+fn plans() {
+    for path in SHIPPED {
+        let plan = plan::compile(&resolved(path)).unwrap();
+        let name = Path::new(path).file_stem().unwrap().to_string_lossy().to_string();
+        insta::assert_snapshot!(format!("plan_{name}"), plan.render(&|_| CacheStatus::Missing));
+    }
+}
+
+#[test]
+fn sweeps_expand_in_place_and_shared_stages_appear_once() {
+    let r = resolved("recipes/cold_start_movies.toml");
+    let names: Vec<&str> = r.arms.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["base_only", "ingredient_only", "fixed_0.5", "task_arithmetic@lambda=0.3", "task_arithmetic@lambda=0.5", "task_arithmetic@lambda=0.7", "task_arithmetic@lambda=1.0", "entropy"]
+    );
+    let plan = plan::compile(&r).unwrap();
+    let trains: Vec<&str> = plan.stages.iter().filter(|s| s.kind == plan::StageKind::Train).map(|s| s.id.as_str()).collect();
+    assert_eq!(trains, ["train:base_spirit", "train:movies"], "each adapter is trained once for all arms");
+    // Every stage's inputs come before it, and keys are unique.
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &plan.stages {
+        for i in &s.inputs {
+            assert!(seen.contains(i.as_str()), "{} needs {i} first", s.id);
+        }
+        seen.insert(s.id.as_str());
+    }
+    let keys: std::collections::BTreeSet<&str> = plan.stages.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys.len(), plan.stages.len());
+    // The entropy arm adapts per setting; the others are merged once.
+    assert!(plan.stage("merge:entropy:cold").is_some() && plan.stage("merge:entropy").is_none());
+    assert!(plan.stage("merge:base_only").is_some() && plan.stage("merge:base_only:cold").is_none());
+}
+
+#[test]
+fn identical_arms_share_their_stages() {
+    let text = std::fs::read_to_string("recipes/quickstart.toml").unwrap().replace(
+        "[[arms]]\nname = \"base_only\"",
+        "[[arms]]\nname = \"same_as_base\"\nmerge = { method = \"fixed\", weights = [1.0, 0.0] }\n\n[[arms]]\nname = \"base_only\"",
+    );
+    let loaded = recipe::check_bytes("quickstart-copy.toml", text.as_bytes(), Path::new("recipes")).unwrap();
+    let plan = plan::compile(&ResolvedRecipe::from_loaded(&loaded).unwrap()).unwrap();
+    let merge = plan.stage("merge:base_only").unwrap();
+    assert_eq!(merge.id, "merge:same_as_base");
+    assert_eq!(merge.aliases, ["merge:base_only"]);
+    // Both arms still get their own result rows, answered by the same evaluation stage.
+    let rows: Vec<_> = plan.rows.iter().filter(|r| r.setting == "warm" && (r.arm == "base_only" || r.arm == "same_as_base")).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].stage, rows[1].stage);
+}
+
+#[test]
+fn formatting_and_comments_do_not_change_the_recipe_hash() {
+    let text = std::fs::read_to_string("recipes/quickstart.toml").unwrap();
+    let reformatted = format!("# a new comment\n{}", text.replace("seed = 42", "seed    =    42   # same"));
+    let a = ResolvedRecipe::from_loaded(&recipe::check_bytes("a.toml", text.as_bytes(), Path::new("recipes")).unwrap()).unwrap();
+    let b = ResolvedRecipe::from_loaded(&recipe::check_bytes("b.toml", reformatted.as_bytes(), Path::new("recipes")).unwrap()).unwrap();
+    assert_eq!(a.recipe_hash, b.recipe_hash);
+    let changed = text.replace("seed = 42", "seed = 7");
+    let c = ResolvedRecipe::from_loaded(&recipe::check_bytes("c.toml", changed.as_bytes(), Path::new("recipes")).unwrap()).unwrap();
+    assert_ne!(a.recipe_hash, c.recipe_hash);
+}
+
+/// A small deterministic generator (no dependency needed for this).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_recipes_never_panic_and_always_locate_problems() {
+    let original = std::fs::read_to_string("recipes/quickstart.toml").unwrap();
+    let replacements = [
+        "nan", "-inf", "1e999", "-1", "0", "\"\"", "[]", "{}", "99999999999999999999", "true", "\"x\"", "[1, \"a\"]", "{ a = 1 }", "1979-05-27", "0.5", "\"\u{1F600}\"",
+    ];
+    // RECCOCKTAIL_FUZZ_CASES=100000 for a longer hunt.
+    let cases: usize = std::env::var("RECCOCKTAIL_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(400);
+    let mut rng = Lcg(7);
+    for case in 0..cases {
+        let mut lines: Vec<String> = original.lines().map(str::to_string).collect();
+        for _ in 0..1 + rng.below(3) {
+            let i = rng.below(lines.len());
+            match rng.below(6) {
+                0 => {
+                    lines.remove(i);
+                }
+                1 => {
+                    let l = lines[i].clone();
+                    lines.insert(i, l);
+                }
+                2 => {
+                    if let Some(eq) = lines[i].find(" = ") {
+                        let v = replacements[rng.below(replacements.len())];
+                        lines[i] = format!("{} = {v}", &lines[i][..eq]);
+                    }
+                }
+                3 => {
+                    let chars: Vec<char> = lines[i].chars().collect();
+                    if !chars.is_empty() {
+                        let j = rng.below(chars.len());
+                        let mut c = chars.clone();
+                        c.remove(j);
+                        lines[i] = c.into_iter().collect();
+                    }
+                }
+                4 => {
+                    if let Some(eq) = lines[i].find(" = ") {
+                        let key = &lines[i][..eq];
+                        lines[i] = format!("{key}x{}", &lines[i][eq..]);
+                    }
+                }
+                _ => lines[i] = lines[i].to_uppercase(),
+            }
+        }
+        let text = lines.join("\n");
+        match recipe::check_bytes("mutant.toml", text.as_bytes(), Path::new("recipes")) {
+            Ok(loaded) => {
+                let r = ResolvedRecipe::from_loaded(&loaded).unwrap_or_else(|e| panic!("case {case}: valid recipe failed to resolve: {e}\n{text}"));
+                plan::compile(&r).unwrap();
+            }
+            Err(RecipeError::Invalid(d)) => {
+                assert!(!d.items.is_empty(), "case {case}: rejected without a problem\n{text}");
+                for item in &d.items {
+                    assert!(item.span.is_some(), "case {case}: `{}` has no location\n{text}", item.message);
+                }
+                let _ = d.to_string();
+            }
+            Err(e) => panic!("case {case}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn pathological_inputs_are_rejected_cleanly() {
+    let deep = format!("x = {}1{}", "[".repeat(5000), "]".repeat(5000));
+    let long_key = format!("{} = 1", "k".repeat(100_000));
+    let inputs: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff, 0xfe, 0x00],
+        b"\x00\x00\x00".to_vec(),
+        deep.into_bytes(),
+        long_key.into_bytes(),
+        b"[experiment]\nname = \"x\"\n[[experiment]]\n".to_vec(),
+        b"experiment = 1\nbackbone = []\ndatasets = \"\"\n".to_vec(),
+    ];
+    for bytes in inputs {
+        match recipe::check_bytes("weird.toml", &bytes, Path::new(".")) {
+            Err(RecipeError::Invalid(d)) => assert!(!d.items.is_empty()),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+}
