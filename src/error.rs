@@ -2,7 +2,8 @@
 //! 1 runtime failure.
 
 use crate::backend::BackendError;
-use crate::exec::RunError;
+use crate::data::inspect::InspectError;
+use crate::exec::{RunError, StageError};
 use crate::plan::PlanError;
 use crate::recipe::RecipeError;
 
@@ -18,8 +19,14 @@ pub enum Error {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Inspect(#[from] crate::data::inspect::InspectError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Model(crate::model::ModelError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -29,7 +36,14 @@ impl Error {
         match self {
             Error::Recipe(_) | Error::Resolve(_) | Error::Plan(_) | Error::Backend(_) | Error::Usage(_) => 2,
             Error::Run(RunError::UnknownStage(_)) => 2,
-            Error::Run(_) | Error::Io { .. } => 1,
+            Error::Data(e) | Error::Inspect(InspectError::Data(e)) if e.is_input_problem() => 2,
+            Error::Run(RunError::Stage { source: StageError::Data(e), .. }) | Error::Inspect(InspectError::Run(RunError::Stage { source: StageError::Data(e), .. }))
+                if e.is_input_problem() =>
+            {
+                2
+            }
+            Error::Model(e) if e.is_input_problem() => 2,
+            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) => 1,
         }
     }
 }

@@ -7,8 +7,10 @@
 pub mod assets;
 pub mod backend;
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod exec;
+pub mod model;
 pub mod plan;
 pub mod prompt;
 pub mod recipe;

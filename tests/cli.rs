@@ -70,12 +70,13 @@ fn plan_lists_stages_and_json_has_cache_status() {
 #[test]
 fn run_stops_cleanly_at_the_first_unimplemented_stage() {
     let dir = tempdir("run");
-    let out = reccocktail(&["run", "recipes/quickstart.toml", "--backend", "flex", "--threads", "1", "--results", dir.to_str().unwrap()]);
+    // The data stages run (on the committed subset); training is the first unimplemented stage.
+    let out = reccocktail(&["run", "tests/recipes/small_latest.toml", "--backend", "flex", "--threads", "1", "--results", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("error: stage `fetch:smollm2-135m-instruct` failed: not implemented: fetch stages"), "{err}");
+    assert!(err.contains("error: stage `train:base_spirit` failed: not implemented: train stages"), "{err}");
     // The run directory records the run even when it stops early.
-    let runs: Vec<_> = std::fs::read_dir(dir.join("quickstart")).unwrap().collect();
+    let runs: Vec<_> = std::fs::read_dir(dir.join("small_latest")).unwrap().collect();
     assert_eq!(runs.len(), 1);
     let run = runs[0].as_ref().unwrap().path();
     for f in ["resolved.json", "plan.json", "environment.json", "run.log"] {

@@ -6,13 +6,13 @@ pub mod rundir;
 pub mod stages;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::Runtime;
-use crate::plan::{CacheStatus, Plan};
+use crate::plan::{CacheStatus, Plan, Stage};
 use crate::recipe::ResolvedRecipe;
 pub use cache::Cache;
 pub use rundir::RunDir;
@@ -85,25 +85,14 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         let verb = if status == CacheStatus::Partial { "resume" } else { "start" };
         log(&format!("{verb:<8} {} [{}]", stage.id, stage.key));
         let started = Instant::now();
-        let tmp = cache.begin(&stage.key)?;
-        let inputs: BTreeMap<String, PathBuf> = stage
-            .inputs
-            .iter()
-            .map(|id| (id.clone(), cache.dir(&plan.stage(id).expect("inputs are plan stages").key)))
-            .collect();
-        let ctx = StageContext { resolved, plan, stage, inputs, out: &tmp, scratch: cache.scratch(&stage.key), run_dir: &run_dir.path, runtime, log: &log };
-        match runner(&ctx) {
+        match execute(&cache, resolved, plan, stage, runtime, &run_dir.path, &log, runner) {
             Ok(()) => {
-                let manifest = serde_json::json!({ "id": stage.id, "kind": stage.kind, "key": stage.key, "inputs": stage.inputs, "params": stage.params, "seconds": started.elapsed().as_secs_f64() });
-                cache.commit(&stage.key, &tmp, &manifest)?;
                 log(&format!("done     {} in {:.1}s", stage.id, started.elapsed().as_secs_f64()));
                 summary.executed.push(stage.id.clone());
                 bar.inc(1);
             }
-            Err(source) => {
-                cache.abort(&tmp);
+            Err(err) => {
                 bar.abandon();
-                let err = RunError::Stage { id: stage.id.clone(), source };
                 run_dir.log(&format!("error    {err}"));
                 return Err(err);
             }
@@ -112,4 +101,49 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
     bar.finish_and_clear();
     log(&format!("finished: {} stages run, {} cached", summary.executed.len(), summary.cached.len()));
     Ok(summary)
+}
+
+/// Run one stage into the cache: a fresh temporary directory, sealed on success, removed on failure.
+#[allow(clippy::too_many_arguments)]
+fn execute(cache: &Cache, resolved: &ResolvedRecipe, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), runner: StageRunner<'_>) -> Result<(), RunError> {
+    let started = Instant::now();
+    let tmp = cache.begin(&stage.key)?;
+    let inputs: BTreeMap<String, PathBuf> = stage.inputs.iter().map(|id| (id.clone(), cache.dir(&plan.stage(id).expect("inputs are plan stages").key))).collect();
+    let ctx = StageContext { resolved, plan, stage, inputs, out: &tmp, scratch: cache.scratch(&stage.key), run_dir, runtime, log };
+    match runner(&ctx) {
+        Ok(()) => {
+            let manifest = serde_json::json!({ "id": stage.id, "kind": stage.kind, "key": stage.key, "inputs": stage.inputs, "params": stage.params, "seconds": started.elapsed().as_secs_f64() });
+            cache.commit(&stage.key, &tmp, &manifest)?;
+            Ok(())
+        }
+        Err(source) => {
+            cache.abort(&tmp);
+            Err(RunError::Stage { id: stage.id.clone(), source })
+        }
+    }
+}
+
+/// Make sure the stages `ids` (and everything they need) are in the cache, running the missing
+/// ones, without a run directory: for inspection commands such as `reccocktail data`. Returns
+/// every needed stage's artifact directory by stage id.
+pub fn ensure(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, results_dir: &Path, ids: &[&str], log: &dyn Fn(&str)) -> Result<BTreeMap<String, PathBuf>, RunError> {
+    let mut needed: Vec<&Stage> = Vec::new();
+    for id in ids {
+        for s in plan.closure(id).ok_or_else(|| RunError::UnknownStage(id.to_string()))? {
+            if !needed.iter().any(|n| n.id == s.id) {
+                needed.push(s);
+            }
+        }
+    }
+    needed.sort_by_key(|s| plan.stages.iter().position(|p| p.id == s.id));
+    let cache = Cache::new(results_dir);
+    let mut dirs = BTreeMap::new();
+    for stage in needed {
+        if cache.status(&stage.key) != CacheStatus::Cached {
+            log(&format!("running  {} [{}]", stage.id, stage.key));
+            execute(&cache, resolved, plan, stage, runtime, cache.root(), log, &stages::run_stage)?;
+        }
+        dirs.insert(stage.id.clone(), cache.dir(&stage.key));
+    }
+    Ok(dirs)
 }

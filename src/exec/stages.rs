@@ -34,22 +34,21 @@ pub enum StageError {
     Failed(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
 }
 
 /// Run one stage into `ctx.out`.
 pub fn run_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
     let not_yet = || Err(StageError::NotImplemented { kind: ctx.stage.kind.name(), id: ctx.stage.id.clone() });
+    use crate::data::{baselines, stages as data};
     match ctx.stage.kind {
-        StageKind::Fetch
-        | StageKind::Data
-        | StageKind::Split
-        | StageKind::Prompts
-        | StageKind::Train
-        | StageKind::Import
-        | StageKind::EvalSet
-        | StageKind::Merge
-        | StageKind::Evaluate
-        | StageKind::Baselines
-        | StageKind::Report => not_yet(),
+        StageKind::Fetch => Ok(data::fetch(ctx)?),
+        StageKind::Data => Ok(data::data(ctx)?),
+        StageKind::Split => Ok(data::split(ctx)?),
+        StageKind::Prompts => Ok(data::prompts(ctx)?),
+        StageKind::EvalSet => Ok(data::eval_set(ctx)?),
+        StageKind::Baselines => Ok(baselines::baselines(ctx)?),
+        StageKind::Train | StageKind::Import | StageKind::Merge | StageKind::Evaluate | StageKind::Report => not_yet(),
     }
 }

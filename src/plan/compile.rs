@@ -25,8 +25,7 @@ impl Builder {
     /// Add a stage (or find the identical one); returns the id to refer to it by.
     fn add(&mut self, kind: StageKind, id: String, inputs: Vec<String>, params: Json) -> String {
         let input_keys: Vec<&str> = inputs.iter().map(|i| self.key_of(i)).collect();
-        let material = json!({ "salt": CODE_SALT, "kind": kind.name(), "params": params, "inputs": input_keys });
-        let key = hash_hex(&serde_json::to_vec(&material).expect("plain JSON"));
+        let key = stage_key(kind, &params, &input_keys);
         if let Some(&i) = self.by_key.get(&key) {
             let existing = &mut self.stages[i];
             if existing.id != id && !existing.aliases.contains(&id) {
@@ -44,6 +43,17 @@ impl Builder {
     }
 }
 
+/// The content key of a stage: hash(salt, kind, params, input keys).
+pub fn stage_key(kind: StageKind, params: &Json, input_keys: &[&str]) -> String {
+    let material = json!({ "salt": CODE_SALT, "kind": kind.name(), "params": params, "inputs": input_keys });
+    hash_hex(&serde_json::to_vec(&material).expect("plain JSON"))
+}
+
+/// Parameters of the `fetch:<asset>` stage of a known asset.
+pub fn fetch_params(asset: &crate::assets::Asset) -> Json {
+    json!({ "asset": asset.name, "requirement": asset.requirement(), "files": asset.files })
+}
+
 /// Compile the plan. Reads local files (models, datasets, templates, adapters) to hash them.
 pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     let mut b = Builder { stages: Vec::new(), by_key: BTreeMap::new() };
@@ -53,8 +63,11 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     let source_ref = |b: &mut Builder, src: &Source| -> Result<(Vec<String>, Json), PlanError> {
         Ok(match src {
             Source::Asset { name, requirement } => {
-                let files = crate::assets::find(name).map(|a| a.files.to_vec()).unwrap_or_default();
-                let id = b.add(StageKind::Fetch, format!("fetch:{name}"), vec![], json!({ "asset": name, "requirement": requirement, "files": files }));
+                let params = match crate::assets::find(name) {
+                    Some(a) => fetch_params(a),
+                    None => json!({ "asset": name, "requirement": requirement, "files": [] }),
+                };
+                let id = b.add(StageKind::Fetch, format!("fetch:{name}"), vec![], params);
                 (vec![id], json!({ "asset": name }))
             }
             Source::Path { path } => (vec![], json!({ "path": path, "content": content_hash(path)? })),
@@ -83,6 +96,9 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         template_ids.insert(name.clone(), json!({ "separator": t.separator, "content": content_hash(&t.path)? }));
     }
 
+    // Prompts ask for the top K with K the largest evaluation cut-off: it is part of their text.
+    let prompt_k = r.evaluation.k.iter().copied().max().unwrap_or(1);
+
     // Adapters: prompts -> train, or import for pretrained ones.
     let mut adapter_ids = BTreeMap::new();
     let mut prompt_ids = BTreeMap::new();
@@ -94,7 +110,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
                 let params = json!({
                     "adapter": a.name, "role": a.role, "domains": a.domains, "template": template_ids[&a.template],
                     "samples_per_user": a.samples_per_user, "max_samples": a.max_samples,
-                    "max_valid_samples": a.max_valid_samples, "seed": seed,
+                    "max_valid_samples": a.max_valid_samples, "seed": seed, "k": prompt_k,
                 });
                 let prompts = b.add(StageKind::Prompts, format!("prompts:{}", a.name), inputs, params);
                 prompt_ids.insert(a.name.clone(), prompts.clone());
@@ -117,7 +133,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         if let Some(p) = s.ingredient.as_ref().and_then(|ing| prompt_ids.get(ing)) {
             inputs.push(p.clone());
         }
-        let params = json!({ "setting": s, "template": template_ids[&ev.template], "data": r.data, "seed": seed });
+        let params = json!({ "setting": s, "template": template_ids[&ev.template], "data": r.data, "seed": seed, "k": prompt_k });
         eval_set_ids.insert(s.name.clone(), b.add(StageKind::EvalSet, format!("eval-set:{}", s.name), inputs, params));
     }
 

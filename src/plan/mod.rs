@@ -10,7 +10,7 @@ mod render;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-pub use compile::{compile, content_hash, PlanError};
+pub use compile::{compile, content_hash, fetch_params, stage_key, PlanError};
 pub use render::CacheStatus;
 
 /// Bumped whenever a stage's output format or semantics change, invalidating cached artifacts.

@@ -57,7 +57,7 @@ pub struct PromptTemplate {
 }
 
 /// One rendered training or evaluation example.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rendered {
     pub instruction: String,
     pub response: String,

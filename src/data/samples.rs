@@ -1,0 +1,153 @@
+//! Rendering samples (a user's sequence position) into prompts, and the tables that hold them.
+
+use polars::prelude::{Column, DataFrame};
+
+use super::candidates::CandidateSampler;
+use super::domain::DomainSplit;
+use super::{DataError, table};
+use crate::prompt::{PromptContext, PromptTemplate, Rendered};
+
+/// One rendered sample.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub user: usize,
+    pub position: usize,
+    /// Candidate item numbers in presentation order (the target among them).
+    pub candidates: Vec<u32>,
+    pub rendered: Rendered,
+}
+
+pub struct Renderer<'a> {
+    pub split: &'a DomainSplit,
+    sampler: CandidateSampler<'a>,
+    template: &'a PromptTemplate,
+    k: u32,
+    separator: String,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(split: &'a DomainSplit, template: &'a PromptTemplate, separator: &str, k: u32, seed: u64) -> Self {
+        Self { split, sampler: CandidateSampler::new(split, seed), template, k, separator: separator.to_string() }
+    }
+
+    /// Render `user`'s sample at `position`; `None` when no candidate list can be built.
+    pub fn render(&self, user: usize, position: usize) -> Result<Option<Sample>, DataError> {
+        let s = self.split;
+        let Some(candidates) = self.sampler.candidates(user, position) else {
+            return Ok(None);
+        };
+        let title = |i: &u32| s.titles[*i as usize].clone();
+        let ctx = PromptContext {
+            history: s.history(user, position).iter().map(title).collect(),
+            candidates: candidates.iter().map(title).collect(),
+            target: title(&s.sequences[user][position]),
+            k: self.k,
+            domain: s.settings.label.clone(),
+            separator: self.separator.clone(),
+        };
+        let rendered = self.template.render(&ctx)?;
+        Ok(Some(Sample { user, position, candidates, rendered }))
+    }
+}
+
+/// Rows of rendered samples, possibly from several domains, tagged with a `set` name.
+#[derive(Default)]
+pub struct SampleTable {
+    set: Vec<String>,
+    domain: Vec<String>,
+    user: Vec<String>,
+    position: Vec<u32>,
+    history: Vec<u32>,
+    target: Vec<String>,
+    target_title: Vec<String>,
+    instruction: Vec<String>,
+    response: Vec<String>,
+    // Candidates, long format.
+    c_set: Vec<String>,
+    c_user: Vec<String>,
+    c_slot: Vec<u32>,
+    c_item: Vec<String>,
+    c_title: Vec<String>,
+    c_target: Vec<bool>,
+}
+
+impl SampleTable {
+    pub fn push(&mut self, set: &str, domain: &str, split: &DomainSplit, s: &Sample) {
+        let target = split.sequences[s.user][s.position];
+        let user = &split.users[s.user];
+        self.set.push(set.into());
+        self.domain.push(domain.to_string());
+        self.user.push(user.clone());
+        self.position.push(s.position as u32);
+        self.history.push(s.position as u32);
+        self.target.push(split.items[target as usize].clone());
+        self.target_title.push(split.titles[target as usize].clone());
+        self.instruction.push(s.rendered.instruction.clone());
+        self.response.push(s.rendered.response.clone());
+        for (slot, &c) in s.candidates.iter().enumerate() {
+            self.c_set.push(set.into());
+            self.c_user.push(user.clone());
+            self.c_slot.push(slot as u32);
+            self.c_item.push(split.items[c as usize].clone());
+            self.c_title.push(split.titles[c as usize].clone());
+            self.c_target.push(c == target);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.user.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.user.is_empty()
+    }
+
+    /// Reorder the sample rows by `order` (indices into the current rows).
+    pub fn permute(&mut self, order: &[usize]) {
+        fn p<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
+            *v = order.iter().map(|&i| v[i].clone()).collect();
+        }
+        p(&mut self.set, order);
+        p(&mut self.domain, order);
+        p(&mut self.user, order);
+        p(&mut self.position, order);
+        p(&mut self.history, order);
+        p(&mut self.target, order);
+        p(&mut self.target_title, order);
+        p(&mut self.instruction, order);
+        p(&mut self.response, order);
+    }
+
+    /// `set, domain, user, position, history` (untruncated history length), `target`,
+    /// `target_title`, `instruction`, `response`.
+    pub fn samples_frame(&self) -> Result<DataFrame, DataError> {
+        table::frame(vec![
+            Column::new("set".into(), self.set.clone()),
+            Column::new("domain".into(), self.domain.clone()),
+            Column::new("user".into(), self.user.clone()),
+            Column::new("position".into(), self.position.clone()),
+            Column::new("history".into(), self.history.clone()),
+            Column::new("target".into(), self.target.clone()),
+            Column::new("target_title".into(), self.target_title.clone()),
+            Column::new("instruction".into(), self.instruction.clone()),
+            Column::new("response".into(), self.response.clone()),
+        ])
+    }
+
+    /// `set, user, slot, item, title, is_target`: every candidate list, in presentation order.
+    pub fn candidates_frame(&self) -> Result<DataFrame, DataError> {
+        table::frame(vec![
+            Column::new("set".into(), self.c_set.clone()),
+            Column::new("user".into(), self.c_user.clone()),
+            Column::new("slot".into(), self.c_slot.clone()),
+            Column::new("item".into(), self.c_item.clone()),
+            Column::new("title".into(), self.c_title.clone()),
+            Column::new("is_target".into(), self.c_target.clone()),
+        ])
+    }
+
+    /// The first row's rendered prompt, for summaries.
+    pub fn example(&self) -> Option<Rendered> {
+        self.instruction.first().map(|i| Rendered { instruction: i.clone(), response: self.response[0].clone() })
+    }
+}

@@ -1,0 +1,129 @@
+//! Linear layers with LoRA adapters: `y = x W0 (+ b) + sum_i s_i (x A_i) B_i`.
+//!
+//! W0 is frozen. Each adapter keeps its own factors (A: [in, r], B: [r, out] here, i.e. PEFT's
+//! `lora_A` [r, in] and `lora_B` [out, r] transposed) and its own scale `s_i`, which already
+//! includes the merge weight `w_i` and `alpha_i / r_i`. Several weighted adapters applied at once
+//! is exactly the merged adapter `W0 + sum_i w_i s_i B_i A_i`, without materializing dense deltas.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Which projection of a decoder layer a linear layer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proj {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Proj {
+    pub const ALL: [Proj; 7] = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
+
+    /// HF / PEFT module name (`q_proj`, ...).
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Proj::Q => "q_proj",
+            Proj::K => "k_proj",
+            Proj::V => "v_proj",
+            Proj::O => "o_proj",
+            Proj::Gate => "gate_proj",
+            Proj::Up => "up_proj",
+            Proj::Down => "down_proj",
+        }
+    }
+
+    /// HF parent module (`self_attn` or `mlp`).
+    pub fn hf_parent(self) -> &'static str {
+        match self {
+            Proj::Q | Proj::K | Proj::V | Proj::O => "self_attn",
+            Proj::Gate | Proj::Up | Proj::Down => "mlp",
+        }
+    }
+
+    pub fn from_hf_name(name: &str) -> Option<Proj> {
+        Proj::ALL.into_iter().find(|p| p.hf_name() == name)
+    }
+}
+
+/// One adapter's factors on one linear layer.
+#[derive(Module, Debug)]
+pub struct LoraFactors {
+    /// [in, r]
+    pub a: Param<Tensor<2>>,
+    /// [r, out]
+    pub b: Param<Tensor<2>>,
+    /// Effective scale: merge weight x alpha / r (or alpha / sqrt(r) with rsLoRA).
+    pub scale: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct LoraLinear {
+    /// Frozen base weight, [in, out].
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub adapters: Vec<LoraFactors>,
+}
+
+/// A row-major host matrix in HF layout ([out, in]) into a frozen burn weight ([in, out]).
+pub fn frozen_from_hf(rows: usize, cols: usize, data: &[f32], device: &Device) -> Param<Tensor<2>> {
+    let t = transpose(rows, cols, data);
+    Param::from_tensor(Tensor::<2>::from_data(TensorData::new(t, [cols, rows]), device)).set_require_grad(false)
+}
+
+/// Row-major [rows, cols] -> row-major [cols, rows].
+pub fn transpose(rows: usize, cols: usize, data: &[f32]) -> Vec<f32> {
+    assert_eq!(data.len(), rows * cols, "matrix size");
+    let mut out = vec![0.0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+impl LoraLinear {
+    pub fn frozen(weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) -> Self {
+        Self { weight, bias, adapters: Vec::new() }
+    }
+
+    pub fn d_in(&self) -> usize {
+        self.weight.shape().dims::<2>()[0]
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.weight.shape().dims::<2>()[1]
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mut y = x.clone().matmul(self.weight.val().unsqueeze());
+        if let Some(b) = &self.bias {
+            y = y + b.val().unsqueeze();
+        }
+        for f in &self.adapters {
+            let low = x.clone().matmul(f.a.val().unsqueeze());
+            y = y + low.matmul(f.b.val().unsqueeze()).mul_scalar(f.scale);
+        }
+        y
+    }
+
+    /// The dense weight with every adapter folded in: W0 + sum_i s_i A_i B_i ([in, out]).
+    pub fn folded_weight(&self) -> Tensor<2> {
+        let mut w = self.weight.val();
+        for f in &self.adapters {
+            w = w + f.a.val().matmul(f.b.val()).mul_scalar(f.scale);
+        }
+        w
+    }
+
+    /// Fold every adapter into the (still frozen) base weight and drop them.
+    pub fn fold(self) -> Self {
+        let w = self.folded_weight();
+        Self { weight: Param::from_tensor(w).set_require_grad(false), bias: self.bias, adapters: Vec::new() }
+    }
+}

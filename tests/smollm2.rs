@@ -1,0 +1,57 @@
+//! The real SmolLM2-135M-Instruct (GGUF Q4_1) against transformers' dequantized load of the same
+//! file (reference from scripts/fixtures/make_smollm2_reference.py): same token ids, last-position
+//! logits within 1e-3, the same greedy chat completion. Skipped unless RECCOCKTAIL_SMOLLM2_GGUF
+//! names the file (CI fetches it and sets it).
+
+use std::path::PathBuf;
+
+use reccocktail::backend::{self, BackendKind, DeviceSpec};
+use reccocktail::model::chat::ChatMessage;
+use reccocktail::model::generate::{self, GenerationConfig};
+use reccocktail::model::load::load_text_model;
+use reccocktail::recipe::types::BackendChoice;
+
+fn gguf() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os("RECCOCKTAIL_SMOLLM2_GGUF")?);
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn smollm2_matches_transformers() {
+    let Some(path) = gguf() else {
+        eprintln!("skipped: set RECCOCKTAIL_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf");
+        return;
+    };
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string("tests/fixtures/smollm2/reference.json").unwrap()).unwrap();
+    let bytes = std::fs::read("tests/fixtures/smollm2/logits.bin").unwrap();
+    let expected: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let vocab = reference["vocab_size"].as_u64().unwrap() as usize;
+    for b in backend::compiled_backends() {
+        let choice = if b == BackendKind::Flex { BackendChoice::Flex } else { BackendChoice::Tch };
+        let device = backend::select(choice, DeviceSpec::Cpu, Some(2)).unwrap().device;
+        let m = load_text_model(&path, &device).unwrap();
+        for (i, prompt) in reference["prompts"].as_array().unwrap().iter().enumerate() {
+            let want: Vec<u32> = reference["ids"][i].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            let ids = m.tokenizer.encode(prompt.as_str().unwrap(), false).unwrap();
+            assert_eq!(ids, want, "{b}: token ids of {prompt}");
+            let rows = generate::logits_of(&m.backbone.model, &ids);
+            let last = rows.last().unwrap();
+            let exp = &expected[i * vocab..(i + 1) * vocab];
+            let d = last.iter().zip(exp).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            eprintln!("{b}: prompt {i}: max |logit diff| = {d:.2e}");
+            assert!(d <= 1e-3, "{b}: prompt {i}: logits differ by {d}");
+        }
+        let chat = m.chat.as_ref().expect("SmolLM2 ships a chat template");
+        let messages: Vec<ChatMessage> = reference["chat_messages"].as_array().unwrap().iter().map(|x| ChatMessage::new(x["role"].as_str().unwrap(), x["content"].as_str().unwrap())).collect();
+        let text = chat.render(&messages, true).unwrap();
+        assert_eq!(text, reference["chat_text"].as_str().unwrap(), "{b}: chat template");
+        let ids = m.tokenizer.encode(&text, false).unwrap();
+        let cfg = GenerationConfig { max_new_tokens: reference["greedy_ids"].as_array().unwrap().len(), eos_ids: m.tokenizer.eos_ids().to_vec(), ..Default::default() };
+        let out = generate::generate(&m.backbone.model, &ids, &cfg, &mut |_| false);
+        let want: Vec<u32> = reference["greedy_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let text = m.tokenizer.decode(&out, true).unwrap();
+        eprintln!("{b}: greedy: {text:?}");
+        assert_eq!(&out[..], &want[..out.len().min(want.len())], "{b}: greedy ids");
+        assert_eq!(text.trim(), reference["greedy_text"].as_str().unwrap().trim());
+    }
+}
