@@ -67,6 +67,11 @@ pub enum Command {
     },
     /// Show the compiled backends and check that each one computes and differentiates.
     Env,
+    /// Convert a GGUF model (F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized) into an HF directory.
+    Convert {
+        gguf: PathBuf,
+        out: PathBuf,
+    },
     /// Generate text with a model (HF directory or .gguf) and optional PEFT adapters; greedy by default.
     Generate {
         /// HF model directory or .gguf file.
@@ -210,6 +215,11 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
         }
         Command::Fetch { assets, results } => fetch(&assets, &results),
+        Command::Convert { gguf, out } => {
+            crate::model::gguf::convert(&gguf, &out).map_err(Error::Gguf)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Generate { model, adapters, chat, prompt, max_new_tokens, temperature, top_p, seed, stop, json, device, backend, threads } => {
             let runtime = backend::select(backend, device, threads)?;
             let config = crate::model::generate::GenerationConfig { max_new_tokens, temperature, top_p, seed, eos_ids: Vec::new() };

@@ -27,6 +27,8 @@ pub enum Error {
     Usage(String),
     #[error(transparent)]
     Model(crate::model::ModelError),
+    #[error(transparent)]
+    Gguf(crate::model::gguf::GgufError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -43,7 +45,8 @@ impl Error {
                 2
             }
             Error::Model(e) if e.is_input_problem() => 2,
-            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) => 1,
+            Error::Gguf(e) if e.is_input_problem() => 2,
+            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) => 1,
         }
     }
 }

@@ -100,3 +100,15 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn model_commands_reject_bad_inputs_with_exit_2() {
+    let missing = reccocktail(&["generate", "--model", "no/such/model.gguf", "--prompt", "hi"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stderr));
+    let dir = tempdir("convert");
+    let bogus = dir.join("bogus.gguf");
+    std::fs::write(&bogus, b"not a gguf file at all").unwrap();
+    let out = reccocktail(&["convert", bogus.to_str().unwrap(), dir.join("out").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("bogus.gguf"), "{}", text(&out.stderr));
+}

@@ -47,14 +47,14 @@ pub fn generate_text(args: &GenerateArgs<'_>, runtime: &Runtime) -> Result<Gener
     }
     let tok_err = |e: super::tokenizer::TokenizerError| ModelError::Other(e.to_string());
     let prompt_ids = if args.chat {
-        let chat = m.chat.as_ref().ok_or_else(|| ModelError::Other(format!("{} has no chat template; drop --chat", args.model.display())))?;
+        let chat = m.chat.as_ref().ok_or_else(|| ModelError::Invalid(format!("{} has no chat template; drop --chat", args.model.display())))?;
         let text = chat.render(&[ChatMessage::user(args.prompt)], true).map_err(|e| ModelError::Other(e.to_string()))?;
         m.tokenizer.encode(&text, false).map_err(tok_err)?
     } else {
         m.tokenizer.encode(args.prompt, true).map_err(tok_err)?
     };
     if prompt_ids.is_empty() {
-        return Err(ModelError::Other("the prompt encodes to no tokens".into()));
+        return Err(ModelError::Invalid("the prompt encodes to no tokens".into()));
     }
     let mut config = args.config.clone();
     if config.eos_ids.is_empty() {

@@ -52,12 +52,13 @@ pub struct TextModel {
 
 /// Load an HF model directory or a `.gguf` file with its tokenizer and chat template.
 pub fn load_text_model(path: &Path, device: &Device) -> Result<TextModel, ModelError> {
-    let other = |e: &dyn std::fmt::Display| ModelError::Other(format!("{}: {e}", path.display()));
+    let other = |e: &dyn std::fmt::Display| ModelError::Invalid(format!("{}: {e}", path.display()));
     let is_gguf = path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
     let (hf, sd, tokenizer, tokenizer_config) = if is_gguf {
         let ckpt = super::gguf::gguf_to_hf(path).map_err(|e| other(&e))?;
+        // The checkpoint's tokenizer carries bos/eos (and end-of-turn) ids from the metadata.
+        let tok = ckpt.tokenizer().map_err(|e| other(&e))?;
         let sd: StateDict = ckpt.tensors.into_iter().map(|(n, shape, data)| (n, weights::HostTensor { shape, data })).collect();
-        let tok = super::tokenizer::TextTokenizer::from_json_str(&ckpt.tokenizer_json).map_err(|e| other(&e))?;
         (ckpt.config, sd, tok, Some(ckpt.tokenizer_config))
     } else if path.is_dir() {
         let (hf, sd) = read_hf_dir(path)?;
@@ -65,7 +66,7 @@ pub fn load_text_model(path: &Path, device: &Device) -> Result<TextModel, ModelE
         let tc = std::fs::read_to_string(path.join("tokenizer_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
         (hf, sd, tok, tc)
     } else {
-        return Err(ModelError::Other(format!("{}: expected an HF model directory or a .gguf file", path.display())));
+        return Err(ModelError::Invalid(format!("{}: expected an HF model directory or a .gguf file", path.display())));
     };
     let chat = match &tokenizer_config {
         Some(tc) if tc.get("chat_template").is_some() => Some(super::chat::ChatTemplate::from_tokenizer_config(tc).map_err(|e| other(&e))?),

@@ -30,6 +30,9 @@ pub enum ModelError {
     Weights(String),
     #[error("adapter {path}: {message}")]
     Adapter { path: PathBuf, message: String },
+    /// A problem with what the user gave (a file, a prompt, an option).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Other(String),
 }
