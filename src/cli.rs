@@ -67,6 +67,22 @@ pub enum Command {
     },
     /// Show the compiled backends and check that each one computes and differentiates.
     Env,
+    /// Measure forward throughput (tokens/s) of a model on this machine; prints JSON.
+    Bench {
+        /// HF model directory or .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, value_parser = parse_backend, default_value = "auto")]
+        backend: BackendChoice,
+        #[arg(long)]
+        threads: Option<u32>,
+    },
     /// Convert a GGUF model (F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized) into an HF directory.
     Convert {
         gguf: PathBuf,
@@ -215,6 +231,12 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
         }
         Command::Fetch { assets, results } => fetch(&assets, &results),
+        Command::Bench { model, batch, seq_len, iters, backend, threads } => {
+            let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
+            let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
+            let r = crate::model::bench::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
+            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "forward": r }))
+        }
         Command::Convert { gguf, out } => {
             crate::model::gguf::convert(&gguf, &out).map_err(Error::Gguf)?;
             println!("wrote {}", out.display());
