@@ -65,7 +65,7 @@ pub fn data(ctx: &StageContext<'_>) -> Result<(), DataError> {
         Source::Path { path } => path.clone(),
         Source::Asset { .. } => input(ctx, "fetch:")?.clone(),
     };
-    let format = loaders::format_name(d.format);
+    let format = d.format.name();
     let loaded = loaders::load(d.format, &path, &LoadOptions { strict: d.strict, columns: d.columns.as_ref() })?;
     if loaded.report.malformed() > 0 {
         (ctx.log)(&format!("dataset `{name}`: {} malformed rows skipped (see report.json)", loaded.report.malformed()));

@@ -139,7 +139,7 @@ impl Checker<'_> {
             if let Some(asset) = self.asset_or_path(p(&[&"datasets", name]), d.asset.as_deref(), d.path.as_deref(), "dataset") {
                 if asset.kind != AssetKind::Dataset(d.format) {
                     let AssetKind::Dataset(f) = asset.kind else { unreachable!() };
-                    self.err(at("format"), "wrong-format", format!("asset `{}` is in format `{}`, not `{}`", asset.name, format_name(f), format_name(d.format)), Some(format!("use format = \"{}\"", format_name(f))));
+                    self.err(at("format"), "wrong-format", format!("asset `{}` is in format `{}`, not `{}`", asset.name, f.name(), d.format.name()), Some(format!("use format = \"{}\"", f.name())));
                 }
             }
             match (d.format, &d.columns) {
@@ -455,8 +455,4 @@ fn kind_name(k: AssetKind) -> &'static str {
         AssetKind::Model => "model",
         AssetKind::Dataset(_) => "dataset",
     }
-}
-
-pub fn format_name(f: DatasetFormat) -> String {
-    serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }

@@ -155,6 +155,13 @@ pub enum DatasetFormat {
     Csv,
 }
 
+impl DatasetFormat {
+    /// The name written in recipes (`recbole`, `movielens_100k`, ...).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
 /// Column names of a generic CSV dataset.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

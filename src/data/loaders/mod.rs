@@ -230,11 +230,7 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<Option<i64>, String> {
     }
 }
 
-/// The recipe spelling of a format (`movielens_100k`).
-pub fn format_name(f: DatasetFormat) -> String {
-    serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
+/// How to load: strict malformed-row handling, CSV column names.
 pub struct LoadOptions<'a> {
     pub strict: bool,
     pub columns: Option<&'a CsvColumns>,
