@@ -161,3 +161,22 @@ fn broken_adapters_are_refused_with_clear_errors() {
     assert_eq!(PeftAdapter::load(&tmp, &m.model).unwrap(), a);
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn folding_adapters_into_the_weights_changes_nothing() {
+    let device = devices().remove(0).1;
+    let dir = Path::new(FIXTURES).join("llama");
+    let exp = expected("llama");
+    let seqs = ids(&exp["ids"]);
+    let mut m = load_hf_dir(&dir.join("model"), &device).unwrap();
+    let w = floats(&exp["merge_weights"]);
+    for (i, wi) in w.iter().enumerate() {
+        PeftAdapter::load(&dir.join(format!("adapter{i}")), &m.model).unwrap().attach(&mut m.model, *wi as f64);
+    }
+    for (_, _, lin) in m.model.projections_mut() {
+        lin.fold();
+        assert!(lin.adapters.is_empty());
+    }
+    let d = max_diff(&batch_logits(&m, &seqs), &floats(&exp["logits_merged"]));
+    assert!(d <= TOL, "folded model differs by {d}");
+}

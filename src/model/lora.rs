@@ -122,8 +122,9 @@ impl LoraLinear {
     }
 
     /// Fold every adapter into the (still frozen) base weight and drop them.
-    pub fn fold(self) -> Self {
+    pub fn fold(&mut self) {
         let w = self.folded_weight();
-        Self { weight: Param::from_tensor(w).set_require_grad(false), bias: self.bias, adapters: Vec::new() }
+        self.weight = Param::from_tensor(w).set_require_grad(false);
+        self.adapters.clear();
     }
 }
