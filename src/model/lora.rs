@@ -6,6 +6,7 @@
 //! is exactly the merged adapter `W0 + sum_i w_i s_i B_i A_i`, without materializing dense deltas.
 
 use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Which projection of a decoder layer a linear layer is.
@@ -59,6 +60,16 @@ pub struct LoraFactors {
     pub b: Param<Tensor<2>>,
     /// Effective scale: merge weight x alpha / r (or alpha / sqrt(r) with rsLoRA).
     pub scale: f64,
+    /// Dropout on the adapter's input, as PEFT does (active only when training on an autodiff
+    /// device; inference is unaffected).
+    pub dropout: Dropout,
+}
+
+impl LoraFactors {
+    /// Factors `a` [in, r] and `b` [r, out]; `dropout` in [0, 1).
+    pub fn new(a: Param<Tensor<2>>, b: Param<Tensor<2>>, scale: f64, dropout: f64) -> Self {
+        Self { a, b, scale, dropout: DropoutConfig::new(dropout).init() }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -106,7 +117,7 @@ impl LoraLinear {
             y = y + b.val().unsqueeze();
         }
         for f in &self.adapters {
-            let low = x.clone().matmul(f.a.val().unsqueeze());
+            let low = f.dropout.forward(x.clone()).matmul(f.a.val().unsqueeze());
             y = y + low.matmul(f.b.val().unsqueeze()).mul_scalar(f.scale);
         }
         y
@@ -126,5 +137,50 @@ impl LoraLinear {
         let w = self.folded_weight();
         self.weight = Param::from_tensor(w).set_require_grad(false);
         self.adapters.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(device: &Device, dropout: f64) -> LoraLinear {
+        let w = frozen_from_hf(3, 4, &(0..12).map(|i| i as f32 * 0.1).collect::<Vec<_>>(), device);
+        let a = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(vec![0.5f32; 8], [4, 2]), device));
+        let b = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(vec![0.25f32; 6], [2, 3]), device));
+        let mut l = LoraLinear::frozen(w, None);
+        l.adapters.push(LoraFactors::new(a, b, 2.0, dropout));
+        l
+    }
+
+    #[test]
+    fn forward_is_base_plus_scaled_low_rank_and_fold_agrees() {
+        let device = crate::backend::select(crate::recipe::types::BackendChoice::Auto, crate::backend::DeviceSpec::Cpu, None).unwrap().device;
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -1.0, 2.0, 0.5], [1, 4]), &device);
+        let mut l = layer(&device, 0.0);
+        let y: Vec<f32> = l.forward(x.clone()).into_data().try_to_vec().unwrap();
+        // x W0: W0 (HF [3, 4]) rows are 0.1 * (0..4), (4..8), (8..12).
+        let base = [0.1 * (0.0 - 1.0 + 4.0 + 1.5), 0.1 * (4.0 - 5.0 + 12.0 + 3.5), 0.1 * (8.0 - 9.0 + 20.0 + 5.5)];
+        // s (x A) B = 2 * (0.5 * 2.5 per rank) * 0.25 * 2 ranks = 1.25.
+        for (got, want) in y.iter().zip(base.iter().map(|b| b + 1.25)) {
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
+        l.fold();
+        let folded: Vec<f32> = l.forward(x).into_data().try_to_vec().unwrap();
+        assert!(y.iter().zip(&folded).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+
+    #[test]
+    fn dropout_only_acts_when_training() {
+        let device = crate::backend::select(crate::recipe::types::BackendChoice::Auto, crate::backend::DeviceSpec::Cpu, None).unwrap().device;
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 4 * 64], [64, 4]), &device);
+        let l = layer(&device, 0.5);
+        let eval: Vec<f32> = l.forward(x.clone()).into_data().try_to_vec().unwrap();
+        let no_drop: Vec<f32> = layer(&device, 0.0).forward(x.clone()).into_data().try_to_vec().unwrap();
+        assert_eq!(eval, no_drop, "inference ignores dropout");
+        let ad = device.clone().autodiff();
+        let x_ad = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 4 * 64], [64, 4]), &ad);
+        let train: Vec<f32> = l.forward(x_ad).into_data().try_to_vec().unwrap();
+        assert_ne!(train, no_drop, "training applies dropout to the adapter input");
     }
 }

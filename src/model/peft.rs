@@ -213,7 +213,8 @@ impl PeftAdapter {
             let d_out = pair.b.shape[0];
             let a = Tensor::<2>::from_data(TensorData::new(transpose(r, d_in, &pair.a.data), [d_in, r]), &device);
             let b = Tensor::<2>::from_data(TensorData::new(transpose(d_out, r, &pair.b.data), [r, d_out]), &device);
-            lin.adapters.push(LoraFactors { a: Param::from_tensor(a).set_require_grad(false), b: Param::from_tensor(b).set_require_grad(false), scale: weight * self.config.scale(layer, proj) });
+            let (a, b) = (Param::from_tensor(a).set_require_grad(false), Param::from_tensor(b).set_require_grad(false));
+            lin.adapters.push(LoraFactors::new(a, b, weight * self.config.scale(layer, proj), 0.0));
         }
     }
 }
