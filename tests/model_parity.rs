@@ -180,3 +180,42 @@ fn folding_adapters_into_the_weights_changes_nothing() {
     let d = max_diff(&batch_logits(&m, &seqs), &floats(&exp["logits_merged"]));
     assert!(d <= TOL, "folded model differs by {d}");
 }
+
+#[test]
+fn sampling_is_seeded_and_top_p_near_zero_is_greedy() {
+    let device = devices().remove(0).1;
+    let b = load_hf_dir(&Path::new(FIXTURES).join("llama/model"), &device).unwrap();
+    let prompt = [1u32, 17, 42, 99, 5];
+    let sample = |seed: u64, top_p: f64| {
+        let cfg = GenerationConfig { max_new_tokens: 12, temperature: 1.0, top_p, seed, ..Default::default() };
+        generate::generate(&b.model, &prompt, &cfg, &mut |_| false)
+    };
+    assert_eq!(sample(7, 1.0), sample(7, 1.0), "same seed, same text");
+    assert!((0..8).map(|s| sample(s, 1.0)).collect::<std::collections::BTreeSet<_>>().len() > 1, "seeds change samples");
+    assert_eq!(sample(3, 1e-9)[..10], greedy(&b, &prompt)[..], "top_p ~ 0 keeps only the argmax");
+    // Stop callback: generation ends as soon as it says so.
+    let cfg = GenerationConfig { max_new_tokens: 12, ..Default::default() };
+    assert_eq!(generate::generate(&b.model, &prompt, &cfg, &mut |ids| ids.len() == 3).len(), 3);
+}
+
+#[test]
+fn wrong_checkpoints_name_the_offending_tensor() {
+    use reccocktail::model::weights::{HostTensor, build, read_safetensors, StateDict};
+    let device = devices().remove(0).1;
+    let dir = Path::new(FIXTURES).join("llama/model");
+    let cfg = reccocktail::model::ModelConfig::from_hf(&serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()).unwrap();
+    let mut sd = StateDict::new();
+    read_safetensors(&dir.join("model.safetensors"), &mut sd).unwrap();
+    let err = |sd: StateDict| build(&cfg, sd, &device).err().expect("must be refused").to_string();
+    let mut missing = sd.clone();
+    missing.remove("model.layers.1.mlp.up_proj.weight");
+    assert!(err(missing).contains("missing tensor `model.layers.1.mlp.up_proj.weight`"));
+    let mut extra = sd.clone();
+    extra.insert("model.layers.9.self_attn.q_proj.weight".into(), HostTensor { shape: vec![1], data: vec![0.0] });
+    assert!(err(extra).contains("unexpected tensor `model.layers.9.self_attn.q_proj.weight`"));
+    let mut shaped = sd.clone();
+    shaped.get_mut("model.norm.weight").unwrap().shape = vec![16, 2];
+    assert!(err(shaped).contains("tensor `model.norm.weight` has shape [16, 2], expected [32]"));
+    let unsupported = serde_json::json!({"architectures": ["GPT2LMHeadModel"], "hidden_size": 8});
+    assert!(reccocktail::model::ModelConfig::from_hf(&unsupported).unwrap_err().to_string().contains("GPT2LMHeadModel"));
+}
