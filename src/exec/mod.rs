@@ -1,6 +1,7 @@
 //! Executing a plan: stages in dependency order, cached ones skipped, outputs sealed atomically,
 //! a run directory recording what ran, progress on the terminal.
 
+pub mod backbone;
 pub mod cache;
 pub mod rundir;
 pub mod stages;

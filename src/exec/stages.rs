@@ -36,6 +36,8 @@ pub enum StageError {
     Io { context: String, source: std::io::Error },
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }
 
 /// Run one stage into `ctx.out`.

@@ -4,24 +4,7 @@ use half::{bf16, f16};
 
 use super::{GgmlType, GgufValue};
 
-/// GPT-2's byte -> printable character table.
-pub fn bytes_to_unicode() -> Vec<char> {
-    let mut bs: Vec<u32> = (u32::from('!')..=u32::from('~')).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut table = vec![' '; 256];
-    for (b, c) in bs.into_iter().zip(cs) {
-        table[b as usize] = char::from_u32(c).unwrap();
-    }
-    table
-}
+pub use crate::model::tiny::bytes_to_unicode;
 
 pub fn value_type(v: &GgufValue) -> u32 {
     match v {
