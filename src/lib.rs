@@ -14,5 +14,6 @@ pub mod model;
 pub mod plan;
 pub mod prompt;
 pub mod recipe;
+pub mod train;
 
 pub use error::Error;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::Runtime;
 use crate::plan::{CacheStatus, Plan, Stage};
@@ -61,7 +61,8 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
     run_dir.write_json("plan.json", &plan.to_json(&|k| cache.status(k)))?;
     run_dir.write_json("environment.json", &rundir::environment(runtime, resolved.experiment.seed, resolved.experiment.threads))?;
 
-    let bar = ProgressBar::new(stages.len() as u64);
+    let multi = MultiProgress::new();
+    let bar = multi.add(ProgressBar::new(stages.len() as u64));
     bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").expect("static template"));
     let log = |line: &str| {
         run_dir.log(line);
@@ -86,7 +87,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         let verb = if status == CacheStatus::Partial { "resume" } else { "start" };
         log(&format!("{verb:<8} {} [{}]", stage.id, stage.key));
         let started = Instant::now();
-        match execute(&cache, resolved, plan, stage, runtime, &run_dir.path, &log, runner) {
+        match execute(&cache, resolved, plan, stage, runtime, &run_dir.path, &log, &multi, runner) {
             Ok(()) => {
                 log(&format!("done     {} in {:.1}s", stage.id, started.elapsed().as_secs_f64()));
                 summary.executed.push(stage.id.clone());
@@ -106,11 +107,11 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
 
 /// Run one stage into the cache: a fresh temporary directory, sealed on success, removed on failure.
 #[allow(clippy::too_many_arguments)]
-fn execute(cache: &Cache, resolved: &ResolvedRecipe, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), runner: StageRunner<'_>) -> Result<(), RunError> {
+fn execute(cache: &Cache, resolved: &ResolvedRecipe, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), progress: &MultiProgress, runner: StageRunner<'_>) -> Result<(), RunError> {
     let started = Instant::now();
     let tmp = cache.begin(&stage.key)?;
     let inputs: BTreeMap<String, PathBuf> = stage.inputs.iter().map(|id| (id.clone(), cache.dir(&plan.stage(id).expect("inputs are plan stages").key))).collect();
-    let ctx = StageContext { resolved, plan, stage, inputs, out: &tmp, scratch: cache.scratch(&stage.key), run_dir, runtime, log };
+    let ctx = StageContext { resolved, plan, stage, inputs, out: &tmp, scratch: cache.scratch(&stage.key), run_dir, runtime, log, progress };
     match runner(&ctx) {
         Ok(()) => {
             let manifest = serde_json::json!({ "id": stage.id, "kind": stage.kind, "key": stage.key, "inputs": stage.inputs, "params": stage.params, "seconds": started.elapsed().as_secs_f64() });
@@ -139,10 +140,11 @@ pub fn ensure(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, results
     needed.sort_by_key(|s| plan.stages.iter().position(|p| p.id == s.id));
     let cache = Cache::new(results_dir);
     let mut dirs = BTreeMap::new();
+    let hidden = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
     for stage in needed {
         if cache.status(&stage.key) != CacheStatus::Cached {
             log(&format!("running  {} [{}]", stage.id, stage.key));
-            execute(&cache, resolved, plan, stage, runtime, cache.root(), log, &stages::run_stage)?;
+            execute(&cache, resolved, plan, stage, runtime, cache.root(), log, &hidden, &stages::run_stage)?;
         }
         dirs.insert(stage.id.clone(), cache.dir(&stage.key));
     }

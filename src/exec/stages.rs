@@ -24,6 +24,8 @@ pub struct StageContext<'a> {
     pub runtime: &'a Runtime,
     /// Log a line (kept out of the way of the progress bar, and in `run.log`).
     pub log: &'a dyn Fn(&str),
+    /// Where a long stage adds its own progress bar (hidden when stderr is not a terminal).
+    pub progress: &'a indicatif::MultiProgress,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub fn run_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
         StageKind::Prompts => Ok(data::prompts(ctx)?),
         StageKind::EvalSet => Ok(data::eval_set(ctx)?),
         StageKind::Baselines => Ok(baselines::baselines(ctx)?),
-        StageKind::Train | StageKind::Import | StageKind::Merge | StageKind::Evaluate | StageKind::Report => not_yet(),
+        StageKind::Train => crate::train::train_stage(ctx),
+        StageKind::Import => crate::train::import_stage(ctx),
+        StageKind::Merge | StageKind::Evaluate | StageKind::Report => not_yet(),
     }
 }

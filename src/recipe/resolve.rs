@@ -149,6 +149,7 @@ pub struct TrainingConfig {
     pub eval_every: u64,
     pub checkpoint_every: u64,
     pub early_stopping_patience: Option<u32>,
+    pub max_grad_norm: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -296,6 +297,7 @@ fn training_config(own: Option<&TrainingSpec>, all: &TrainingSpec) -> TrainingCo
         eval_every: pick(o.eval_every.as_ref(), all.eval_every.as_ref(), 50),
         checkpoint_every: pick(o.checkpoint_every.as_ref(), all.checkpoint_every.as_ref(), 50),
         early_stopping_patience: o.early_stopping_patience.or(all.early_stopping_patience),
+        max_grad_norm: pick(o.max_grad_norm.as_ref(), all.max_grad_norm.as_ref(), 1.0),
     }
 }
 

@@ -330,6 +330,10 @@ pub struct TrainingSpec {
     /// Stop after this many validations without improvement. Default: never.
     #[schemars(range(min = 1))]
     pub early_stopping_patience: Option<u32>,
+    /// Clip the global gradient norm to this value before each optimizer step (0 = no clipping).
+    /// Default 1.0, as Hugging Face's Trainer does.
+    #[schemars(range(min = 0.0))]
+    pub max_grad_norm: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -1,0 +1,135 @@
+//! The trainable LoRA factors of one adapter, kept on the host between steps: initialized as
+//! PEFT does (A Kaiming-uniform, B zero), attached to the model as the only parameters that take
+//! gradients, read back after backward, and written in PEFT's format.
+
+use burn::module::Param;
+use burn::tensor::{Gradients, Tensor, TensorData};
+
+use crate::data::rng::Rng;
+use crate::model::lora::{LoraFactors, Proj, transpose};
+use crate::model::peft::{LoraPair, PeftAdapter, PeftConfig};
+use crate::model::weights::HostTensor;
+use crate::model::Llama;
+use crate::recipe::resolve::LoraConfig;
+use crate::recipe::types::LoraTarget;
+
+pub fn proj_of(t: LoraTarget) -> Proj {
+    match t {
+        LoraTarget::QProj => Proj::Q,
+        LoraTarget::KProj => Proj::K,
+        LoraTarget::VProj => Proj::V,
+        LoraTarget::OProj => Proj::O,
+        LoraTarget::GateProj => Proj::Gate,
+        LoraTarget::UpProj => Proj::Up,
+        LoraTarget::DownProj => Proj::Down,
+    }
+}
+
+/// One adapted module's factors in burn's layout: `a` [in, r], `b` [r, out], row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleFactors {
+    pub layer: usize,
+    pub proj: Proj,
+    pub d_in: usize,
+    pub d_out: usize,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+/// Every adapted module of one adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraState {
+    pub rank: usize,
+    pub alpha: f64,
+    pub rslora: bool,
+    pub modules: Vec<ModuleFactors>,
+}
+
+impl LoraState {
+    /// Fresh factors for `cfg`'s target modules of `model`: A ~ U(-1/sqrt(in), 1/sqrt(in))
+    /// (PEFT's `kaiming_uniform_(a=sqrt(5))`), B = 0, drawn from `seed` per module.
+    pub fn init(model: &Llama, cfg: &LoraConfig, seed: u64) -> LoraState {
+        let targets: Vec<Proj> = cfg.targets.iter().copied().map(proj_of).collect();
+        let r = cfg.rank as usize;
+        let modules = model
+            .projections()
+            .into_iter()
+            .filter(|(_, p, _)| targets.contains(p))
+            .map(|(layer, proj, lin)| {
+                let (d_in, d_out) = (lin.d_in(), lin.d_out());
+                let bound = 1.0 / (d_in as f64).sqrt();
+                let mut rng = Rng::derive(seed, &["lora-init", &layer.to_string(), proj.hf_name()]);
+                let a = (0..d_in * r).map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32).collect();
+                ModuleFactors { layer, proj, d_in, d_out, a, b: vec![0.0; r * d_out] }
+            })
+            .collect();
+        LoraState { rank: r, alpha: cfg.alpha, rslora: cfg.rslora, modules }
+    }
+
+    pub fn scale(&self) -> f64 {
+        if self.rslora { self.alpha / (self.rank as f64).sqrt() } else { self.alpha / self.rank as f64 }
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.modules.iter().map(|m| m.a.len() + m.b.len()).sum()
+    }
+
+    /// Replace the adapters of `model`'s target modules by these factors. On an autodiff device
+    /// they require gradients (and `dropout` applies to their input); the base stays frozen.
+    pub fn attach(&self, model: &mut Llama, dropout: f64) {
+        let device = model.device();
+        let r = self.rank;
+        let scale = self.scale();
+        let mut it = self.modules.iter().peekable();
+        for (layer, proj, lin) in model.projections_mut() {
+            lin.adapters.clear();
+            let Some(m) = it.peek().filter(|m| m.layer == layer && m.proj == proj) else { continue };
+            let a = Tensor::<2>::from_data(TensorData::new(m.a.clone(), [m.d_in, r]), &device);
+            let b = Tensor::<2>::from_data(TensorData::new(m.b.clone(), [r, m.d_out]), &device);
+            lin.adapters.push(LoraFactors::new(Param::from_tensor(a), Param::from_tensor(b), scale, dropout));
+            it.next();
+        }
+    }
+
+    /// Add the gradients of the attached factors (after `backward`) into `into` (a flat vector
+    /// per module: a then b), creating it on first use.
+    pub fn accumulate_grads(&self, model: &Llama, grads: &Gradients, into: &mut Vec<Vec<f32>>) {
+        if into.is_empty() {
+            *into = self.modules.iter().map(|m| vec![0.0; m.a.len() + m.b.len()]).collect();
+        }
+        let mut k = 0;
+        for (layer, proj, lin) in model.projections() {
+            let Some(m) = self.modules.get(k).filter(|m| m.layer == layer && m.proj == proj) else { continue };
+            let f = &lin.adapters[0];
+            let acc = &mut into[k];
+            for (offset, t) in [(0, f.a.val()), (m.a.len(), f.b.val())] {
+                if let Some(g) = t.grad(grads) {
+                    let g: Vec<f32> = g.into_data().try_to_vec::<f32>().expect("f32 gradient");
+                    for (x, y) in acc[offset..offset + g.len()].iter_mut().zip(g) {
+                        *x += y;
+                    }
+                }
+            }
+            k += 1;
+        }
+    }
+
+    /// The adapter in PEFT's format.
+    pub fn to_peft(&self, base_model: Option<String>) -> PeftAdapter {
+        let r = self.rank;
+        let mut targets: Vec<Proj> = self.modules.iter().map(|m| m.proj).collect();
+        targets.sort();
+        targets.dedup();
+        let config = PeftConfig { r, alpha: self.alpha, use_rslora: self.rslora, targets, rank_pattern: Default::default(), alpha_pattern: Default::default(), base_model };
+        let modules = self
+            .modules
+            .iter()
+            .map(|m| {
+                let a = HostTensor { shape: vec![r, m.d_in], data: transpose(m.d_in, r, &m.a) };
+                let b = HostTensor { shape: vec![m.d_out, r], data: transpose(r, m.d_out, &m.b) };
+                ((m.layer, m.proj), LoraPair { a, b })
+            })
+            .collect();
+        PeftAdapter { config, modules }
+    }
+}

@@ -1,0 +1,247 @@
+//! The training loop: causal-LM loss on response tokens, gradient accumulation, clipping, AdamW,
+//! warmup + decay schedule, periodic validation (the best adapter by validation loss is the
+//! result), early stopping, and exact checkpoints to resume from.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::batches::{Encoded, TrainBatch, epoch_batches};
+use super::checkpoint::{self, Checkpoint};
+use super::lora_state::LoraState;
+use super::optim::{AdamWConfig, Moments, lr_at};
+use crate::data::rng::Rng;
+use crate::model::Llama;
+use crate::recipe::resolve::{LoraConfig, TrainingConfig};
+use crate::recipe::types::Batching;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("the loss became {value} at optimizer step {step} (batch of samples {samples:?}); lower the learning rate or check the data")]
+    NonFinite { step: u64, samples: Vec<usize>, value: f32 },
+    #[error("the adapter did not change from its initialization after {steps} steps (learning rate {lr}): nothing was learned")]
+    Unchanged { steps: u64, lr: f64 },
+    #[error("no training sample fits: every sample is empty after truncation to {0} tokens")]
+    NoSamples(u32),
+    #[error("`batching = \"pack\"` is not supported by this trainer; use `length` (bucketed by length)")]
+    PackUnsupported,
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+/// One optimizer step of the training log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub step: u64,
+    pub epoch: u32,
+    /// Mean loss per response token over the step's samples.
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: u64,
+    pub samples: u64,
+    pub tokens_per_s: f64,
+    /// Validation loss, when validated after this step.
+    pub valid_loss: Option<f64>,
+}
+
+/// What the caller sees while training runs.
+pub struct Progress<'a> {
+    pub step: u64,
+    pub total_steps: u64,
+    pub row: &'a LogRow,
+}
+
+pub struct TrainOptions<'a> {
+    /// Where checkpoints go (resumed from when present); `None`: no checkpoints.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Stop (as if interrupted) after this many optimizer steps in this call. For tests.
+    pub interrupt_after: Option<u64>,
+    pub progress: &'a mut dyn FnMut(&Progress<'_>),
+    pub log: &'a dyn Fn(&str),
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// The adapter to use: best by validation loss (the last one without validation).
+    pub adapter: LoraState,
+    pub best_step: u64,
+    pub best_valid_loss: Option<f64>,
+    pub steps: u64,
+    pub total_steps: u64,
+    pub log: Vec<LogRow>,
+    pub stopped_early: bool,
+    /// False when `interrupt_after` stopped the run.
+    pub finished: bool,
+    pub resumed_from: Option<u64>,
+}
+
+/// Sum of negative log-likelihoods of the batch's response tokens (logits only where needed).
+pub fn nll_sum(model: &Llama, batch: &TrainBatch) -> Tensor<1> {
+    let hidden = model.hidden(&batch.input, None);
+    let [b, t, h] = hidden.dims();
+    let picked = hidden.reshape([b * t, h]).select(0, batch.positions.clone());
+    let logp = log_softmax(picked.matmul(model.lm_head.val()), 1);
+    logp.gather(1, batch.targets.clone()).sum().neg()
+}
+
+/// Mean validation loss per response token (no dropout, no gradients kept).
+pub fn validation_loss(model: &mut Llama, state: &LoraState, valid: &[Encoded], batch_size: usize, pad_id: u32) -> f64 {
+    state.attach(model, 0.0);
+    let device = model.device();
+    let (mut total, mut n) = (0.0f64, 0usize);
+    let refs: Vec<&Encoded> = valid.iter().collect();
+    for chunk in refs.chunks(batch_size.max(1)) {
+        let batch = TrainBatch::new(chunk, pad_id, &device);
+        let loss: f32 = nll_sum(model, &batch).without_autodiff().into_scalar();
+        total += loss as f64;
+        n += batch.n_targets;
+    }
+    if n == 0 { f64::NAN } else { total / n as f64 }
+}
+
+pub fn total_steps(n_batches: usize, cfg: &TrainingConfig) -> u64 {
+    let per_epoch = n_batches.div_ceil(cfg.grad_accum.max(1) as usize) as u64;
+    let total = per_epoch * cfg.epochs as u64;
+    cfg.max_steps.map_or(total, |m| m.min(total))
+}
+
+/// Train a LoRA adapter on `train` (validated on `valid`). `model` lives on an autodiff device.
+#[allow(clippy::too_many_arguments)]
+pub fn train(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, seed: u64, pad_id: u32, opts: TrainOptions<'_>) -> Result<TrainOutcome, TrainError> {
+    if cfg.batching == Batching::Pack {
+        return Err(TrainError::PackUnsupported);
+    }
+    if train.is_empty() {
+        return Err(TrainError::NoSamples(cfg.max_seq_len));
+    }
+    let device = model.device();
+    let bs = cfg.batch_size.max(1) as usize;
+    let accum = cfg.grad_accum.max(1) as usize;
+    let n_batches = train.len().div_ceil(bs);
+    let total = total_steps(n_batches, cfg);
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64;
+    let adam = AdamWConfig { beta1: cfg.betas[0], beta2: cfg.betas[1], eps: 1e-8, weight_decay: cfg.weight_decay };
+
+    let initial = LoraState::init(model, lora, seed);
+    let resumed = match &opts.checkpoint_dir {
+        Some(dir) => checkpoint::load(dir, &initial).map_err(TrainError::Checkpoint)?,
+        None => None,
+    };
+    let resumed_from = resumed.as_ref().map(|c| c.step);
+    let mut ck = resumed.unwrap_or_else(|| Checkpoint::fresh(initial.clone()));
+    if let Some(step) = resumed_from {
+        (opts.log)(&format!("resuming from the checkpoint at step {step} of {total}"));
+    }
+
+    let mut steps_this_call = 0u64;
+    let mut stopped_early = false;
+    'epochs: while ck.step < total {
+        let batches = epoch_batches(train, bs, cfg.batching, seed, ck.epoch);
+        let groups: Vec<&[Vec<usize>]> = batches.chunks(accum).collect();
+        while (ck.group as usize) < groups.len() {
+            if ck.step >= total {
+                break 'epochs;
+            }
+            let group = groups[ck.group as usize];
+            let started = Instant::now();
+            // Same dropout masks for this step whether or not the run was resumed.
+            device.seed(Rng::derive(seed, &["dropout", &ck.step.to_string()]).next_u64());
+            let group_targets: usize = group.iter().flatten().map(|&i| train[i].targets()).sum();
+            let mut acc: Vec<Vec<f32>> = Vec::new();
+            let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
+            for batch_idx in group {
+                ck.state.attach(model, lora.dropout);
+                let samples: Vec<&Encoded> = batch_idx.iter().map(|&i| &train[i]).collect();
+                let batch = TrainBatch::new(&samples, pad_id, &device);
+                tokens += batch.tokens;
+                let loss = nll_sum(model, &batch).div_scalar(group_targets as f64);
+                let grads = loss.backward();
+                let value: f32 = loss.clone().without_autodiff().into_scalar();
+                if !value.is_finite() {
+                    return Err(TrainError::NonFinite { step: ck.step + 1, samples: batch_idx.clone(), value });
+                }
+                loss_sum += value as f64;
+                ck.state.accumulate_grads(model, &grads, &mut acc);
+            }
+            let grad_norm = acc.iter().flatten().map(|g| (*g as f64) * (*g as f64)).sum::<f64>().sqrt();
+            if cfg.max_grad_norm > 0.0 && grad_norm > cfg.max_grad_norm {
+                let c = (cfg.max_grad_norm / (grad_norm + 1e-6)) as f32;
+                acc.iter_mut().flatten().for_each(|g| *g *= c);
+            }
+            let lr = lr_at(cfg.lr, cfg.schedule, warmup, total, ck.step);
+            ck.step += 1;
+            for ((m, g), mom) in ck.state.modules.iter_mut().zip(&acc).zip(ck.moments.iter_mut()) {
+                let na = m.a.len();
+                let (ma, mb) = mom.m.split_at_mut(na);
+                let (va, vb) = mom.v.split_at_mut(na);
+                adam.update(&mut m.a, &g[..na], ma, va, ck.step, lr);
+                adam.update(&mut m.b, &g[na..], mb, vb, ck.step, lr);
+            }
+            ck.group += 1;
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let mut row = LogRow {
+                step: ck.step,
+                epoch: ck.epoch,
+                loss: loss_sum,
+                lr,
+                grad_norm,
+                tokens: tokens as u64,
+                samples: group.iter().map(Vec::len).sum::<usize>() as u64,
+                tokens_per_s: tokens as f64 / secs,
+                valid_loss: None,
+            };
+            let validate = !valid.is_empty() && (ck.step % cfg.eval_every.max(1) == 0 || ck.step == total);
+            if validate {
+                let v = validation_loss(model, &ck.state, valid, bs, pad_id);
+                row.valid_loss = Some(v);
+                if ck.best_valid.is_none_or(|b| v < b) {
+                    ck.best_valid = Some(v);
+                    ck.best = ck.state.clone();
+                    ck.best_step = ck.step;
+                    ck.since_best = 0;
+                } else {
+                    ck.since_best += 1;
+                }
+            }
+            (opts.progress)(&Progress { step: ck.step, total_steps: total, row: &row });
+            ck.log.push(row);
+            steps_this_call += 1;
+            if validate && cfg.early_stopping_patience.is_some_and(|p| ck.since_best >= p) {
+                (opts.log)(&format!("early stop at step {}: no validation improvement in {} validations", ck.step, ck.since_best));
+                stopped_early = true;
+                break 'epochs;
+            }
+            let interrupted = opts.interrupt_after.is_some_and(|n| steps_this_call >= n);
+            if let Some(dir) = &opts.checkpoint_dir {
+                if ck.step % cfg.checkpoint_every.max(1) == 0 || interrupted {
+                    checkpoint::save(dir, &ck).map_err(TrainError::Checkpoint)?;
+                }
+            }
+            if interrupted && ck.step < total {
+                return Ok(outcome(ck, total, false, false, resumed_from));
+            }
+        }
+        ck.epoch += 1;
+        ck.group = 0;
+    }
+    if ck.state == initial {
+        return Err(TrainError::Unchanged { steps: ck.step, lr: cfg.lr });
+    }
+    Ok(outcome(ck, total, stopped_early, true, resumed_from))
+}
+
+fn outcome(ck: Checkpoint, total: u64, stopped_early: bool, finished: bool, resumed_from: Option<u64>) -> TrainOutcome {
+    let (adapter, best_step) = if ck.best_valid.is_some() { (ck.best, ck.best_step) } else { (ck.state, ck.step) };
+    TrainOutcome { adapter, best_step, best_valid_loss: ck.best_valid, steps: ck.step, total_steps: total, log: ck.log, stopped_early, finished, resumed_from }
+}
+
+impl Checkpoint {
+    pub fn fresh(state: LoraState) -> Self {
+        let moments = state.modules.iter().map(|m| Moments::zeros(m.a.len() + m.b.len())).collect();
+        Checkpoint { best: state.clone(), state, moments, step: 0, epoch: 0, group: 0, best_valid: None, best_step: 0, since_best: 0, log: Vec::new() }
+    }
+}
