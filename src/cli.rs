@@ -82,6 +82,13 @@ pub enum Command {
         backend: BackendChoice,
         #[arg(long)]
         threads: Option<u32>,
+        /// What to time: `forward` passes, or LoRA `train` steps (r16, all linear layers; loss on
+        /// every token, or on the responses of `--prompts`).
+        #[arg(long, default_value = "forward")]
+        workload: String,
+        /// A prompts stage's `train.parquet` (rendered samples) for `--workload train`.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
     },
     /// Convert a GGUF model (F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized) into an HF directory.
     Convert {
@@ -231,7 +238,15 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
         }
         Command::Fetch { assets, results } => fetch(&assets, &results),
-        Command::Bench { model, batch, seq_len, iters, backend, threads } => {
+        Command::Bench { model, batch, seq_len, iters, backend, threads, workload, prompts } if workload == "train" => {
+            let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
+            let r = crate::train::bench::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
+            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "train": r }))
+        }
+        Command::Bench { model, batch, seq_len, iters, backend, threads, workload, .. } => {
+            if workload != "forward" {
+                return Err(Error::Usage(format!("unknown --workload `{workload}`: expected `forward` or `train`")));
+            }
             let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
             let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
             let r = crate::model::bench::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));

@@ -11,7 +11,7 @@ use crate::model::tokenizer::TextTokenizer;
 use crate::recipe::resolve::{ResolvedBackbone, Source};
 
 /// Where the backbone of a stage lives: the recipe's local path, or the file its `fetch:` input
-/// extracted (the asset's first file).
+/// extracted (the asset's first file, extracted flat).
 pub fn backbone_path(ctx: &StageContext<'_>) -> Result<PathBuf, StageError> {
     match &ctx.resolved.backbone.source {
         Source::Path { path } => Ok(path.clone()),
@@ -21,7 +21,8 @@ pub fn backbone_path(ctx: &StageContext<'_>) -> Result<PathBuf, StageError> {
                 .inputs
                 .get(&format!("fetch:{name}"))
                 .ok_or_else(|| StageError::Failed(format!("stage `{}` has no `fetch:{name}` input", ctx.stage.id)))?;
-            let file = asset.files.first().ok_or_else(|| StageError::Failed(format!("asset `{name}` lists no file")))?;
+            // `fetch` extracts each listed file flat into its directory.
+            let file = asset.files.first().and_then(|f| Path::new(f).file_name()).ok_or_else(|| StageError::Failed(format!("asset `{name}` lists no file")))?;
             Ok(dir.join(file))
         }
     }

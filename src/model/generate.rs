@@ -161,61 +161,58 @@ pub fn generate(model: &Llama, prompt: &[u32], cfg: &GenerationConfig, stop: &mu
 /// Log-probability of every token of each continuation after `prompt` (the prompt is encoded
 /// once; its cache is shared by all continuations, which run as one right-padded batch).
 pub fn continuation_logprobs(model: &Llama, prompt: &[u32], continuations: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    if continuations.is_empty() {
+        return Vec::new();
+    }
+    let lp = continuation_logprob_tensor(model, prompt, continuations);
+    let width = lp.dims()[1];
+    let data = lp.into_data().try_to_vec::<f32>().expect("f32 tensor");
+    continuations.iter().enumerate().map(|(i, s)| data[i * width..i * width + s.len()].to_vec()).collect()
+}
+
+/// [`continuation_logprobs`] as a tensor `[continuations, longest]` (zero past each one's end),
+/// differentiable when the model's parameters take gradients.
+pub fn continuation_logprob_tensor(model: &Llama, prompt: &[u32], continuations: &[Vec<u32>]) -> Tensor<2> {
     let device = model.device();
     let n = prompt.len();
+    let c = continuations.len();
+    let width = continuations.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let mut cache = KvCache::default();
     let prompt_batch = pad_batch(model, &[prompt.to_vec()], 0, Padding::Right);
     let input = ForwardInput { key_padding: None, ..prompt_batch.input };
     let hidden = model.hidden(&input, Some(&mut cache));
     let last = log_softmax(model.logits(hidden.narrow(1, n - 1, 1)), 2);
     let v = last.dims()[2];
-    let first: Vec<f32> = last.reshape([v]).into_data().try_to_vec::<f32>().expect("f32 tensor");
-    let c = continuations.len();
-    let width = continuations.iter().map(Vec::len).max().unwrap_or(0);
-    if c == 0 || width == 0 {
-        return continuations.iter().map(|_| Vec::new()).collect();
-    }
-    // Feed every continuation token but the last; its logits score the next token.
-    let mut ids = Vec::with_capacity(c * width);
-    let mut pos = Vec::with_capacity(c * width);
-    let mut pad = Vec::with_capacity(c * (n + width));
-    for s in continuations {
-        pad.extend(std::iter::repeat_n(false, n));
-        for j in 0..width {
-            let real = j < s.len();
-            ids.push(if real { s[j] as i64 } else { 0 });
-            pos.push((n + j) as i64);
-            pad.push(!real);
+    // The first token of each continuation is scored by the prompt's last position.
+    let firsts: Vec<i64> = continuations.iter().map(|s| s.first().copied().unwrap_or(0) as i64).collect();
+    let first = last.reshape([1, v]).select(1, Tensor::<1, Int>::from_data(TensorData::new(firsts, [c]), &device)).reshape([c, 1]);
+    let scored = if width == 1 {
+        first
+    } else {
+        // Feed every continuation token but the last; position j scores token j + 1.
+        let w = width - 1;
+        let (mut ids, mut pos, mut pad, mut targets) = (Vec::with_capacity(c * w), Vec::with_capacity(c * w), Vec::with_capacity(c * (n + w)), Vec::with_capacity(c * w));
+        for s in continuations {
+            pad.extend(std::iter::repeat_n(false, n));
+            for j in 0..w {
+                let real = j < s.len();
+                ids.push(if real { s[j] as i64 } else { 0 });
+                pos.push((n + j) as i64);
+                pad.push(!real);
+                targets.push(s.get(j + 1).copied().unwrap_or(0) as i64);
+            }
         }
-    }
-    let input = ForwardInput {
-        ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [c, width]), &device),
-        positions: Tensor::<2, Int>::from_data(TensorData::new(pos, [c, width]), &device),
-        key_padding: Some(Tensor::<2, Bool>::from_data(TensorData::new(pad, [c, n + width]), &device)),
+        let input = ForwardInput {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [c, w]), &device),
+            positions: Tensor::<2, Int>::from_data(TensorData::new(pos, [c, w]), &device),
+            key_padding: Some(Tensor::<2, Bool>::from_data(TensorData::new(pad, [c, n + w]), &device)),
+        };
+        let mut shared = cache.repeat_batch(c);
+        let logp = log_softmax(model.forward(&input, Some(&mut shared)), 2);
+        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [c, w, 1]), &device);
+        let rest = logp.gather(2, targets).reshape([c, w]);
+        Tensor::cat(vec![first, rest], 1)
     };
-    let mut shared = cache.repeat_batch(c);
-    let logp = log_softmax(model.forward(&input, Some(&mut shared)), 2);
-    // Gather log p(token_{j+1} | ..token_j) on the device: targets shifted left by one.
-    let mut targets = Vec::with_capacity(c * width);
-    for s in continuations {
-        for j in 0..width {
-            targets.push(s.get(j + 1).copied().unwrap_or(0) as i64);
-        }
-    }
-    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [c, width, 1]), &device);
-    let picked = logp.gather(2, targets).into_data().try_to_vec::<f32>().expect("f32 tensor");
-    continuations
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let mut out = Vec::with_capacity(s.len());
-            if let Some(t0) = s.first() {
-                out.push(first[*t0 as usize]);
-            }
-            for j in 0..s.len().saturating_sub(1) {
-                out.push(picked[i * width + j]);
-            }
-            out
-        })
-        .collect()
+    let mask: Vec<f32> = continuations.iter().flat_map(|s| (0..width).map(move |j| if j < s.len() { 1.0 } else { 0.0 })).collect();
+    scored * Tensor::<2>::from_data(TensorData::new(mask, [c, width]), &device)
 }

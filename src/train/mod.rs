@@ -3,6 +3,7 @@
 //! the backbone). Both leave a PEFT adapter in `<stage dir>/adapter/`.
 
 pub mod batches;
+pub mod bench;
 pub mod checkpoint;
 pub mod lora_state;
 pub mod optim;

@@ -1,0 +1,220 @@
+//! Entropy-guided adaptive merging: merge coefficients learned without labels by minimizing the
+//! prediction entropy of the merged model on unlabeled target-domain prompts.
+//!
+//! Each adapter i is attached on every module m with its factor A scaled by the current weight
+//! w_{m,i}, as a leaf that takes gradients (B and the base stay frozen). After backward,
+//! dL/dw_{m,i} = <dL/dA'_{m,i}, A_{m,i}> (A' = w A); [`Learnable`] pulls that back to its raw
+//! parameters and takes an Adam step. Objectives:
+//! - `candidate_entropy`: entropy of the softmax over the candidates' likelihood scores (the
+//!   prompt's cache is computed once and shared by the candidates, as in evaluation);
+//! - `token_entropy`: mean next-token entropy over the first k tokens of each item title in the
+//!   model's own greedy answer: generated without gradients, then one teacher-forced pass.
+
+use std::collections::BTreeMap;
+
+use burn::module::Param;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Gradients, Int, Tensor, TensorData};
+
+use super::learnable::Learnable;
+use crate::model::generate::{GenerationConfig, continuation_logprob_tensor, generate, pad_batch, Padding};
+use crate::model::lora::{LoraFactors, Proj, transpose};
+use crate::model::peft::PeftAdapter;
+use crate::model::tokenizer::TextTokenizer;
+use crate::model::Llama;
+use crate::recipe::types::{EntropyObjective, Granularity, Parameterization};
+
+/// One unlabeled adaptation prompt: its token ids and its candidates' title ids.
+#[derive(Debug, Clone)]
+pub struct AdaptPrompt {
+    pub prompt: Vec<u32>,
+    pub candidates: Vec<Vec<u32>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EntropySettings {
+    pub granularity: Granularity,
+    pub parameterization: Parameterization,
+    pub temperature: f64,
+    pub init: Vec<f64>,
+    pub lr: f64,
+    pub epochs: u32,
+    pub objective: EntropyObjective,
+    pub first_k_tokens: usize,
+    /// Candidate scores as mean (not summed) token log-probabilities.
+    pub mean_scores: bool,
+    /// For `token_entropy`: the answer's separator between titles, and generation length.
+    pub separator: String,
+    pub max_new_tokens: usize,
+}
+
+/// The objective after each adaptation step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    pub epoch: u32,
+    pub step: u64,
+    pub objective: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Adapted {
+    pub learnable: Learnable,
+    pub history: Vec<StepRow>,
+    /// Mean objective of the initial weights and of the learned ones, over all prompts.
+    pub objective_before: f64,
+    pub objective_after: f64,
+}
+
+/// Every module any adapter covers, in model order.
+pub fn covered_modules(model: &Llama, adapters: &[PeftAdapter]) -> Vec<(usize, Proj)> {
+    model.projections().into_iter().map(|(l, p, _)| (l, p)).filter(|m| adapters.iter().any(|a| a.modules.contains_key(m))).collect()
+}
+
+/// Attach every adapter to `model` with A scaled by its weight; the scaled A's take gradients
+/// when the model is on an autodiff device.
+pub fn attach_weighted(model: &mut Llama, adapters: &[PeftAdapter], weights: &BTreeMap<(usize, Proj), Vec<f64>>) {
+    let device = model.device();
+    for (layer, proj, lin) in model.projections_mut() {
+        lin.adapters.clear();
+        let Some(w) = weights.get(&(layer, proj)) else { continue };
+        for (i, ad) in adapters.iter().enumerate() {
+            let Some(pair) = ad.modules.get(&(layer, proj)) else { continue };
+            let (r, d_in, d_out) = (pair.a.shape[0], pair.a.shape[1], pair.b.shape[0]);
+            let a: Vec<f32> = transpose(r, d_in, &pair.a.data).into_iter().map(|x| x * w[i] as f32).collect();
+            let a = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(a, [d_in, r]), &device));
+            let b = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(transpose(d_out, r, &pair.b.data), [r, d_out]), &device)).set_require_grad(false);
+            lin.adapters.push(LoraFactors::new(a, b, ad.config.scale(layer, proj), 0.0));
+        }
+    }
+}
+
+/// dL/dw_{m,i} for the modules of `modules` (after backward on a model attached by
+/// [`attach_weighted`]).
+fn weight_grads(model: &Llama, adapters: &[PeftAdapter], modules: &[(usize, Proj)], grads: &Gradients) -> Vec<Vec<f64>> {
+    let by_module: BTreeMap<(usize, Proj), &crate::model::lora::LoraLinear> = model.projections().into_iter().map(|(l, p, lin)| ((l, p), lin)).collect();
+    modules
+        .iter()
+        .map(|m| {
+            let lin = by_module[m];
+            let mut k = 0;
+            adapters
+                .iter()
+                .map(|ad| {
+                    let Some(pair) = ad.modules.get(m) else { return 0.0 };
+                    let f = &lin.adapters[k];
+                    k += 1;
+                    let Some(g) = f.a.val().grad(grads) else { return 0.0 };
+                    let g = g.into_data().try_to_vec::<f32>().expect("f32 gradient");
+                    let (r, d_in) = (pair.a.shape[0], pair.a.shape[1]);
+                    // g is [in, r] row-major; A (PEFT) is [r, in].
+                    (0..d_in).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| g[i * r + j] as f64 * pair.a.data[j * d_in + i] as f64).sum()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// [`weight_grads`], exposed for gradient checks.
+#[doc(hidden)]
+pub fn weight_grads_for_tests(model: &Llama, adapters: &[PeftAdapter], modules: &[(usize, Proj)], grads: &Gradients) -> Vec<Vec<f64>> {
+    weight_grads(model, adapters, modules, grads)
+}
+
+/// Entropy of the softmax over candidate scores (a scalar tensor).
+pub fn candidate_entropy(model: &Llama, p: &AdaptPrompt, mean_scores: bool) -> Tensor<1> {
+    let c = p.candidates.len();
+    let lp = continuation_logprob_tensor(model, &p.prompt, &p.candidates);
+    let mut scores = lp.sum_dim(1).reshape([c]);
+    if mean_scores {
+        let lens: Vec<f32> = p.candidates.iter().map(|t| t.len().max(1) as f32).collect();
+        scores = scores / Tensor::<1>::from_data(TensorData::new(lens, [c]), &model.device());
+    }
+    let logq = log_softmax(scores, 0);
+    (logq.clone().exp() * logq).sum().neg()
+}
+
+/// Token positions (indices into `generated`) of the first `k` tokens of each title in the
+/// decoded answer, titles separated by `separator`.
+pub fn title_token_positions(tok: &TextTokenizer, generated: &[u32], separator: &str, k: usize) -> Vec<usize> {
+    let text = tok.decode(generated, true).unwrap_or_default();
+    // Character offset where each token starts.
+    let starts: Vec<usize> = (0..generated.len()).map(|t| tok.decode(&generated[..t], true).map(|s| s.len()).unwrap_or(0)).collect();
+    let mut segments = Vec::new();
+    let mut from = 0;
+    for piece in text.split(separator) {
+        let lead = piece.len() - piece.trim_start().len();
+        if !piece.trim().is_empty() {
+            segments.push((from + lead, from + piece.trim_end().len()));
+        }
+        from += piece.len() + separator.len();
+    }
+    let mut out = Vec::new();
+    for (s, e) in segments {
+        out.extend(starts.iter().enumerate().filter(|(_, st)| **st + 1 > s && **st < e).map(|(t, _)| t).take(k));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Mean next-token entropy at the first tokens of each title of the greedy answer; `None` when
+/// the answer has no title.
+pub fn token_entropy(model: &Llama, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> Option<Tensor<1>> {
+    let cfg = GenerationConfig { max_new_tokens: s.max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos_ids: tok.eos_ids().to_vec() };
+    let generated = generate(model, prompt, &cfg, &mut |_| false);
+    let positions = title_token_positions(tok, &generated, &s.separator, s.first_k_tokens);
+    if positions.is_empty() {
+        return None;
+    }
+    let mut ids = prompt.to_vec();
+    ids.extend_from_slice(&generated);
+    let input = pad_batch(model, &[ids.clone()], 0, Padding::Right).input;
+    let hidden = model.hidden(&input, None);
+    let [_, t, h] = hidden.dims();
+    // Token j of the answer is predicted at position len(prompt) + j - 1.
+    let rows: Vec<i64> = positions.iter().map(|&j| (prompt.len() + j - 1) as i64).collect();
+    let n = rows.len();
+    let picked = hidden.reshape([t, h]).select(0, Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &model.device()));
+    let logp = log_softmax(picked.matmul(model.lm_head.val()), 1);
+    Some((logp.clone().exp() * logp).sum().neg().div_scalar(n as f64))
+}
+
+fn objective(model: &Llama, tok: &TextTokenizer, p: &AdaptPrompt, s: &EntropySettings) -> Option<Tensor<1>> {
+    match s.objective {
+        EntropyObjective::CandidateEntropy => (p.candidates.len() > 1).then(|| candidate_entropy(model, p, s.mean_scores)),
+        EntropyObjective::TokenEntropy => token_entropy(model, tok, &p.prompt, s),
+    }
+}
+
+/// Mean objective over `prompts` at the given weights (no update).
+pub fn mean_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], l: &Learnable, prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
+    attach_weighted(model, adapters, &l.weights());
+    let vals: Vec<f64> = prompts.iter().filter_map(|p| objective(model, tok, p, s)).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect();
+    if vals.is_empty() { f64::NAN } else { vals.iter().sum::<f64>() / vals.len() as f64 }
+}
+
+/// Learn the coefficients on `prompts` (one Adam step per prompt, `epochs` passes). `model`
+/// must live on an autodiff device.
+pub fn adapt(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
+    let modules = covered_modules(model, adapters);
+    let mut l = Learnable::new(modules.clone(), adapters.len(), s.granularity, s.parameterization, s.temperature, &s.init);
+    let before = mean_objective(model, tok, adapters, &l, prompts, s);
+    let mut history = Vec::new();
+    let mut step = 0;
+    for epoch in 0..s.epochs {
+        for p in prompts {
+            attach_weighted(model, adapters, &l.weights());
+            let Some(loss) = objective(model, tok, p, s) else { continue };
+            let grads = loss.backward();
+            let value = loss.without_autodiff().into_scalar::<f32>() as f64;
+            let dw = weight_grads(model, adapters, &modules, &grads);
+            l.adam_step(&l.pull_back(&dw), s.lr);
+            step += 1;
+            let row = StepRow { epoch, step, objective: value };
+            progress(&row);
+            history.push(row);
+        }
+    }
+    let after = mean_objective(model, tok, adapters, &l, prompts, s);
+    Adapted { learnable: l, history, objective_before: before, objective_after: after }
+}
