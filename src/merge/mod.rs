@@ -1,5 +1,6 @@
 //! Merging LoRA adapters into one cocktail.
 
+pub mod adaptation;
 pub mod entropy;
 pub mod learnable;
 

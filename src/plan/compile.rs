@@ -196,6 +196,8 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
                     let mut inputs = backbone_inputs.clone();
                     inputs.extend(adapters.clone());
                     inputs.push(eval_set_ids[&s.name].clone());
+                    // The domain's split: labelled validation samples to choose the learning rate.
+                    inputs.push(split_ids[&s.domain].clone());
                     b.add(StageKind::Merge, format!("merge:{}:{}", arm.name, s.name), inputs, params(Some(&s.name)))
                 }
             };

@@ -1,0 +1,198 @@
+//! The entropy merge as a plan stage: its unlabeled adaptation prompts (a setting's adaptation
+//! set, or prompts of the whole target domain), the choice of the coefficient learning rate on
+//! labelled validation samples (never test), the learning itself, and its logs.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::Column;
+use serde::Serialize;
+
+use super::entropy::{self, AdaptPrompt, EntropySettings, StepRow};
+use super::learnable::Learnable;
+use super::Coefficients;
+use crate::data::domain::DomainSplit;
+use crate::data::rng::Rng;
+use crate::data::samples::Renderer;
+use crate::data::table;
+use crate::exec::backbone::{self, StageModel};
+use crate::exec::{StageContext, StageError};
+use crate::model::generate::continuation_logprobs;
+use crate::model::peft::PeftAdapter;
+use crate::prompt::PromptTemplate;
+use crate::recipe::resolve::MergeConfig;
+use crate::recipe::types::{AdaptationSource, Scoring};
+
+/// A labelled validation prompt: the target's index among the candidates.
+struct Labelled {
+    prompt: AdaptPrompt,
+    target: usize,
+}
+
+fn fail(m: String) -> StageError {
+    StageError::Failed(m)
+}
+
+/// The setting's unlabeled adaptation prompts (rows of its eval set marked `adaptation`).
+fn from_eval_set(sm: &StageModel, dir: &std::path::Path, size: usize) -> Result<Vec<AdaptPrompt>, StageError> {
+    let prompts = table::read_parquet(&dir.join("prompts.parquet"))?;
+    let cands = table::read_parquet(&dir.join("candidates.parquet"))?;
+    let (set, user, instr) = (table::strs(&prompts, "set")?, table::strs(&prompts, "user")?, table::strs(&prompts, "instruction")?);
+    let (cset, cuser, title) = (table::strs(&cands, "set")?, table::strs(&cands, "user")?, table::strs(&cands, "title")?);
+    let mut titles: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for k in 0..cuser.len() {
+        if cset[k] == "adaptation" {
+            titles.entry(cuser[k].as_str()).or_default().push(title[k].as_str());
+        }
+    }
+    let tok = &sm.text.tokenizer;
+    let mut out = Vec::new();
+    for k in (0..user.len()).filter(|&k| set[k] == "adaptation").take(size) {
+        let candidates = titles.get(user[k].as_str()).map(|t| t.iter().map(|t| sm.prompter.title_ids(tok, t)).collect::<Result<Vec<_>, _>>()).transpose()?.unwrap_or_default();
+        out.push(AdaptPrompt { prompt: sm.prompter.prompt_ids(tok, &instr[k])?, candidates });
+    }
+    Ok(out)
+}
+
+/// Prompts rendered at the validation position of up to `size` users of a domain split (seeded
+/// choice of users, `label` separating independent draws). With labels: the target's index.
+fn from_split(ctx: &StageContext<'_>, sm: &StageModel, split: &DomainSplit, size: usize, label: &str) -> Result<Vec<Labelled>, StageError> {
+    let ev = &ctx.resolved.evaluation;
+    let t = ctx.resolved.templates.get(&ev.template).ok_or_else(|| fail(format!("unknown template `{}`", ev.template)))?;
+    let tmpl = PromptTemplate::load(&t.path).map_err(|e| fail(e.to_string()))?;
+    let seed = ctx.resolved.experiment.seed;
+    let k = ev.k.iter().copied().max().unwrap_or(1);
+    let r = Renderer::new(split, &tmpl, &t.separator, k, seed);
+    let mut users: Vec<usize> = (0..split.users.len()).collect();
+    Rng::derive(seed, &["entropy", label, &ctx.stage.id]).shuffle(&mut users);
+    let tok = &sm.text.tokenizer;
+    let mut out = Vec::new();
+    for u in users {
+        if out.len() >= size {
+            break;
+        }
+        let pos = split.positions(u).valid;
+        let Some(sample) = r.render(u, pos)? else { continue };
+        let target_item = split.sequences[u][pos];
+        let candidates = sample.candidates.iter().map(|&c| sm.prompter.title_ids(tok, &split.titles[c as usize])).collect::<Result<Vec<_>, _>>()?;
+        let target = sample.candidates.iter().position(|&c| c == target_item).unwrap_or(0);
+        out.push(Labelled { prompt: AdaptPrompt { prompt: sm.prompter.prompt_ids(tok, &sample.rendered.instruction)?, candidates }, target });
+    }
+    Ok(out)
+}
+
+/// Mean reciprocal rank of the targets (ties: the target loses) under the current weights.
+fn validation_mrr(model: &mut crate::model::Llama, adapters: &[PeftAdapter], l: &Learnable, valid: &[Labelled], mean: bool) -> f64 {
+    entropy::attach_weighted(model, adapters, &l.weights());
+    let rr: Vec<f64> = valid
+        .iter()
+        .map(|v| {
+            let lp = continuation_logprobs(model, &v.prompt.prompt, &v.prompt.candidates);
+            let s: Vec<f64> = lp.iter().map(|t| t.iter().map(|x| *x as f64).sum::<f64>() / if mean { t.len().max(1) as f64 } else { 1.0 }).collect();
+            1.0 / (1 + s.iter().enumerate().filter(|(i, x)| *i != v.target && **x >= s[v.target]).count()) as f64
+        })
+        .collect();
+    rr.iter().sum::<f64>() / rr.len().max(1) as f64
+}
+
+#[derive(Serialize)]
+struct EntropySummary {
+    adaptation_prompts: usize,
+    source: AdaptationSource,
+    lr: f64,
+    lr_grid: Vec<(f64, Option<f64>)>,
+    validation_prompts: usize,
+    objective_before: f64,
+    objective_after: f64,
+    steps: usize,
+}
+
+/// Learn the coefficients of an `entropy` arm (writes `entropy_log.parquet` and `entropy.json`).
+pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeConfig) -> Result<Coefficients, StageError> {
+    let MergeConfig::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, adaptation } = config else {
+        return Err(fail("the entropy learner got another merge method".into()));
+    };
+    let device = ctx.runtime.device.clone().autodiff();
+    let mut sm = backbone::load(ctx, &device)?;
+    let ev = &ctx.resolved.evaluation;
+    let size = adaptation.size as usize;
+    let split = match backbone::input_dir(ctx, "split:") {
+        Ok(dir) => Some(DomainSplit::read(dir)?.0),
+        Err(_) => None,
+    };
+    let prompts: Vec<AdaptPrompt> = match (adaptation.source, backbone::input_dir(ctx, "eval-set:"), &split) {
+        (AdaptationSource::Setting, Ok(dir), _) => from_eval_set(&sm, dir, size)?,
+        (_, _, Some(split)) => from_split(ctx, &sm, split, size, "adaptation")?.into_iter().map(|l| l.prompt).collect(),
+        _ => return Err(fail(format!("stage `{}` has neither an eval-set nor a split input to adapt on", ctx.stage.id))),
+    };
+    if prompts.is_empty() {
+        return Err(fail(format!("stage `{}`: no unlabeled adaptation prompt (the setting leaves no user outside its test users; lower `max_users` or set `adaptation.disjoint_from_test = false`)", ctx.stage.id)));
+    }
+    let separator = ctx.resolved.templates.get(&ev.template).map(|t| t.separator.clone()).unwrap_or_else(|| "||".into());
+    let mut s = EntropySettings {
+        granularity: *granularity,
+        parameterization: *parameterization,
+        temperature: *temperature,
+        init: init.clone(),
+        lr: *lr,
+        epochs: *epochs,
+        objective: *objective,
+        first_k_tokens: *first_k_tokens as usize,
+        mean_scores: ev.scoring == Some(Scoring::Mean),
+        separator,
+        max_new_tokens: ev.max_new_tokens.unwrap_or(48) as usize,
+    };
+    // The learning rate: chosen on labelled validation samples when a grid is given.
+    let mut grid_scores = Vec::new();
+    let mut valid_n = 0;
+    if lr_grid.len() > 1 {
+        let split = split.as_ref().ok_or_else(|| fail(format!("stage `{}` needs its domain's split to choose the learning rate", ctx.stage.id)))?;
+        let valid = from_split(ctx, &sm, split, size.max(8), "lr-validation")?;
+        valid_n = valid.len();
+        let mut best: Option<(f64, f64)> = None;
+        for &candidate in lr_grid {
+            s.lr = candidate;
+            let a = entropy::adapt(&mut sm.text.backbone.model, &sm.text.tokenizer, adapters, &prompts, &s, &mut |_| {});
+            let mrr = validation_mrr(&mut sm.text.backbone.model, adapters, &a.learnable, &valid, s.mean_scores);
+            (ctx.log)(&format!("{}: lr {candidate}: validation MRR {mrr:.4}", ctx.stage.id));
+            grid_scores.push((candidate, Some(mrr)));
+            if best.is_none_or(|(_, b)| mrr > b) {
+                best = Some((candidate, mrr));
+            }
+        }
+        s.lr = best.map(|b| b.0).unwrap_or(*lr);
+    }
+    let total = prompts.len() as u64 * *epochs as u64;
+    let pb = ctx.progress.add(indicatif::ProgressBar::new(total));
+    pb.set_style(indicatif::ProgressStyle::with_template("  {prefix} {bar:24} {pos}/{len} prompts [{elapsed_precise}<{eta_precise}] {msg}").expect("static template"));
+    pb.set_prefix(ctx.stage.id.clone());
+    let mut progress = |r: &StepRow| {
+        pb.set_position(r.step);
+        pb.set_message(format!("entropy {:.4}", r.objective));
+    };
+    let adapted = entropy::adapt(&mut sm.text.backbone.model, &sm.text.tokenizer, adapters, &prompts, &s, &mut progress);
+    pb.finish_and_clear();
+    (ctx.log)(&format!("{}: mean entropy {:.4} -> {:.4} on {} prompts (lr {})", ctx.stage.id, adapted.objective_before, adapted.objective_after, prompts.len(), s.lr));
+    let h = &adapted.history;
+    let mut df = table::frame(vec![
+        Column::new("epoch".into(), h.iter().map(|r| r.epoch).collect::<Vec<_>>()),
+        Column::new("step".into(), h.iter().map(|r| r.step).collect::<Vec<_>>()),
+        Column::new("objective".into(), h.iter().map(|r| r.objective).collect::<Vec<_>>()),
+    ])?;
+    table::write_parquet(&mut df, &ctx.out.join("entropy_log.parquet"))?;
+    if lr_grid.len() <= 1 {
+        grid_scores.push((s.lr, None));
+    }
+    let summary = EntropySummary {
+        adaptation_prompts: prompts.len(),
+        source: adaptation.source,
+        lr: s.lr,
+        lr_grid: grid_scores,
+        validation_prompts: valid_n,
+        objective_before: adapted.objective_before,
+        objective_after: adapted.objective_after,
+        steps: h.len(),
+    };
+    table::write_json(&ctx.out.join("entropy.json"), &summary)?;
+    let names = ctx.stage.params["adapters"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    Ok(Coefficients { adapters: names, values: adapted.learnable.weights() })
+}
