@@ -103,8 +103,9 @@ pub fn train_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
         pb.set_position(p.step);
         let v = p.row.valid_loss.map(|v| format!(" valid {v:.4}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{v} lr {:.2e} {:.0} tok/s", p.row.loss, p.row.lr, p.row.tokens_per_s));
-        if let Some(v) = p.row.valid_loss {
-            (ctx.log)(&format!("train:{name} step {}/{}: loss {:.4}, validation loss {v:.4}", p.step, p.total_steps, p.row.loss));
+        // Without a visible bar (not a terminal), every step goes to the log instead.
+        if p.row.valid_loss.is_some() || pb.is_hidden() {
+            (ctx.log)(&format!("train:{name} step {}/{}: loss {:.4}{v}, lr {:.2e}, {:.0} tokens/s", p.step, p.total_steps, p.row.loss, p.row.lr, p.row.tokens_per_s));
         }
     };
     let opts = TrainOptions { checkpoint_dir: Some(ctx.scratch.join("checkpoint")), interrupt_after: None, progress: &mut progress, log: ctx.log };
