@@ -9,10 +9,12 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod exec;
 pub mod model;
 pub mod plan;
 pub mod prompt;
 pub mod recipe;
+pub mod results;
 
 pub use error::Error;
