@@ -68,10 +68,14 @@ pub enum Command {
     /// Show the compiled backends and check that each one computes and differentiates.
     Env,
     /// Measure forward throughput (tokens/s) of a model on this machine; prints JSON.
+    /// `bench eval`: users ranked per second, likelihood vs generate.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Bench {
+        #[command(subcommand)]
+        what: Option<BenchCommand>,
         /// HF model directory or .gguf file.
-        #[arg(long)]
-        model: PathBuf,
+        #[arg(long, required = true)]
+        model: Option<PathBuf>,
         #[arg(long, default_value_t = 4)]
         batch: usize,
         #[arg(long, default_value_t = 128)]
@@ -139,11 +143,51 @@ pub enum Command {
         #[arg(long, default_value = "results")]
         results: PathBuf,
     },
+    /// Re-print the summary of a run directory's results table (written by the report stage).
+    Report {
+        run_dir: PathBuf,
+        /// Print the table's rows and the failures as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fetch known assets (all when none is named) into the artifact cache with the package client.
     Fetch {
         assets: Vec<String>,
         #[arg(long, default_value = "results")]
         results: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Users ranked per second with `likelihood` (every candidate scored) vs `generate` (greedy
+    /// top-K list) on the same prompts; prints JSON and a side-by-side line.
+    Eval {
+        /// HF model directory or .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        users: usize,
+        #[arg(long, default_value_t = 20)]
+        candidates: usize,
+        /// History titles per prompt.
+        #[arg(long, default_value_t = 10)]
+        history: usize,
+        /// Titles the generated list names (the prompt's K).
+        #[arg(long, default_value_t = 5)]
+        k: u32,
+        #[arg(long, default_value_t = 60)]
+        max_new_tokens: usize,
+        /// MovieLens `movies.csv` to draw titles from.
+        #[arg(long, default_value = "datasets/ml-latest-small-subset/movies.csv")]
+        titles: PathBuf,
+        /// Prompt template (instruction and response blocks).
+        #[arg(long, default_value = "templates/rank.jinja")]
+        template: PathBuf,
+        #[arg(long, value_parser = parse_backend, default_value = "auto")]
+        backend: BackendChoice,
+        #[arg(long)]
+        threads: Option<u32>,
     },
 }
 
@@ -221,9 +265,19 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 None => e.device.parse::<DeviceSpec>().map_err(Error::Usage)?,
             };
             let runtime = backend::select(backend.unwrap_or(e.backend), device, threads.or(e.threads))?;
-            let summary = exec::run(&resolved, &plan, &runtime, &RunOptions { results_dir: results, only })?;
-            println!("run directory: {}", summary.run_dir.display());
-            Ok(())
+            let outcome = exec::run(&resolved, &plan, &runtime, &RunOptions { results_dir: results, only });
+            let run_dir = match &outcome {
+                Ok(summary) | Err(exec::RunError::Failed { summary, .. }) => Some(summary.run_dir.clone()),
+                Err(_) => None,
+            };
+            // The summary the report stage wrote (when the run reached it), then where it all is.
+            if let Some(run_dir) = run_dir {
+                if let Ok(text) = std::fs::read_to_string(run_dir.join("summary.md")) {
+                    println!("{text}");
+                }
+                println!("run directory: {}", run_dir.display());
+            }
+            outcome.map(|_| ()).map_err(Error::Run)
         }
         Command::Data { recipe, json, results } => {
             let resolved = resolve(&recipe)?;
@@ -238,15 +292,30 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
         }
         Command::Fetch { assets, results } => fetch(&assets, &results),
-        Command::Bench { model, batch, seq_len, iters, backend, threads, workload, prompts } if workload == "train" => {
+        Command::Report { run_dir, json } => {
+            let results = crate::results::Results::read(&run_dir)?;
+            if json {
+                print_json(&results)
+            } else {
+                print!("{}", crate::results::markdown(&results));
+                Ok(())
+            }
+        }
+        Command::Bench { what: Some(BenchCommand::Eval { model, users, candidates, history, k, max_new_tokens, titles, template, backend, threads }), .. } => {
+            let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
+            bench_eval(&model, users, candidates, history, k, max_new_tokens, &titles, &template, &runtime)
+        }
+        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, prompts } if workload == "train" => {
+            let model = model.ok_or_else(|| Error::Usage("bench needs --model".into()))?;
             let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
             let r = crate::train::bench::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "train": r }))
         }
-        Command::Bench { model, batch, seq_len, iters, backend, threads, workload, .. } => {
+        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, .. } => {
             if workload != "forward" {
                 return Err(Error::Usage(format!("unknown --workload `{workload}`: expected `forward` or `train`")));
             }
+            let model = model.ok_or_else(|| Error::Usage("bench needs --model".into()))?;
             let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
             let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
             let r = crate::model::bench::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
@@ -337,4 +406,28 @@ fn validate(recipes: &[PathBuf], json: bool) -> Result<(), Error> {
     } else {
         Ok(())
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_eval(model: &Path, users: usize, candidates: usize, history: usize, k: u32, max_new_tokens: usize, titles: &Path, template: &Path, runtime: &backend::Runtime) -> Result<(), Error> {
+    use crate::eval::bench;
+    let stage = |e: exec::StageError| Error::Usage(e.to_string());
+    let titles = bench::read_titles(titles).map_err(stage)?;
+    let template = crate::prompt::PromptTemplate::load(template).map_err(|e| Error::Usage(e.to_string()))?;
+    let spec = bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: "||".into(), seed: 42 };
+    let test_users = bench::synthetic_users(&titles, &template, &spec).map_err(stage)?;
+    let mut m = crate::model::load::load_text_model(model, &runtime.device).map_err(Error::Model)?;
+    let backbone = crate::recipe::resolve::ResolvedBackbone {
+        source: crate::recipe::resolve::Source::Path { path: model.to_path_buf() },
+        dtype: crate::recipe::types::Dtype::F32,
+        system_prompt: crate::recipe::resolve::DEFAULT_SYSTEM_PROMPT.into(),
+        chat_template: true,
+    };
+    let prompter = crate::exec::backbone::Prompter::new(&backbone, m.chat.take());
+    let r = bench::run(&m, &prompter, &test_users, max_new_tokens, &spec.separator, spec.seed).map_err(|e| Error::Model(crate::model::ModelError::Other(format!("benchmark: {e}"))))?;
+    eprintln!(
+        "likelihood {:.3} users/s | generate {:.3} users/s ({} new tokens max, {:.1} items) | ratio {:.2}x ({} users, {} candidates, {:.0} prompt tokens)",
+        r.likelihood.users_per_s, r.generate.users_per_s, r.max_new_tokens, r.mean_generated_items, r.ratio, r.users, r.candidates, r.mean_prompt_tokens
+    );
+    print_json(&serde_json::json!({ "backend": runtime.backend, "eval": r }))
 }

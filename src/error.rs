@@ -29,6 +29,8 @@ pub enum Error {
     Model(crate::model::ModelError),
     #[error(transparent)]
     Gguf(crate::model::gguf::GgufError),
+    #[error(transparent)]
+    Results(#[from] crate::results::ResultsError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -44,9 +46,11 @@ impl Error {
             {
                 2
             }
+            Error::Run(RunError::Failed { failures, .. }) if failures.iter().all(|f| matches!(&f.error, StageError::Data(e) if e.is_input_problem())) => 2,
+            Error::Results(e) if e.is_input_problem() => 2,
             Error::Model(e) if e.is_input_problem() => 2,
             Error::Gguf(e) if e.is_input_problem() => 2,
-            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) => 1,
+            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) | Error::Results(_) => 1,
         }
     }
 }

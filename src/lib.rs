@@ -9,12 +9,14 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod exec;
 pub mod merge;
 pub mod model;
 pub mod plan;
 pub mod prompt;
 pub mod recipe;
+pub mod results;
 pub mod train;
 
 pub use error::Error;

@@ -1,13 +1,14 @@
 //! The executor on the real quickstart plan with injected stage bodies: stages run in order,
-//! complete artifacts are cached and skipped, a failed stage leaves nothing half-written, and a
-//! rerun resumes where the failure stopped.
+//! complete artifacts are cached and skipped, a failed stage leaves nothing half-written, the
+//! stages that do not need it still run (the report too, told what failed), and a rerun resumes
+//! where the failure stopped. Then the real evaluate and report bodies on a tiny model.
 
 use std::cell::RefCell;
 use std::path::Path;
 
 use reccocktail::backend::{self, DeviceSpec};
-use reccocktail::exec::{self, RunOptions, StageContext, StageError};
-use reccocktail::plan::{self, CacheStatus};
+use reccocktail::exec::{self, RunError, RunOptions, StageContext, StageError};
+use reccocktail::plan::{self, CacheStatus, StageKind};
 use reccocktail::recipe::{self, ResolvedRecipe};
 use reccocktail::recipe::types::BackendChoice;
 
@@ -46,14 +47,25 @@ fn runs_caches_fails_atomically_and_resumes() {
     };
 
     let err = exec::run_with(&resolved, &plan, &runtime, &opts, &body).unwrap_err();
-    assert!(err.to_string().contains("stage `train:drama` failed: simulated crash"));
+    assert!(err.to_string().contains("stage `train:drama` failed: simulated crash"), "{err}");
+    let RunError::Failed { summary, failures } = &err else { panic!("{err:?}") };
+    assert_eq!(failures.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["train:drama"]);
+    // Skipped: exactly the stages that need train:drama (the report excepted: it runs anyway).
+    let mut needs: Vec<&str> = plan.stages.iter().filter(|s| s.id != "train:drama" && s.kind != StageKind::Report && plan.closure(&s.id).unwrap().iter().any(|d| d.id == "train:drama")).map(|s| s.id.as_str()).collect();
+    let mut skipped: Vec<&str> = summary.skipped.iter().map(String::as_str).collect();
+    needs.sort_unstable();
+    skipped.sort_unstable();
+    assert_eq!(skipped, needs);
+    assert!(skipped.contains(&"evaluate:fixed_0.5:warm") && !skipped.contains(&"evaluate:backbone:warm"));
+    assert!(summary.executed.contains(&"report".to_string()) && summary.executed.contains(&"evaluate:backbone:cold".to_string()));
+    assert_eq!(cache.status(&plan.stage("report").unwrap().key), CacheStatus::Missing, "a report over failed inputs is not cached");
     let failed = plan.stage("train:drama").unwrap();
     assert_eq!(cache.status(&failed.key), CacheStatus::Partial, "checkpoints kept, no artifact");
     assert!(!cache.dir(&failed.key).exists());
     let leftovers: Vec<_> = std::fs::read_dir(cache.root()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-")).collect();
     assert!(leftovers.is_empty(), "temporary output removed");
-    let first = ran.borrow().len();
-    assert!(first > 0);
+    let first = plan.stages.iter().filter(|s| cache.status(&s.key) == CacheStatus::Cached).count();
+    assert_eq!(first, ran.borrow().len() - 1, "everything that ran is cached but the report");
 
     *fail_at.borrow_mut() = None;
     ran.borrow_mut().clear();
@@ -73,4 +85,100 @@ fn runs_caches_fails_atomically_and_resumes() {
     assert!(ran.borrow().is_empty());
     assert!(summary.cached.contains(&"train:base_spirit".to_string()) && !summary.cached.contains(&"report".to_string()));
     std::fs::remove_dir_all(&results).unwrap();
+}
+
+#[test]
+fn a_failed_evaluate_stage_reaches_the_report_and_the_others_continue() {
+    let loaded = recipe::load(Path::new("recipes/quickstart.toml")).unwrap();
+    let resolved = ResolvedRecipe::from_loaded(&loaded).unwrap();
+    let plan = plan::compile(&resolved).unwrap();
+    let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
+    let results = std::env::temp_dir().join(format!("reccocktail-exec-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&results);
+    let opts = RunOptions { results_dir: results.clone(), only: None };
+    let seen = RefCell::new(None);
+    let body = |ctx: &StageContext<'_>| -> Result<(), StageError> {
+        if ctx.stage.id == "evaluate:entropy:warm" {
+            return Err(StageError::Failed("simulated evaluation crash".into()));
+        }
+        if ctx.stage.kind == StageKind::Report {
+            *seen.borrow_mut() = Some((ctx.inputs.keys().cloned().collect::<Vec<_>>(), ctx.failed_inputs.clone()));
+        }
+        assert!(ctx.failed_inputs.is_empty() || ctx.stage.kind == StageKind::Report);
+        std::fs::write(ctx.out.join("out.txt"), &ctx.stage.id).unwrap();
+        Ok(())
+    };
+    let err = exec::run_with(&resolved, &plan, &runtime, &opts, &body).unwrap_err();
+    let RunError::Failed { summary, failures } = &err else { panic!("{err:?}") };
+    assert_eq!(failures.len(), 1);
+    assert!(summary.skipped.is_empty(), "nothing needs an evaluate stage but the report");
+    assert_eq!(summary.executed.len(), plan.stages.len() - 1);
+    let (inputs, failed) = seen.borrow().clone().expect("the report ran");
+    assert_eq!(failed.keys().collect::<Vec<_>>(), ["evaluate:entropy:warm"]);
+    assert!(failed["evaluate:entropy:warm"].contains("simulated evaluation crash"));
+    assert_eq!(inputs.len(), plan.stage("report").unwrap().inputs.len() - 1);
+    assert!(!inputs.contains(&"evaluate:entropy:warm".to_string()));
+    let log = std::fs::read_to_string(summary.run_dir.join("run.log")).unwrap();
+    assert!(log.contains("failed   evaluate:entropy:warm: simulated evaluation crash"), "{log}");
+    std::fs::remove_dir_all(&results).unwrap();
+}
+
+/// The real evaluate and report bodies on the committed data subset with a tiny random model;
+/// training and merging are left out (they fail here), so the merge arm is skipped and reported.
+#[test]
+fn real_evaluate_and_report_on_a_tiny_model() {
+    use reccocktail::data::table;
+    use reccocktail::recipe::resolve::Source;
+    let root = std::env::temp_dir().join(format!("reccocktail-exec-tiny-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let tiny = root.join("tiny");
+    reccocktail::model::tiny::write_tiny_chat_model(&tiny, reccocktail::model::tiny::TinySpec::default(), 5).unwrap();
+    let loaded = recipe::load(Path::new("tests/recipes/small_latest.toml")).unwrap();
+    let mut resolved = ResolvedRecipe::from_loaded(&loaded).unwrap();
+    resolved.backbone.source = Source::Path { path: tiny.clone() };
+    resolved.evaluation.settings.retain(|s| s.name == "warm" || s.name == "cold");
+    let plan = plan::compile(&resolved).unwrap();
+    let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
+    let opts = RunOptions { results_dir: root.join("results"), only: None };
+    let body = |ctx: &StageContext<'_>| -> Result<(), StageError> {
+        match ctx.stage.kind {
+            StageKind::Train | StageKind::Import | StageKind::Merge => Err(StageError::Failed("no training in this test".into())),
+            _ => exec::stages::run_stage(ctx),
+        }
+    };
+    let err = exec::run_with(&resolved, &plan, &runtime, &opts, &body).unwrap_err();
+    let RunError::Failed { summary, failures } = &err else { panic!("{err:?}") };
+    assert_eq!(failures.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["train:base_spirit", "train:drama"]);
+    assert_eq!(summary.skipped, ["merge:fixed", "evaluate:fixed:cold", "evaluate:fixed:warm"]);
+    let cache = exec::Cache::new(&opts.results_dir);
+    let dir = cache.dir(&plan.stage("evaluate:backbone:warm").unwrap().key);
+    let per_user = table::read_parquet(&dir.join("per_user.parquet")).unwrap();
+    let ranks = table::opt_i64s(&per_user, "rank").unwrap();
+    assert_eq!(ranks.len(), 20);
+    assert!(ranks.iter().all(|r| (1..=8).contains(&r.unwrap())));
+    let run = &summary.run_dir;
+    let r = reccocktail::results::Results::read(run).unwrap();
+    let hr1: Vec<_> = r.records.iter().filter(|x| x.setting == "warm" && x.metric == "hr" && x.k == Some(1)).map(|x| (x.arm.as_str(), x.status.as_str(), x.users)).collect();
+    assert_eq!(hr1, [("random", "ok", Some(20)), ("popularity", "ok", Some(20)), ("backbone", "ok", Some(20)), ("fixed", "skipped", None)]);
+    let backbone_hr1 = r.records.iter().find(|x| x.arm == "backbone" && x.setting == "warm" && x.metric == "hr" && x.k == Some(1)).unwrap().value.unwrap();
+    let hits = ranks.iter().filter(|r| **r == Some(1)).count() as f64 / 20.0;
+    assert_eq!(backbone_hr1, hits, "the table holds the per-user ranks' mean");
+    let md = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert!(md.contains("## Setting `warm`") && md.contains("- `fixed` on `warm` (stage `evaluate:fixed:warm`): skipped: `merge:fixed` skipped"), "{md}");
+    // `reccocktail report RUN_DIR` re-prints the same summary; a directory without a table is a usage error.
+    let bin = env!("CARGO_BIN_EXE_reccocktail");
+    let out = std::process::Command::new(bin).arg("report").arg(run).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), md);
+    let out = std::process::Command::new(bin).args(["report", "--json"]).arg(run).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["records"].as_array().unwrap().len(), r.records.len());
+    let out = std::process::Command::new(bin).arg("report").arg(&tiny).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // A rerun finds the evaluations cached and rebuilds the (uncached) report identically.
+    let err = exec::run_with(&resolved, &plan, &runtime, &opts, &body).unwrap_err();
+    let RunError::Failed { summary: again, .. } = &err else { panic!("{err:?}") };
+    assert!(again.cached.contains(&"evaluate:backbone:cold".to_string()) && again.executed.contains(&"report".to_string()));
+    assert_eq!(std::fs::read(again.run_dir.join("results.csv")).unwrap(), std::fs::read(run.join("results.csv")).unwrap());
+    std::fs::remove_dir_all(&root).ok();
 }

@@ -1,6 +1,6 @@
 //! Non-LLM reference rows on an evaluation set's fixed candidate lists: `random` (the expected
 //! metrics of a uniformly random ranking) and `popularity` (candidates ranked by their number of
-//! training interactions in the domain; ties by presentation order). Also the ranking metrics.
+//! training interactions in the domain; ties by presentation order, see [`crate::eval::metrics`]).
 //!
 //! Artifacts: `ranks.parquet` (baseline, user, rank: 1-based; the expected rank for random),
 //! `metrics.parquet` (baseline, metric, k (null for mrr), value) and `baselines.json`.
@@ -12,45 +12,9 @@ use serde_json::json;
 
 use super::domain::DomainSplit;
 use super::{DataError, table};
+use crate::eval::metrics::{expected, metric_rows, rank_of};
 use crate::exec::StageContext;
 use crate::recipe::types::{Baseline, Metric};
-
-/// HR@K of one ranking with the target at 1-based `rank`.
-pub fn hr_at(rank: usize, k: u32) -> f64 {
-    if rank <= k as usize { 1.0 } else { 0.0 }
-}
-
-/// NDCG@K with one relevant item: 1 / log2(rank + 1) within the cut-off.
-pub fn ndcg_at(rank: usize, k: u32) -> f64 {
-    if rank <= k as usize { 1.0 / ((rank + 1) as f64).log2() } else { 0.0 }
-}
-
-pub fn reciprocal_rank(rank: usize) -> f64 {
-    1.0 / rank as f64
-}
-
-/// The expected value of a metric when the target's rank is uniform over `1..=n`.
-pub fn expected(n: usize, metric: impl Fn(usize) -> f64) -> f64 {
-    (1..=n).map(metric).sum::<f64>() / n as f64
-}
-
-/// The mean over users of a function of the target's rank.
-pub type MeanOverUsers<'a> = &'a dyn Fn(&dyn Fn(usize) -> f64) -> f64;
-
-/// (metric name, k, value) rows for per-user ranks, averaged.
-pub fn metric_rows(metrics: &[Metric], ks: &[u32], per_user: MeanOverUsers<'_>) -> Vec<(String, Option<u32>, f64)> {
-    let mut out = Vec::new();
-    for m in metrics {
-        match m {
-            Metric::Hr => ks.iter().for_each(|&k| out.push(("hr".into(), Some(k), per_user(&|r| hr_at(r, k))))),
-            Metric::Ndcg => ks.iter().for_each(|&k| out.push(("ndcg".into(), Some(k), per_user(&|r| ndcg_at(r, k))))),
-            Metric::Mrr => out.push(("mrr".into(), None, per_user(&reciprocal_rank))),
-            // Baselines always rank the candidates themselves.
-            Metric::ValidRatio => out.push(("valid_ratio".into(), None, 1.0)),
-        }
-    }
-    out
-}
 
 pub fn baselines(ctx: &StageContext<'_>) -> Result<(), DataError> {
     let params = &ctx.stage.params;
@@ -87,7 +51,7 @@ pub fn baselines(ctx: &StageContext<'_>) -> Result<(), DataError> {
                 let t = l.iter().position(|c| c.1).unwrap_or(0);
                 match b {
                     Baseline::Random => (l.len() as f64 + 1.0) / 2.0,
-                    Baseline::Popularity => (1 + l.iter().enumerate().filter(|(i, c)| c.0 > l[t].0 || (c.0 == l[t].0 && *i < t)).count()) as f64,
+                    Baseline::Popularity => rank_of(&l.iter().map(|c| c.0 as f64).collect::<Vec<_>>(), t) as f64,
                 }
             })
             .collect();
@@ -102,7 +66,8 @@ pub fn baselines(ctx: &StageContext<'_>) -> Result<(), DataError> {
             };
             total / ranks.len() as f64
         };
-        let rows = metric_rows(&metrics, &ks, &per_user);
+        // Baselines always rank the candidates themselves: every item is valid.
+        let rows = metric_rows(&metrics, &ks, &per_user, 1.0);
         let mut m = serde_json::Map::new();
         for (metric, k, v) in rows {
             m.insert(k.map(|k| format!("{metric}@{k}")).unwrap_or_else(|| metric.clone()), json!(v));
@@ -123,27 +88,4 @@ pub fn baselines(ctx: &StageContext<'_>) -> Result<(), DataError> {
     let mut m = table::frame(vec![Column::new("baseline".into(), mb), Column::new("metric".into(), mm), Column::new("k".into(), mk), Column::new("value".into(), mv)])?;
     table::write_parquet(&mut m, &ctx.out.join("metrics.parquet"))?;
     table::write_json(&ctx.out.join("baselines.json"), &json!({ "users": lists.len(), "metrics": summary }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_of_one_ranking() {
-        assert_eq!(hr_at(1, 1), 1.0);
-        assert_eq!(hr_at(2, 1), 0.0);
-        assert_eq!(ndcg_at(1, 3), 1.0);
-        assert!((ndcg_at(3, 3) - 0.5).abs() < 1e-12);
-        assert_eq!(ndcg_at(4, 3), 0.0);
-        assert_eq!(reciprocal_rank(4), 0.25);
-    }
-
-    #[test]
-    fn random_expectations() {
-        assert!((expected(10, |r| hr_at(r, 3)) - 0.3).abs() < 1e-12);
-        assert!((expected(10, |r| ndcg_at(r, 1)) - 0.1).abs() < 1e-12);
-        let h10: f64 = (1..=10).map(|r| 1.0 / r as f64).sum();
-        assert!((expected(10, reciprocal_rank) - h10 / 10.0).abs() < 1e-12);
-    }
 }

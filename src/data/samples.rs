@@ -15,6 +15,9 @@ pub struct Sample {
     /// Candidate item numbers in presentation order (the target among them).
     pub candidates: Vec<u32>,
     pub rendered: Rendered,
+    /// The instruction rendered with an empty history (the prior of calibrated scoring), when
+    /// the renderer was asked for it.
+    pub prior_instruction: Option<String>,
 }
 
 pub struct Renderer<'a> {
@@ -23,11 +26,18 @@ pub struct Renderer<'a> {
     template: &'a PromptTemplate,
     k: u32,
     separator: String,
+    prior: bool,
 }
 
 impl<'a> Renderer<'a> {
     pub fn new(split: &'a DomainSplit, template: &'a PromptTemplate, separator: &str, k: u32, seed: u64) -> Self {
-        Self { split, sampler: CandidateSampler::new(split, seed), template, k, separator: separator.to_string() }
+        Self { split, sampler: CandidateSampler::new(split, seed), template, k, separator: separator.to_string(), prior: false }
+    }
+
+    /// Also render each sample's instruction with an empty history (`instruction_prior`).
+    pub fn with_prior(mut self) -> Self {
+        self.prior = true;
+        self
     }
 
     /// Render `user`'s sample at `position`; `None` when no candidate list can be built.
@@ -46,7 +56,8 @@ impl<'a> Renderer<'a> {
             separator: self.separator.clone(),
         };
         let rendered = self.template.render(&ctx)?;
-        Ok(Some(Sample { user, position, candidates, rendered }))
+        let prior_instruction = if self.prior { Some(self.template.render(&PromptContext { history: Vec::new(), ..ctx })?.instruction) } else { None };
+        Ok(Some(Sample { user, position, candidates, rendered, prior_instruction }))
     }
 }
 
@@ -62,6 +73,7 @@ pub struct SampleTable {
     target_title: Vec<String>,
     instruction: Vec<String>,
     response: Vec<String>,
+    instruction_prior: Vec<String>,
     // Candidates, long format.
     c_set: Vec<String>,
     c_user: Vec<String>,
@@ -84,6 +96,9 @@ impl SampleTable {
         self.target_title.push(split.titles[target as usize].clone());
         self.instruction.push(s.rendered.instruction.clone());
         self.response.push(s.rendered.response.clone());
+        if let Some(p) = &s.prior_instruction {
+            self.instruction_prior.push(p.clone());
+        }
         for (slot, &c) in s.candidates.iter().enumerate() {
             self.c_set.push(set.into());
             self.c_user.push(user.clone());
@@ -116,12 +131,16 @@ impl SampleTable {
         p(&mut self.target_title, order);
         p(&mut self.instruction, order);
         p(&mut self.response, order);
+        if !self.instruction_prior.is_empty() {
+            p(&mut self.instruction_prior, order);
+        }
     }
 
     /// `set, domain, user, position, history` (untruncated history length), `target`,
-    /// `target_title`, `instruction`, `response`.
+    /// `target_title`, `instruction`, `response`, and `instruction_prior` (the instruction with an
+    /// empty history) when every sample has one.
     pub fn samples_frame(&self) -> Result<DataFrame, DataError> {
-        table::frame(vec![
+        let mut columns = vec![
             Column::new("set".into(), self.set.clone()),
             Column::new("domain".into(), self.domain.clone()),
             Column::new("user".into(), self.user.clone()),
@@ -131,7 +150,11 @@ impl SampleTable {
             Column::new("target_title".into(), self.target_title.clone()),
             Column::new("instruction".into(), self.instruction.clone()),
             Column::new("response".into(), self.response.clone()),
-        ])
+        ];
+        if !self.is_empty() && self.instruction_prior.len() == self.len() {
+            columns.push(Column::new("instruction_prior".into(), self.instruction_prior.clone()));
+        }
+        table::frame(columns)
     }
 
     /// `set, user, slot, item, title, is_target`: every candidate list, in presentation order.

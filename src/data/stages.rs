@@ -259,7 +259,8 @@ pub fn eval_set(ctx: &StageContext<'_>) -> Result<(), DataError> {
 
     let (tmpl, sep) = template(ctx, &ctx.resolved.evaluation.template)?;
     let k = prompt_k(ctx);
-    let r = Renderer::new(&split, &tmpl, sep, k, seed);
+    // Each prompt also without its history: the prior that `calibrated` scoring subtracts.
+    let r = Renderer::new(&split, &tmpl, sep, k, seed).with_prior();
     let mut rows = SampleTable::default();
     let (mut no_candidates, mut hist) = (0, 0usize);
     let mut rendered = [0usize; 2];

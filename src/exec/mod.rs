@@ -1,5 +1,11 @@
 //! Executing a plan: stages in dependency order, cached ones skipped, outputs sealed atomically,
 //! a run directory recording what ran, progress on the terminal.
+//!
+//! A failed stage does not stop the run: the stages that need it (directly or not) are skipped,
+//! every other stage still runs, and the run ends with [`RunError::Failed`] listing the failures.
+//! The `report` stage is the exception to skipping: it runs with the inputs that completed and is
+//! told which failed (its tables list those arms as failed), but its output is then not cached,
+//! so the next run rebuilds it once the failures are fixed.
 
 pub mod backbone;
 pub mod cache;
@@ -13,7 +19,7 @@ use std::time::Instant;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::Runtime;
-use crate::plan::{CacheStatus, Plan, Stage};
+use crate::plan::{CacheStatus, Plan, Stage, StageKind};
 use crate::recipe::ResolvedRecipe;
 pub use cache::Cache;
 pub use rundir::RunDir;
@@ -27,6 +33,23 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("stage `{id}` failed: {source}")]
     Stage { id: String, source: StageError },
+    /// Some stages failed (the others ran); the stages needing them were skipped.
+    #[error("{}", failed_message(failures, &summary.skipped))]
+    Failed { summary: RunSummary, failures: Vec<StageFailure> },
+}
+
+#[derive(Debug)]
+pub struct StageFailure {
+    pub id: String,
+    pub error: StageError,
+}
+
+fn failed_message(failures: &[StageFailure], skipped: &[String]) -> String {
+    let mut lines: Vec<String> = failures.iter().map(|f| format!("stage `{}` failed: {}", f.id, f.error)).collect();
+    if !skipped.is_empty() {
+        lines.push(format!("{} stage{} skipped because {} a failed stage: {}", skipped.len(), if skipped.len() == 1 { "" } else { "s" }, if skipped.len() == 1 { "it needs" } else { "they need" }, skipped.join(", ")));
+    }
+    lines.join("\n")
 }
 
 pub struct RunOptions {
@@ -41,6 +64,8 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
     pub executed: Vec<String>,
     pub cached: Vec<String>,
+    /// Stages not run because a stage they need failed.
+    pub skipped: Vec<String>,
 }
 
 /// The function that performs one stage (the real one is [`stages::run_stage`]; tests inject others).
@@ -74,12 +99,27 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
     };
     log(&format!("run {} of `{}` (recipe {}) on {}", run_dir.path.display(), resolved.experiment.name, resolved.recipe_hash, runtime.describe()));
 
-    let mut summary = RunSummary { run_dir: run_dir.path.clone(), executed: Vec::new(), cached: Vec::new() };
+    let mut summary = RunSummary { run_dir: run_dir.path.clone(), executed: Vec::new(), cached: Vec::new(), skipped: Vec::new() };
+    let mut failures: Vec<StageFailure> = Vec::new();
+    // Failed or skipped stages -> why (naming the failed stage at the root).
+    let mut bad: BTreeMap<String, String> = BTreeMap::new();
     for stage in stages {
         bar.set_message(stage.id.clone());
+        let failed_inputs: BTreeMap<String, String> = stage.inputs.iter().filter_map(|i| bad.get(i).map(|r| (i.clone(), r.clone()))).collect();
+        if let Some((input, why)) = failed_inputs.iter().next().filter(|_| stage.kind != StageKind::Report) {
+            log(&format!("skipped  {} (needs `{input}`: {why})", stage.id));
+            let why = if why.starts_with("skipped") { why.clone() } else { format!("skipped: `{input}` {why}") };
+            bad.insert(stage.id.clone(), why);
+            summary.skipped.push(stage.id.clone());
+            bar.inc(1);
+            continue;
+        }
         let status = cache.status(&stage.key);
-        if status == CacheStatus::Cached {
+        if status == CacheStatus::Cached && failed_inputs.is_empty() {
             log(&format!("cached   {} [{}]", stage.id, stage.key));
+            if stage.kind == StageKind::Report {
+                copy_files(&cache.dir(&stage.key), &run_dir.path)?;
+            }
             summary.cached.push(stage.id.clone());
             bar.inc(1);
             continue;
@@ -87,32 +127,55 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         let verb = if status == CacheStatus::Partial { "resume" } else { "start" };
         log(&format!("{verb:<8} {} [{}]", stage.id, stage.key));
         let started = Instant::now();
-        match execute(&cache, resolved, plan, stage, runtime, &run_dir.path, &log, &multi, runner) {
+        match execute(&cache, resolved, plan, stage, runtime, &run_dir.path, &log, &multi, runner, &failed_inputs) {
             Ok(()) => {
-                log(&format!("done     {} in {:.1}s", stage.id, started.elapsed().as_secs_f64()));
+                let note = if failed_inputs.is_empty() { String::new() } else { format!(" (without {} failed input{}; not cached)", failed_inputs.len(), if failed_inputs.len() == 1 { "" } else { "s" }) };
+                log(&format!("done     {} in {:.1}s{note}", stage.id, started.elapsed().as_secs_f64()));
                 summary.executed.push(stage.id.clone());
-                bar.inc(1);
             }
-            Err(err) => {
+            Err(RunError::Stage { id, source }) => {
+                log(&format!("failed   {id}: {source}"));
+                bad.insert(id.clone(), format!("failed: {source}"));
+                failures.push(StageFailure { id, error: source });
+            }
+            Err(other) => {
                 bar.abandon();
-                run_dir.log(&format!("error    {err}"));
-                return Err(err);
+                run_dir.log(&format!("error    {other}"));
+                return Err(other);
             }
         }
+        bar.inc(1);
     }
     bar.finish_and_clear();
-    log(&format!("finished: {} stages run, {} cached", summary.executed.len(), summary.cached.len()));
-    Ok(summary)
+    log(&format!("finished: {} stages run, {} cached, {} failed, {} skipped", summary.executed.len(), summary.cached.len(), failures.len(), summary.skipped.len()));
+    if failures.is_empty() { Ok(summary) } else { Err(RunError::Failed { summary, failures }) }
 }
 
-/// Run one stage into the cache: a fresh temporary directory, sealed on success, removed on failure.
+/// Copy the files of `from` (not its manifest) into `to`: a cached report's tables into the run.
+fn copy_files(from: &Path, to: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() && e.file_name() != cache::MANIFEST {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Run one stage into the cache: a fresh temporary directory, sealed on success, removed on
+/// failure. With `failed_inputs` (a report), those inputs are left out and nothing is sealed.
 #[allow(clippy::too_many_arguments)]
-fn execute(cache: &Cache, resolved: &ResolvedRecipe, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), progress: &MultiProgress, runner: StageRunner<'_>) -> Result<(), RunError> {
+fn execute(cache: &Cache, resolved: &ResolvedRecipe, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), progress: &MultiProgress, runner: StageRunner<'_>, failed_inputs: &BTreeMap<String, String>) -> Result<(), RunError> {
     let started = Instant::now();
     let tmp = cache.begin(&stage.key)?;
-    let inputs: BTreeMap<String, PathBuf> = stage.inputs.iter().map(|id| (id.clone(), cache.dir(&plan.stage(id).expect("inputs are plan stages").key))).collect();
-    let ctx = StageContext { resolved, plan, stage, inputs, out: &tmp, scratch: cache.scratch(&stage.key), run_dir, runtime, log, progress };
+    let inputs: BTreeMap<String, PathBuf> =
+        stage.inputs.iter().filter(|id| !failed_inputs.contains_key(*id)).map(|id| (id.clone(), cache.dir(&plan.stage(id).expect("inputs are plan stages").key))).collect();
+    let ctx = StageContext { resolved, plan, stage, inputs, failed_inputs, out: &tmp, scratch: cache.scratch(&stage.key), run_dir, runtime, log, progress };
     match runner(&ctx) {
+        Ok(()) if !failed_inputs.is_empty() => {
+            cache.abort(&tmp);
+            Ok(())
+        }
         Ok(()) => {
             let manifest = serde_json::json!({ "id": stage.id, "kind": stage.kind, "key": stage.key, "inputs": stage.inputs, "params": stage.params, "seconds": started.elapsed().as_secs_f64() });
             cache.commit(&stage.key, &tmp, &manifest)?;
@@ -144,7 +207,7 @@ pub fn ensure(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, results
     for stage in needed {
         if cache.status(&stage.key) != CacheStatus::Cached {
             log(&format!("running  {} [{}]", stage.id, stage.key));
-            execute(&cache, resolved, plan, stage, runtime, cache.root(), log, &hidden, &stages::run_stage)?;
+            execute(&cache, resolved, plan, stage, runtime, cache.root(), log, &hidden, &stages::run_stage, &BTreeMap::new())?;
         }
         dirs.insert(stage.id.clone(), cache.dir(&stage.key));
     }

@@ -13,8 +13,11 @@ pub struct StageContext<'a> {
     pub resolved: &'a ResolvedRecipe,
     pub plan: &'a Plan,
     pub stage: &'a Stage,
-    /// Artifact directory of each input stage, by stage id.
+    /// Artifact directory of each input stage, by stage id (completed inputs only).
     pub inputs: BTreeMap<String, PathBuf>,
+    /// Inputs that failed or were skipped, with why. Only a `report` stage ever runs with some
+    /// (its output is then not cached); for every other stage this is empty.
+    pub failed_inputs: &'a BTreeMap<String, String>,
     /// Fresh temporary directory: the stage's whole output goes here.
     pub out: &'a Path,
     /// Persistent across attempts (checkpoints); removed when the stage completes.
@@ -40,6 +43,10 @@ pub enum StageError {
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
+    #[error(transparent)]
+    Results(#[from] crate::results::ResultsError),
 }
 
 /// Run one stage into `ctx.out`.
@@ -55,6 +62,8 @@ pub fn run_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
         StageKind::Baselines => Ok(baselines::baselines(ctx)?),
         StageKind::Train => crate::train::train_stage(ctx),
         StageKind::Import => crate::train::import_stage(ctx),
-        StageKind::Merge | StageKind::Evaluate | StageKind::Report => not_yet(),
+        StageKind::Evaluate => crate::eval::stage::evaluate(ctx),
+        StageKind::Report => Ok(crate::results::report(ctx)?),
+        StageKind::Merge => not_yet(),
     }
 }

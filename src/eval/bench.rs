@@ -1,0 +1,130 @@
+//! `reccocktail bench eval`: users ranked per second with `likelihood` (score every candidate)
+//! versus `generate` (greedy top-K list) on the same prompts and model. A benchmark, never a
+//! timed assertion in tests.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::TestUser;
+use super::stage::{EvalParams, evaluate_users};
+use crate::data::rng::Rng;
+use crate::exec::StageError;
+use crate::exec::backbone::Prompter;
+use crate::model::load::TextModel;
+use crate::prompt::{PromptContext, PromptTemplate};
+use crate::recipe::types::{Metric, Protocol, Scoring};
+
+/// How the benchmark's synthetic users are built.
+#[derive(Debug, Clone)]
+pub struct PromptSpec {
+    pub users: usize,
+    pub candidates: usize,
+    pub history: usize,
+    /// Items the generated list names (the prompt's K).
+    pub k: u32,
+    pub separator: String,
+    pub seed: u64,
+}
+
+/// Test users drawn from `titles`: each a random history and a shuffled candidate list holding
+/// the target (the item after the history), rendered with `template`.
+pub fn synthetic_users(titles: &[String], template: &PromptTemplate, spec: &PromptSpec) -> Result<Vec<TestUser>, StageError> {
+    let need = spec.history + spec.candidates;
+    if titles.len() < need {
+        return Err(StageError::Failed(format!("{} titles, fewer than the {need} one user needs", titles.len())));
+    }
+    let mut out = Vec::new();
+    for u in 0..spec.users {
+        let mut rng = Rng::derive(spec.seed, &["bench-user", &u.to_string()]);
+        let picked = rng.sample_indices(titles.len(), need);
+        let history: Vec<String> = picked[..spec.history].iter().map(|&i| titles[i].clone()).collect();
+        let mut slots: Vec<usize> = picked[spec.history..].to_vec();
+        let target = slots[0];
+        rng.shuffle(&mut slots);
+        let candidates: Vec<String> = slots.iter().map(|&i| titles[i].clone()).collect();
+        let ctx = PromptContext { history, candidates: candidates.clone(), target: titles[target].clone(), k: spec.k, domain: "movies".into(), separator: spec.separator.clone() };
+        let r = template.render(&ctx).map_err(|e| StageError::Failed(e.to_string()))?;
+        let prior = template.render(&PromptContext { history: Vec::new(), ..ctx }).map_err(|e| StageError::Failed(e.to_string()))?;
+        out.push(TestUser {
+            user: format!("u{u}"),
+            target: target.to_string(),
+            target_title: titles[target].clone(),
+            instruction: r.instruction,
+            instruction_prior: Some(prior.instruction),
+            items: slots.iter().map(|i| i.to_string()).collect(),
+            target_slot: slots.iter().position(|&i| i == target).unwrap_or(0),
+            titles: candidates,
+        });
+    }
+    Ok(out)
+}
+
+/// Item titles from a MovieLens `movies.csv` (column `title`).
+pub fn read_titles(path: &Path) -> Result<Vec<String>, StageError> {
+    let fail = |e: &dyn std::fmt::Display| StageError::Failed(format!("{}: {e}", path.display()));
+    let mut r = csv::Reader::from_path(path).map_err(|e| fail(&e))?;
+    let col = r.headers().map_err(|e| fail(&e))?.iter().position(|h| h == "title").ok_or_else(|| fail(&"no `title` column"))?;
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| fail(&e))?;
+        if let Some(t) = rec.get(col).filter(|t| !t.trim().is_empty()) {
+            out.push(t.trim().to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProtocolTiming {
+    pub seconds: f64,
+    pub users_per_s: f64,
+    pub hr_at_1: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EvalBench {
+    pub users: usize,
+    pub candidates: usize,
+    pub mean_prompt_tokens: f64,
+    pub max_new_tokens: usize,
+    pub mean_generated_items: f64,
+    pub likelihood: ProtocolTiming,
+    pub generate: ProtocolTiming,
+    /// likelihood users/s over generate users/s.
+    pub ratio: f64,
+}
+
+/// Time both protocols on `users` (one untimed warm-up user each first).
+pub fn run(m: &TextModel, prompter: &Prompter, users: &[TestUser], max_new_tokens: usize, separator: &str, seed: u64) -> Result<EvalBench, StageError> {
+    let params = |protocol| EvalParams { protocol, scoring: Scoring::Sum, ks: vec![1], metrics: vec![Metric::Hr], max_new_tokens, fuzzy_match: false, seed, separator: separator.to_string() };
+    let model = &m.backbone.model;
+    let timing = |protocol| -> Result<(ProtocolTiming, f64), StageError> {
+        let p = params(protocol);
+        evaluate_users(model, &m.tokenizer, prompter, &users[..1.min(users.len())], &p, &mut |_| {})?;
+        let start = Instant::now();
+        let r = evaluate_users(model, &m.tokenizer, prompter, users, &p, &mut |_| {})?;
+        let seconds = start.elapsed().as_secs_f64();
+        let hits = r.iter().filter(|r| r.rank == Some(1)).count() as f64;
+        let items = r.iter().map(|r| r.generated_items).sum::<usize>() as f64;
+        let n = users.len().max(1) as f64;
+        Ok((ProtocolTiming { seconds, users_per_s: users.len() as f64 / seconds.max(1e-9), hr_at_1: hits / n }, items / n))
+    };
+    let (likelihood, _) = timing(Protocol::Likelihood)?;
+    let (generate, items) = timing(Protocol::Generate)?;
+    let mut tokens = 0usize;
+    for u in users {
+        tokens += prompter.prompt_ids(&m.tokenizer, &u.instruction)?.len();
+    }
+    Ok(EvalBench {
+        users: users.len(),
+        candidates: users.first().map_or(0, |u| u.items.len()),
+        mean_prompt_tokens: tokens as f64 / users.len().max(1) as f64,
+        max_new_tokens,
+        mean_generated_items: items,
+        ratio: likelihood.users_per_s / generate.users_per_s.max(1e-12),
+        likelihood,
+        generate,
+    })
+}

@@ -1,0 +1,113 @@
+//! Evaluation: how a model ranks each test user's fixed candidate list, and the metrics.
+//!
+//! - [`likelihood`]: every candidate title scored as a continuation of the prompt (sum, mean or
+//!   calibrated log-probability), ranked by score. Exact, deterministic, never off-list.
+//! - [`generate`]: the paper's protocol: greedy generation of the top-K list, split on the
+//!   template's separator and grounded to the candidates (exact, optionally fuzzy).
+//! - [`metrics`]: HR@K, NDCG@K, MRR, valid ratio, and the documented tie-breaking.
+//! - [`stage`]: the `evaluate` stage body; [`bench`]: likelihood vs generate throughput.
+
+pub mod bench;
+pub mod generate;
+pub mod likelihood;
+pub mod metrics;
+pub mod stage;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::data::{DataError, table};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The evaluation set's artifacts are not what the evaluate stage expects.
+    #[error("evaluation set {path}: {message}")]
+    EvalSet { path: String, message: String },
+    #[error("user `{user}`: the prompt and its longest candidate need {tokens} positions, more than the model's {max}")]
+    TooLong { user: String, tokens: usize, max: usize },
+    #[error("stage parameter `{name}`: {message}")]
+    Param { name: &'static str, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("evaluation set {path} has no `instruction_prior` column, which `calibrated` scoring needs (it was written by an older reccocktail: remove that cache entry to rebuild it)")]
+    NoPrior { path: String },
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+/// One test user of an evaluation set: the prompt and the fixed candidate list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestUser {
+    pub user: String,
+    pub target: String,
+    pub target_title: String,
+    pub instruction: String,
+    /// The instruction with an empty history (for calibrated scoring), when the set has it.
+    pub instruction_prior: Option<String>,
+    /// Candidate item ids and titles in presentation (slot) order.
+    pub items: Vec<String>,
+    pub titles: Vec<String>,
+    /// The target's slot.
+    pub target_slot: usize,
+}
+
+/// The `test` rows of an `eval-set` stage's artifacts (`prompts.parquet`, `candidates.parquet`),
+/// in file order, each with its candidate list in slot order.
+pub fn read_test_users(dir: &Path) -> Result<Vec<TestUser>, EvalError> {
+    let bad = |message: String| EvalError::EvalSet { path: dir.display().to_string(), message };
+    let prompts = table::read_parquet(&dir.join("prompts.parquet"))?;
+    let has_prior = table::names(&prompts).iter().any(|n| n == "instruction_prior");
+    let set = table::strs(&prompts, "set")?;
+    let (user, target, target_title, instruction) =
+        (table::strs(&prompts, "user")?, table::strs(&prompts, "target")?, table::strs(&prompts, "target_title")?, table::strs(&prompts, "instruction")?);
+    let prior = if has_prior { table::strs(&prompts, "instruction_prior")?.into_iter().map(Some).collect() } else { vec![None; user.len()] };
+    let mut users: Vec<TestUser> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, p) in prior.into_iter().enumerate() {
+        if set[i] != "test" {
+            continue;
+        }
+        if index.insert(user[i].clone(), users.len()).is_some() {
+            return Err(bad(format!("user `{}` has two test prompts", user[i])));
+        }
+        users.push(TestUser {
+            user: user[i].clone(),
+            target: target[i].clone(),
+            target_title: target_title[i].clone(),
+            instruction: instruction[i].clone(),
+            instruction_prior: p,
+            items: Vec::new(),
+            titles: Vec::new(),
+            target_slot: usize::MAX,
+        });
+    }
+    let c = table::read_parquet(&dir.join("candidates.parquet"))?;
+    let (cset, cuser, slot, item, title, is_target) =
+        (table::strs(&c, "set")?, table::strs(&c, "user")?, table::opt_i64s(&c, "slot")?, table::strs(&c, "item")?, table::strs(&c, "title")?, table::opt_i64s(&c, "is_target")?);
+    let mut rows: Vec<(usize, i64, usize)> = Vec::new();
+    for k in 0..cuser.len() {
+        if cset[k] != "test" {
+            continue;
+        }
+        let u = *index.get(&cuser[k]).ok_or_else(|| bad(format!("candidates of user `{}`, who has no test prompt", cuser[k])))?;
+        rows.push((u, slot[k].ok_or_else(|| bad("a null slot".into()))?, k));
+    }
+    rows.sort_unstable();
+    for (u, _, k) in rows {
+        let tu = &mut users[u];
+        if is_target[k] == Some(1) {
+            if tu.target_slot != usize::MAX {
+                return Err(bad(format!("user `{}` has two targets among the candidates", tu.user)));
+            }
+            tu.target_slot = tu.items.len();
+        }
+        tu.items.push(item[k].clone());
+        tu.titles.push(title[k].clone());
+    }
+    if let Some(u) = users.iter().find(|u| u.target_slot == usize::MAX) {
+        return Err(bad(format!("the target of user `{}` is not among the candidates", u.user)));
+    }
+    Ok(users)
+}

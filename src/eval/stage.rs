@@ -1,0 +1,196 @@
+//! The `evaluate` stage: one model (the raw backbone, or the backbone with a merged adapter
+//! folded into its weights) ranks the fixed candidate lists of one evaluation setting.
+//!
+//! Artifacts:
+//! - `per_user.parquet`: user, target, target_title, rank (u32; null when `generate` missed the
+//!   target), ranked (list of item ids, best first), scores (list of f64 in slot order;
+//!   `likelihood` only), generated (text; `generate` only), generated_items, valid_items (u32);
+//! - `metrics.parquet`: metric, k (u32, null for mrr and valid_ratio), value (f64);
+//! - `evaluate.json`: users, protocol, scoring, seconds, users_per_s, and the metrics by name.
+
+use std::time::Instant;
+
+use polars::prelude::{Column, DataType, NamedFrom, Series};
+use serde_json::{Value as Json, json};
+
+use super::generate::{generate_list, ground};
+use super::likelihood::score_candidates;
+use super::metrics::{mean_over, metric_rows, rank_of, ranking};
+use super::{EvalError, TestUser, read_test_users};
+use crate::data::{DataError, table};
+use crate::exec::backbone::{Prompter, input_dir, load};
+use crate::exec::{StageContext, StageError};
+use crate::model::Llama;
+use crate::model::peft::PeftAdapter;
+use crate::model::tokenizer::TextTokenizer;
+use crate::recipe::types::{Metric, Protocol, Scoring};
+
+/// The evaluate stage's parameters (from the plan).
+#[derive(Debug, Clone)]
+pub struct EvalParams {
+    pub protocol: Protocol,
+    pub scoring: Scoring,
+    pub ks: Vec<u32>,
+    pub metrics: Vec<Metric>,
+    pub max_new_tokens: usize,
+    pub fuzzy_match: bool,
+    pub seed: u64,
+    /// The evaluation template's item separator.
+    pub separator: String,
+}
+
+impl EvalParams {
+    pub fn from_stage(params: &Json, separator: &str) -> Result<Self, EvalError> {
+        fn get<T: serde::de::DeserializeOwned>(params: &Json, name: &'static str) -> Result<T, EvalError> {
+            serde_json::from_value(params[name].clone()).map_err(|e| EvalError::Param { name, message: e.to_string() })
+        }
+        let protocol: Protocol = get(params, "protocol")?;
+        Ok(Self {
+            protocol,
+            scoring: get::<Option<Scoring>>(params, "scoring")?.unwrap_or(Scoring::Sum),
+            ks: get(params, "k")?,
+            metrics: get(params, "metrics")?,
+            max_new_tokens: get::<Option<u32>>(params, "max_new_tokens")?.unwrap_or(64) as usize,
+            fuzzy_match: get::<Option<bool>>(params, "fuzzy_match")?.unwrap_or(false),
+            seed: get::<Option<u64>>(params, "seed")?.unwrap_or(0),
+            separator: separator.to_string(),
+        })
+    }
+}
+
+/// What one test user's evaluation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserResult {
+    pub user: String,
+    pub target: String,
+    pub target_title: String,
+    pub rank: Option<usize>,
+    /// Candidate slots, best first (for `generate`: the grounded ones only).
+    pub ranked: Vec<usize>,
+    pub scores: Option<Vec<f64>>,
+    pub generated: Option<String>,
+    pub generated_items: usize,
+    pub valid_items: usize,
+}
+
+/// Evaluate every user in order; `progress(done)` after each.
+pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, users: &[TestUser], p: &EvalParams, progress: &mut dyn FnMut(usize)) -> Result<Vec<UserResult>, StageError> {
+    let max = model.max_positions();
+    let mut out = Vec::with_capacity(users.len());
+    for (done, u) in users.iter().enumerate() {
+        let prompt = prompter.prompt_ids(tok, &u.instruction)?;
+        let base = UserResult { user: u.user.clone(), target: u.target.clone(), target_title: u.target_title.clone(), rank: None, ranked: Vec::new(), scores: None, generated: None, generated_items: 0, valid_items: 0 };
+        let r = match p.protocol {
+            Protocol::Likelihood => {
+                let titles = u.titles.iter().map(|t| prompter.title_ids(tok, t)).collect::<Result<Vec<_>, _>>()?;
+                let longest = titles.iter().map(Vec::len).max().unwrap_or(0);
+                let prior = match p.scoring {
+                    Scoring::Calibrated => {
+                        let text = u.instruction_prior.as_deref().ok_or_else(|| EvalError::NoPrior { path: "(this stage's eval-set input)".into() })?;
+                        Some(prompter.prompt_ids(tok, text)?)
+                    }
+                    _ => None,
+                };
+                let need = prompt.len().max(prior.as_ref().map_or(0, Vec::len)) + longest;
+                if need > max {
+                    return Err(EvalError::TooLong { user: u.user.clone(), tokens: need, max }.into());
+                }
+                let scores = score_candidates(model, &prompt, prior.as_deref(), &titles, p.scoring);
+                let n = scores.len();
+                UserResult { rank: Some(rank_of(&scores, u.target_slot)), ranked: ranking(&scores), scores: Some(scores), generated_items: n, valid_items: n, ..base }
+            }
+            Protocol::Generate => {
+                if prompt.len() >= max {
+                    return Err(EvalError::TooLong { user: u.user.clone(), tokens: prompt.len() + 1, max }.into());
+                }
+                let ids = generate_list(model, &prompt, p.max_new_tokens, tok.eos_ids(), p.seed);
+                let text = tok.decode(&ids, true).map_err(|e| EvalError::Tokenizer(e.to_string()))?;
+                let g = ground(&text, &p.separator, &u.titles, p.fuzzy_match);
+                UserResult { rank: g.rank_of(u.target_slot), generated_items: g.generated, valid_items: g.valid(), ranked: g.ranked, generated: Some(text), ..base }
+            }
+        };
+        out.push(r);
+        progress(done + 1);
+    }
+    Ok(out)
+}
+
+/// Metric rows (metric, k, value) of a set of user results. The valid ratio is the mean over
+/// users of valid items / generated items (0 for a user who generated nothing).
+pub fn metrics_of(results: &[UserResult], p: &EvalParams) -> Vec<(String, Option<u32>, f64)> {
+    let ranks: Vec<Option<usize>> = results.iter().map(|r| r.rank).collect();
+    let valid = if results.is_empty() {
+        0.0
+    } else {
+        results.iter().map(|r| if r.generated_items == 0 { 0.0 } else { r.valid_items as f64 / r.generated_items as f64 }).sum::<f64>() / results.len() as f64
+    };
+    metric_rows(&p.metrics, &p.ks, &|f| mean_over(&ranks, f), valid)
+}
+
+/// Write the stage's artifacts (`per_user.parquet`, `metrics.parquet`, `evaluate.json`) into
+/// `out` for `results` of `users` (same order) evaluated in `seconds`.
+pub fn write_outputs(out: &std::path::Path, users: &[TestUser], results: &[UserResult], p: &EvalParams, seconds: f64) -> Result<(), EvalError> {
+    let rows = metrics_of(results, p);
+    let col = |name: &str, s: Series| Column::from(s.with_name(name.into()));
+    let ranked: Vec<Series> = users.iter().zip(results).map(|(u, r)| Series::new("".into(), r.ranked.iter().map(|&s| u.items[s].clone()).collect::<Vec<_>>())).collect();
+    let scores: Vec<Option<Series>> = results.iter().map(|r| r.scores.as_ref().map(|s| Series::new("".into(), s.clone()))).collect();
+    let mut per_user = table::frame(vec![
+        Column::new("user".into(), results.iter().map(|r| r.user.clone()).collect::<Vec<_>>()),
+        Column::new("target".into(), results.iter().map(|r| r.target.clone()).collect::<Vec<_>>()),
+        Column::new("target_title".into(), results.iter().map(|r| r.target_title.clone()).collect::<Vec<_>>()),
+        Column::new("rank".into(), results.iter().map(|r| r.rank.map(|x| x as u32)).collect::<Vec<_>>()),
+        col("ranked", Series::new("".into(), ranked)),
+        // All-null for `generate`: typed as a list of f64 all the same.
+        col("scores", Series::new("".into(), scores).cast(&DataType::List(Box::new(DataType::Float64))).map_err(DataError::table("scores column"))?),
+        Column::new("generated".into(), results.iter().map(|r| r.generated.clone()).collect::<Vec<_>>()),
+        Column::new("generated_items".into(), results.iter().map(|r| r.generated_items as u32).collect::<Vec<_>>()),
+        Column::new("valid_items".into(), results.iter().map(|r| r.valid_items as u32).collect::<Vec<_>>()),
+    ])?;
+    table::write_parquet(&mut per_user, &out.join("per_user.parquet"))?;
+    let mut m = table::frame(vec![
+        Column::new("metric".into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
+        Column::new("k".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+        Column::new("value".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+    ])?;
+    table::write_parquet(&mut m, &out.join("metrics.parquet"))?;
+    let metrics: serde_json::Map<String, Json> = rows.iter().map(|(m, k, v)| (super::metrics::label(m, *k), json!(v))).collect();
+    let n = results.len();
+    let scoring = (p.protocol == Protocol::Likelihood).then_some(p.scoring);
+    let summary = json!({ "users": n, "protocol": p.protocol, "scoring": scoring, "seconds": seconds, "users_per_s": n as f64 / seconds.max(1e-9), "metrics": metrics });
+    Ok(table::write_json(&out.join("evaluate.json"), &summary)?)
+}
+
+/// The stage body.
+pub fn evaluate(ctx: &StageContext<'_>) -> Result<(), StageError> {
+    let ev = &ctx.resolved.evaluation;
+    let separator = ctx.resolved.templates.get(&ev.template).map_or("||", |t| t.separator.as_str());
+    let p = EvalParams::from_stage(&ctx.stage.params, separator)?;
+    let set_dir = input_dir(ctx, "eval-set:")?;
+    let users = read_test_users(set_dir)?;
+    if p.protocol == Protocol::Likelihood && p.scoring == Scoring::Calibrated && users.iter().any(|u| u.instruction_prior.is_none()) {
+        return Err(EvalError::NoPrior { path: set_dir.display().to_string() }.into());
+    }
+    let mut m = load(ctx, &ctx.runtime.device)?;
+    if let Ok(merge) = input_dir(ctx, "merge:") {
+        let dir = merge.join("adapter");
+        PeftAdapter::load(&dir, &m.text.backbone.model)?.attach(&mut m.text.backbone.model, 1.0);
+        // Fold the merged adapter into the weights: evaluation then costs what the raw model costs.
+        for (_, _, lin) in m.text.backbone.model.projections_mut() {
+            if !lin.adapters.is_empty() {
+                lin.fold();
+            }
+        }
+        (ctx.log)(&format!("{}: merged adapter {} folded into the backbone", ctx.stage.id, dir.display()));
+    }
+    let started = Instant::now();
+    let n = users.len();
+    let every = (n / 10).max(1);
+    let mut progress = |done: usize| {
+        if done % every == 0 || done == n {
+            let s = started.elapsed().as_secs_f64();
+            (ctx.log)(&format!("{}: {done}/{n} users ({:.2} users/s)", ctx.stage.id, done as f64 / s.max(1e-9)));
+        }
+    };
+    let results = evaluate_users(&m.text.backbone.model, &m.text.tokenizer, &m.prompter, &users, &p, &mut progress)?;
+    Ok(write_outputs(ctx.out, &users, &results, &p, started.elapsed().as_secs_f64())?)
+}

@@ -1,0 +1,244 @@
+//! Result tables: every evaluated arm x setting (and the non-LLM references) in one long table,
+//! a markdown summary and SVG plots; the `report` stage and `reccocktail report RUN_DIR`.
+//!
+//! `results.parquet` / `results.csv` columns, one row per arm x setting x metric x K:
+//! experiment (str), recipe_hash (str), seed (u64), arm (str; `random` and `popularity` are the
+//! references), setting (str), protocol (str: `likelihood`, `generate`, or `reference`), metric
+//! (str), k (u32, null for mrr and valid_ratio), value (f64, null when the arm failed), users
+//! (u64, null when failed), status (`ok`, `failed` or `skipped`). `report.json` lists each failed
+//! or skipped arm with the reason; `summary.md` and `plot_<metric>.svg` are rendered from these.
+
+mod plot;
+mod summary;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::{Column, CsvWriter, SerWriter};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataError, table};
+use crate::eval::metrics::metric_rows;
+use crate::exec::StageContext;
+use crate::plan::ResultRow;
+use crate::recipe::types::{Baseline, Metric};
+pub use plot::svg_plot;
+pub use summary::markdown;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("{}: no results table here (results.parquet); expected the run directory of a run that reached its report stage", path.display())]
+    NoResults { path: PathBuf },
+    #[error("output of stage `{stage}`: {message}")]
+    Input { stage: String, message: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+impl ResultsError {
+    pub fn is_input_problem(&self) -> bool {
+        matches!(self, ResultsError::NoResults { .. })
+    }
+}
+
+/// One row of the long results table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub experiment: String,
+    pub recipe_hash: String,
+    pub seed: u64,
+    pub arm: String,
+    pub setting: String,
+    pub protocol: String,
+    pub metric: String,
+    pub k: Option<u32>,
+    pub value: Option<f64>,
+    pub users: Option<u64>,
+    pub status: String,
+}
+
+/// An arm x setting without results, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub arm: String,
+    pub setting: String,
+    pub stage: String,
+    pub reason: String,
+}
+
+/// The whole report: what `report.json` holds next to the tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub experiment: String,
+    pub recipe_hash: String,
+    pub seed: u64,
+    pub records: Vec<Record>,
+    pub failures: Vec<Failure>,
+}
+
+/// What the report expects of every row (to list failed arms with the metrics they lack).
+pub struct Expect<'a> {
+    pub experiment: &'a str,
+    pub recipe_hash: &'a str,
+    pub seed: u64,
+    pub ks: &'a [u32],
+    pub metrics: &'a [Metric],
+    /// The recipe's protocol (for rows of arms that failed).
+    pub protocol: &'a str,
+    pub baselines: &'a [Baseline],
+}
+
+fn baseline_name(b: Baseline) -> String {
+    serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// Assemble the table from the artifact directories of the rows' stages (`dirs`, by stage id);
+/// a row whose stage is in `failed` (by stage id, with why) gets null values and its status.
+pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, String>) -> Result<Results, ResultsError> {
+    let mut out = Results { experiment: e.experiment.into(), recipe_hash: e.recipe_hash.into(), seed: e.seed, records: Vec::new(), failures: Vec::new() };
+    let record = |arm: &str, setting: &str, protocol: &str, metric: String, k: Option<u32>, value: Option<f64>, users: Option<u64>, status: &str| Record {
+        experiment: e.experiment.into(),
+        recipe_hash: e.recipe_hash.into(),
+        seed: e.seed,
+        arm: arm.into(),
+        setting: setting.into(),
+        protocol: protocol.into(),
+        metric,
+        k,
+        value,
+        users,
+        status: status.into(),
+    };
+    for row in rows {
+        let is_ref = row.stage.starts_with("baselines:");
+        let arms: Vec<String> = if is_ref { e.baselines.iter().map(|b| baseline_name(*b)).collect() } else { vec![row.arm.clone()] };
+        let protocol = if is_ref { "reference" } else { e.protocol };
+        let Some(dir) = dirs.get(&row.stage) else {
+            let reason = failed.get(&row.stage).cloned().unwrap_or_else(|| "no output".into());
+            let status = if reason.starts_with("skipped") { "skipped" } else { "failed" };
+            for arm in arms {
+                for (metric, k, _) in metric_rows(e.metrics, e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0) {
+                    out.records.push(record(&arm, &row.setting, protocol, metric, k, None, None, status));
+                }
+                out.failures.push(Failure { arm, setting: row.setting.clone(), stage: row.stage.clone(), reason: reason.clone() });
+            }
+            continue;
+        };
+        let bad = |message: String| ResultsError::Input { stage: row.stage.clone(), message };
+        let summary_file = if is_ref { "baselines.json" } else { "evaluate.json" };
+        let summary: serde_json::Value = table::read_json(&dir.join(summary_file))?;
+        let users = summary["users"].as_u64().ok_or_else(|| bad(format!("{summary_file} has no `users`")))?;
+        let m = table::read_parquet(&dir.join("metrics.parquet"))?;
+        let (metric, k, value) = (table::strs(&m, "metric")?, table::opt_i64s(&m, "k")?, table::opt_f64s(&m, "value")?);
+        let arm_col = if is_ref { table::strs(&m, "baseline")? } else { vec![row.arm.clone(); metric.len()] };
+        let protocol = if is_ref { "reference".to_string() } else { summary["protocol"].as_str().unwrap_or(e.protocol).to_string() };
+        for i in 0..metric.len() {
+            let cut = k[i].map(|x| u32::try_from(x).map_err(|_| bad(format!("k = {x}")))).transpose()?;
+            out.records.push(record(&arm_col[i], &row.setting, &protocol, metric[i].clone(), cut, value[i], Some(users), "ok"));
+        }
+    }
+    Ok(out)
+}
+
+impl Results {
+    pub fn frame(&self) -> Result<polars::prelude::DataFrame, DataError> {
+        let r = &self.records;
+        let s = |f: fn(&Record) -> &str| r.iter().map(|x| f(x).to_string()).collect::<Vec<_>>();
+        table::frame(vec![
+            Column::new("experiment".into(), s(|x| x.experiment.as_str())),
+            Column::new("recipe_hash".into(), s(|x| x.recipe_hash.as_str())),
+            Column::new("seed".into(), r.iter().map(|x| x.seed).collect::<Vec<_>>()),
+            Column::new("arm".into(), s(|x| x.arm.as_str())),
+            Column::new("setting".into(), s(|x| x.setting.as_str())),
+            Column::new("protocol".into(), s(|x| x.protocol.as_str())),
+            Column::new("metric".into(), s(|x| x.metric.as_str())),
+            Column::new("k".into(), r.iter().map(|x| x.k).collect::<Vec<_>>()),
+            Column::new("value".into(), r.iter().map(|x| x.value).collect::<Vec<_>>()),
+            Column::new("users".into(), r.iter().map(|x| x.users).collect::<Vec<_>>()),
+            Column::new("status".into(), s(|x| x.status.as_str())),
+        ])
+    }
+
+    /// The CSV text of the table.
+    pub fn csv(&self) -> Result<String, DataError> {
+        let mut buf = Vec::new();
+        CsvWriter::new(&mut buf).include_header(true).finish(&mut self.frame()?).map_err(DataError::table("writing csv"))?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Write `results.parquet`, `results.csv`, `report.json`, `summary.md` and the plots to `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), ResultsError> {
+        let io = |path: PathBuf| move |source| ResultsError::Io { path, source };
+        table::write_parquet(&mut self.frame()?, &dir.join("results.parquet"))?;
+        std::fs::write(dir.join("results.csv"), self.csv()?).map_err(io(dir.join("results.csv")))?;
+        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures }))?;
+        std::fs::write(dir.join("summary.md"), markdown(self)).map_err(io(dir.join("summary.md")))?;
+        let mut metrics: Vec<&str> = Vec::new();
+        for r in &self.records {
+            if !metrics.contains(&r.metric.as_str()) {
+                metrics.push(&r.metric);
+            }
+        }
+        for m in metrics {
+            let path = dir.join(format!("plot_{m}.svg"));
+            std::fs::write(&path, svg_plot(self, m)).map_err(io(path.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Read a run directory's (or report artifact's) tables back.
+    pub fn read(dir: &Path) -> Result<Results, ResultsError> {
+        let path = dir.join("results.parquet");
+        if !path.is_file() {
+            return Err(ResultsError::NoResults { path: dir.to_path_buf() });
+        }
+        let df = table::read_parquet(&path)?;
+        let s = |c: &str| table::strs(&df, c);
+        let (experiment, recipe_hash, arm, setting, protocol, metric, status) = (s("experiment")?, s("recipe_hash")?, s("arm")?, s("setting")?, s("protocol")?, s("metric")?, s("status")?);
+        let (seed, k, value, users) = (table::opt_i64s(&df, "seed")?, table::opt_i64s(&df, "k")?, table::opt_f64s(&df, "value")?, table::opt_i64s(&df, "users")?);
+        let records: Vec<Record> = (0..arm.len())
+            .map(|i| Record {
+                experiment: experiment[i].clone(),
+                recipe_hash: recipe_hash[i].clone(),
+                seed: seed[i].unwrap_or(0) as u64,
+                arm: arm[i].clone(),
+                setting: setting[i].clone(),
+                protocol: protocol[i].clone(),
+                metric: metric[i].clone(),
+                k: k[i].map(|k| k as u32),
+                value: value[i],
+                users: users[i].map(|u| u as u64),
+                status: status[i].clone(),
+            })
+            .collect();
+        let report: Option<serde_json::Value> = table::read_json(&dir.join("report.json")).ok();
+        let failures = report.and_then(|r| serde_json::from_value(r["failures"].clone()).ok()).unwrap_or_default();
+        let first = records.first();
+        Ok(Results {
+            experiment: first.map(|r| r.experiment.clone()).unwrap_or_default(),
+            recipe_hash: first.map(|r| r.recipe_hash.clone()).unwrap_or_default(),
+            seed: first.map_or(0, |r| r.seed),
+            records,
+            failures,
+        })
+    }
+}
+
+/// The `report` stage: gather, write into the stage's output and the run directory, log the summary.
+pub fn report(ctx: &StageContext<'_>) -> Result<(), ResultsError> {
+    let ev = &ctx.resolved.evaluation;
+    let protocol = serde_json::to_value(ev.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let recipe_hash = ctx.stage.params["recipe_hash"].as_str().unwrap_or(&ctx.resolved.recipe_hash);
+    let e = Expect { experiment: &ctx.resolved.experiment.name, recipe_hash, seed: ctx.resolved.experiment.seed, ks: &ev.k, metrics: &ev.metrics, protocol: &protocol, baselines: &ev.baselines };
+    let results = gather(&e, &ctx.plan.rows, &ctx.inputs, ctx.failed_inputs)?;
+    results.write(ctx.out)?;
+    if ctx.run_dir != ctx.out {
+        results.write(ctx.run_dir)?;
+    }
+    (ctx.log)(&markdown(&results));
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The markdown summary: one table per setting, arms as rows, metric@K as columns, values to
+//! three decimals, the best LLM arm's value of each column in bold (the references `random` and
+//! `popularity` are never bold), then the failed or skipped arms with why.
+
+use super::{Record, Results};
+use crate::eval::metrics::label;
+
+/// Arms that are not LLM arms.
+pub const REFERENCES: [&str; 2] = ["random", "popularity"];
+
+fn first_seen<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut s = format!("# Results: `{}` (recipe {}, seed {})\n", r.experiment, r.recipe_hash, r.seed);
+    for setting in first_seen(r.records.iter().map(|x| x.setting.as_str())) {
+        let rows: Vec<&Record> = r.records.iter().filter(|x| x.setting == setting).collect();
+        let columns = first_seen(rows.iter().map(|x| (x.metric.as_str(), x.k)));
+        let arms = first_seen(rows.iter().map(|x| x.arm.as_str()));
+        let cell = |arm: &str, (m, k): (&str, Option<u32>)| rows.iter().find(|x| x.arm == arm && x.metric == m && x.k == k).copied();
+        s.push_str(&format!("\n## Setting `{setting}`\n\n| arm | users |"));
+        for &(m, k) in &columns {
+            s.push_str(&format!(" {} |", label(m, k)));
+        }
+        s.push_str("\n|---|---:|");
+        s.push_str(&"---:|".repeat(columns.len()));
+        s.push('\n');
+        let best: Vec<Option<f64>> = columns
+            .iter()
+            .map(|&c| arms.iter().filter(|a| !REFERENCES.contains(*a)).filter_map(|a| cell(a, c).and_then(|x| x.value)).filter(|v| !v.is_nan()).reduce(f64::max))
+            .collect();
+        for arm in &arms {
+            let users = rows.iter().find(|x| x.arm == *arm).and_then(|x| x.users).map_or("—".to_string(), |u| u.to_string());
+            s.push_str(&format!("| {arm} | {users} |"));
+            for (c, b) in columns.iter().zip(&best) {
+                let text = match cell(arm, *c) {
+                    Some(Record { value: Some(v), .. }) => {
+                        let t = format!("{v:.3}");
+                        if !REFERENCES.contains(arm) && Some(*v) == *b { format!("**{t}**") } else { t }
+                    }
+                    Some(x) => x.status.clone(),
+                    None => "—".into(),
+                };
+                s.push_str(&format!(" {text} |"));
+            }
+            s.push('\n');
+        }
+    }
+    if r.records.iter().any(|x| REFERENCES.contains(&x.arm.as_str())) {
+        s.push_str("\nBold: the best LLM arm per column (random and popularity are non-LLM references on the same candidate lists; random is the expected value).\n");
+    }
+    if !r.failures.is_empty() {
+        s.push_str("\n## Arms without results\n\n");
+        for f in &r.failures {
+            s.push_str(&format!("- `{}` on `{}` (stage `{}`): {}\n", f.arm, f.setting, f.stage, f.reason.replace('\n', " ")));
+        }
+    }
+    s
+}

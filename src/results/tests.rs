@@ -1,0 +1,132 @@
+//! Report assembly on synthetic stage outputs (written by the real evaluate writer): the long
+//! table, its CSV and the markdown summary are locked by snapshots; failed and skipped arms are
+//! listed; the table reads back from a run directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::Column;
+
+use super::{Expect, Results, gather};
+use crate::data::table;
+use crate::eval::TestUser;
+use crate::eval::stage::{EvalParams, UserResult, write_outputs};
+use crate::plan::ResultRow;
+use crate::recipe::types::{Baseline, Metric, Protocol, Scoring};
+
+const KS: [u32; 2] = [1, 3];
+const METRICS: [Metric; 3] = [Metric::Hr, Metric::Ndcg, Metric::Mrr];
+
+/// An evaluate stage's output where the users' targets sit at `ranks`.
+fn evaluate_dir(root: &Path, id: &str, ranks: &[usize]) -> PathBuf {
+    let dir = root.join(id.replace(':', "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users: Vec<TestUser> = (0..ranks.len())
+        .map(|u| TestUser { user: format!("u{u}"), target: "a".into(), target_title: "A".into(), instruction: String::new(), instruction_prior: None, items: ["a", "b", "c", "d"].map(String::from).to_vec(), titles: ["A", "B", "C", "D"].map(String::from).to_vec(), target_slot: 0 })
+        .collect();
+    let results: Vec<UserResult> = ranks
+        .iter()
+        .enumerate()
+        .map(|(u, &r)| {
+            let mut ranked: Vec<usize> = (1..4).collect();
+            ranked.insert(r - 1, 0);
+            UserResult { user: format!("u{u}"), target: "a".into(), target_title: "A".into(), rank: Some(r), ranked, scores: Some(vec![0.0; 4]), generated: None, generated_items: 4, valid_items: 4 }
+        })
+        .collect();
+    let p = EvalParams { protocol: Protocol::Likelihood, scoring: Scoring::Sum, ks: KS.to_vec(), metrics: METRICS.to_vec(), max_new_tokens: 0, fuzzy_match: false, seed: 42, separator: "||".into() };
+    write_outputs(&dir, &users, &results, &p, 1.0).unwrap();
+    dir
+}
+
+/// A baselines stage's output (format of `data::baselines`), random and popularity.
+fn baselines_dir(root: &Path, id: &str, users: u64) -> PathBuf {
+    let dir = root.join(id.replace(':', "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows: [(&str, &str, Option<u32>, f64); 10] = [
+        ("random", "hr", Some(1), 0.25),
+        ("random", "hr", Some(3), 0.75),
+        ("random", "ndcg", Some(1), 0.25),
+        ("random", "ndcg", Some(3), 0.5077),
+        ("random", "mrr", None, 0.5208),
+        ("popularity", "hr", Some(1), 0.5),
+        ("popularity", "hr", Some(3), 1.0),
+        ("popularity", "ndcg", Some(1), 0.5),
+        ("popularity", "ndcg", Some(3), 0.75),
+        ("popularity", "mrr", None, 0.625),
+    ];
+    let mut m = table::frame(vec![
+        Column::new("baseline".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+        Column::new("metric".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+        Column::new("k".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+        Column::new("value".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()),
+    ])
+    .unwrap();
+    table::write_parquet(&mut m, &dir.join("metrics.parquet")).unwrap();
+    table::write_json(&dir.join("baselines.json"), &serde_json::json!({ "users": users })).unwrap();
+    dir
+}
+
+fn row(arm: &str, setting: &str) -> ResultRow {
+    ResultRow { arm: arm.into(), setting: setting.into(), stage: if arm == "baselines" { format!("baselines:{setting}") } else { format!("evaluate:{arm}:{setting}") } }
+}
+
+fn synthetic(root: &Path) -> Results {
+    let rows = [row("baselines", "warm"), row("backbone", "warm"), row("baselines", "cold"), row("backbone", "cold"), row("ingredient", "warm"), row("fixed", "warm"), row("ingredient", "cold"), row("fixed", "cold")];
+    let mut dirs = BTreeMap::new();
+    dirs.insert("baselines:warm".to_string(), baselines_dir(root, "baselines:warm", 4));
+    dirs.insert("baselines:cold".to_string(), baselines_dir(root, "baselines:cold", 2));
+    dirs.insert("evaluate:backbone:warm".to_string(), evaluate_dir(root, "evaluate:backbone:warm", &[4, 2, 1, 3]));
+    dirs.insert("evaluate:backbone:cold".to_string(), evaluate_dir(root, "evaluate:backbone:cold", &[2, 2]));
+    dirs.insert("evaluate:ingredient:warm".to_string(), evaluate_dir(root, "evaluate:ingredient:warm", &[1, 1, 2, 4]));
+    dirs.insert("evaluate:ingredient:cold".to_string(), evaluate_dir(root, "evaluate:ingredient:cold", &[1, 3]));
+    let failed = BTreeMap::from([
+        ("evaluate:fixed:warm".to_string(), "failed: out of memory".to_string()),
+        ("evaluate:fixed:cold".to_string(), "skipped: `merge:fixed` failed: weights do not match".to_string()),
+    ]);
+    let e = Expect { experiment: "synthetic", recipe_hash: "0123456789abcdef", seed: 42, ks: &KS, metrics: &METRICS, protocol: "likelihood", baselines: &[Baseline::Random, Baseline::Popularity] };
+    gather(&e, &rows, &dirs, &failed).unwrap()
+}
+
+#[test]
+fn report_table_csv_and_summary() {
+    let root = std::env::temp_dir().join(format!("rc-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let r = synthetic(&root);
+    // 2 settings x (2 references + 3 LLM arms) x 5 metric columns.
+    assert_eq!(r.records.len(), 2 * 5 * 5);
+    let get = |arm: &str, setting: &str, m: &str, k: Option<u32>| r.records.iter().find(|x| x.arm == arm && x.setting == setting && x.metric == m && x.k == k).unwrap();
+    // Hand-computed: ranks 4, 2, 1, 3 -> HR@1 1/4, HR@3 3/4, MRR (1/4 + 1/2 + 1 + 1/3) / 4.
+    assert_eq!(get("backbone", "warm", "hr", Some(1)).value, Some(0.25));
+    assert_eq!(get("backbone", "warm", "hr", Some(3)).value, Some(0.75));
+    assert!((get("backbone", "warm", "mrr", None).value.unwrap() - (0.25 + 0.5 + 1.0 + 1.0 / 3.0) / 4.0).abs() < 1e-12);
+    assert_eq!(get("popularity", "cold", "hr", Some(1)).protocol, "reference");
+    let failed = get("fixed", "warm", "ndcg", Some(3));
+    assert_eq!((failed.value, failed.users, failed.status.as_str()), (None, None, "failed"));
+    assert_eq!(get("fixed", "cold", "mrr", None).status, "skipped");
+    assert_eq!(r.failures.len(), 2);
+    insta::assert_snapshot!("results_csv", r.csv().unwrap());
+    insta::assert_snapshot!("summary_md", super::markdown(&r));
+    let svg = super::svg_plot(&r, "hr");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<rect x=").count(), 4 * 4 + 5, "4 groups (2 settings x 2 K) x 4 arms with values, 5 legend entries");
+    assert!(svg.contains(">fixed (no result)</text>"));
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn tables_round_trip_through_a_run_directory() {
+    let root = std::env::temp_dir().join(format!("rc-report-rt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let r = synthetic(&root.join("stages"));
+    let run = root.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    assert!(Results::read(&run).unwrap_err().is_input_problem(), "no table yet");
+    r.write(&run).unwrap();
+    let back = Results::read(&run).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(std::fs::read_to_string(run.join("summary.md")).unwrap(), super::markdown(&r));
+    for f in ["results.parquet", "results.csv", "report.json", "plot_hr.svg", "plot_ndcg.svg", "plot_mrr.svg"] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
