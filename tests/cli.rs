@@ -70,12 +70,12 @@ fn plan_lists_stages_and_json_has_cache_status() {
 #[test]
 fn run_reports_failed_stages_and_goes_on_with_the_others() {
     let dir = tempdir("run");
-    // The data stages run (on the committed subset); training is not implemented and this
-    // recipe's backbone does not exist, so every LLM arm fails; the report still lists them.
+    // The data stages run (on the committed subset); this recipe's backbone does not exist, so
+    // training and every LLM arm fail; the report still lists them.
     let out = reccocktail(&["run", "tests/recipes/small_latest.toml", "--backend", "flex", "--threads", "1", "--results", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("error: stage `train:base_spirit` failed: not implemented: train stages"), "{err}");
+    assert!(err.contains("error: stage `train:base_spirit` failed: cannot read tests/recipes/no_model/config.json"), "{err}");
     assert!(err.contains("stage `evaluate:backbone:warm` failed"), "{err}");
     let summary = text(&out.stdout);
     assert!(summary.contains("| popularity |") && summary.contains("## Arms without results"), "{summary}");
@@ -86,7 +86,7 @@ fn run_reports_failed_stages_and_goes_on_with_the_others() {
     for f in ["resolved.json", "plan.json", "environment.json", "run.log", "results.csv", "summary.md"] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
-    assert!(std::fs::read_to_string(run.join("run.log")).unwrap().contains("not implemented"));
+    assert!(std::fs::read_to_string(run.join("run.log")).unwrap().contains("no_model/config.json"));
     let out = reccocktail(&["run", "recipes/quickstart.toml", "--only", "no-such-stage", "--results", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
