@@ -1,0 +1,158 @@
+//! The whole experiment end to end on a tiny random model and the committed MovieLens subset:
+//! train base spirit and ingredient, merge every arm (fixed, task arithmetic, TIES, DARE, entropy),
+//! evaluate warm and cold users, report. The result table is locked by an insta snapshot: same
+//! recipe, same tables, byte for byte; a second run takes everything from the cache.
+
+use std::path::{Path, PathBuf};
+
+use reccocktail::model::tiny::{TinySpec, write_tiny_chat_model};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn recipe(model: &Path) -> String {
+    format!(
+        r#"
+[experiment]
+name = "tiny_e2e"
+seed = 7
+backend = "flex"
+threads = 1
+
+[backbone]
+path = "{model}"
+
+[datasets.latest]
+path = "{data}"
+format = "movielens_latest"
+min_rating = 3.5
+k_core = 3
+
+[domains.drama]
+dataset = "latest"
+filter = {{ field = "genres", any_of = ["Drama"] }}
+label = "drama movies"
+
+[domains.comedy]
+dataset = "latest"
+filter = {{ field = "genres", any_of = ["Comedy"] }}
+label = "comedies"
+
+[data]
+max_history = 3
+candidates = 5
+max_train_per_user = 1
+
+[templates.rank]
+path = "{template}"
+
+[lora]
+rank = 4
+alpha = 8
+targets = ["q_proj", "v_proj", "up_proj"]
+
+[training]
+lr = 5e-3
+batch_size = 4
+max_seq_len = 512
+eval_every = 2
+
+[base_spirit]
+domains = ["comedy"]
+template = "rank"
+max_samples = 8
+max_valid_samples = 4
+
+[ingredients.drama]
+domains = ["drama"]
+template = "rank"
+max_samples = 8
+max_valid_samples = 4
+
+[[arms]]
+name = "base_only"
+merge = {{ method = "fixed", weights = [1.0, 0.0] }}
+
+[[arms]]
+name = "ingredient_only"
+merge = {{ method = "fixed", weights = [0.0, 1.0] }}
+
+[[arms]]
+name = "fixed_0.5"
+merge = {{ method = "fixed", weights = [0.5, 0.5] }}
+
+[[arms]]
+name = "task_arithmetic"
+merge = {{ method = "task_arithmetic", lambda = 0.7 }}
+
+[[arms]]
+name = "entropy"
+merge = {{ method = "entropy", granularity = "layer", lr = 0.05, objective = "candidate_entropy", adaptation = {{ source = "domain", size = 3 }} }}
+
+[evaluation]
+protocol = "likelihood"
+template = "rank"
+k = [1, 3]
+
+[evaluation.settings.warm]
+domain = "drama"
+users = "warm"
+max_users = 4
+
+[evaluation.settings.cold]
+domain = "drama"
+users = "unseen_users"
+max_users = 4
+"#,
+        model = model.display(),
+        data = root().join("datasets/ml-latest-small-subset").display(),
+        template = root().join("templates/rank.jinja").display(),
+    )
+}
+
+fn reccocktail(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_reccocktail")).args(args).current_dir(root()).output().unwrap()
+}
+
+#[test]
+fn tiny_experiment_runs_end_to_end_and_is_reproducible() {
+    let dir = std::env::temp_dir().join(format!("rc-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_tiny_chat_model(&dir.join("model"), TinySpec::default(), 11).unwrap();
+    let recipe_path = dir.join("tiny.toml");
+    std::fs::write(&recipe_path, recipe(&dir.join("model"))).unwrap();
+    let results = dir.join("results");
+    let run = |results: &Path| reccocktail(&["run", recipe_path.to_str().unwrap(), "--results", results.to_str().unwrap()]);
+    let out = run(&results);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let run_dir = |results: &Path| -> PathBuf {
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(results.join("tiny_e2e")).unwrap().map(|e| e.unwrap().path()).collect();
+        runs.sort();
+        runs.pop().unwrap()
+    };
+    let first = std::fs::read_to_string(run_dir(&results).join("results.csv")).unwrap();
+    for arm in ["backbone", "base_only", "ingredient_only", "fixed_0.5", "task_arithmetic", "entropy", "random", "popularity"] {
+        for setting in ["warm", "cold"] {
+            assert!(first.lines().any(|l| l.contains(&format!(",{arm},{setting},"))), "no {arm}/{setting} row in\n{first}");
+        }
+    }
+    // Everything is cached the second time, and the table is the same byte for byte.
+    let out = run(&results);
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.lines().any(|l| l.starts_with("start ")), "a second run recomputed stages:\n{log}");
+    assert_eq!(first, std::fs::read_to_string(run_dir(&results).join("results.csv")).unwrap());
+    // A fresh results directory (nothing cached) gives the same table too.
+    let fresh = dir.join("fresh");
+    assert_eq!(run(&fresh).status.code(), Some(0));
+    let again = std::fs::read_to_string(run_dir(&fresh).join("results.csv")).unwrap();
+    assert_eq!(first, again, "a fresh run gave another table");
+    // The recipe holds temporary paths, so its hash differs between runs of the test: redacted.
+    let hash = first.lines().nth(1).and_then(|l| l.split(',').find(|f| f.len() == 16 && f.chars().all(|c| c.is_ascii_hexdigit()))).unwrap_or("").to_string();
+    let stable = if hash.is_empty() { first.clone() } else { first.replace(&hash, "[recipe-hash]") };
+    insta::assert_snapshot!("tiny_e2e_results", stable);
+    std::fs::remove_dir_all(&dir).ok();
+}
