@@ -67,11 +67,15 @@ pub enum Command {
     },
     /// Show the compiled backends and check that each one computes and differentiates.
     Env,
-    /// Measure forward throughput (tokens/s) of a model on this machine; prints JSON.
+    /// Measure forward throughput (tokens/s) of a model on this machine (`--model`), or merge
+    /// time and memory (`bench merge`); prints JSON.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
-        /// HF model directory or .gguf file.
+        #[command(subcommand)]
+        what: Option<BenchCommand>,
+        /// HF model directory or .gguf file (forward throughput).
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         #[arg(long, default_value_t = 4)]
         batch: usize,
         #[arg(long, default_value_t = 128)]
@@ -83,6 +87,10 @@ pub enum Command {
         #[arg(long)]
         threads: Option<u32>,
     },
+    /// Merge PEFT adapters of one base model into one adapter (or, with --dense, a merged HF model),
+    /// exactly on the LoRA products s_i B_i A_i; writes merge.json beside the output.
+    #[command(after_long_help = crate::merge::registry_help())]
+    Merge(crate::merge::command::MergeArgs),
     /// Convert a GGUF model (F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized) into an HF directory.
     Convert {
         gguf: PathBuf,
@@ -137,6 +145,26 @@ pub enum Command {
         assets: Vec<String>,
         #[arg(long, default_value = "results")]
         results: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time and peak memory (VmHWM) of merging two synthetic rank-R adapters shaped for a Llama
+    /// model (default 7B): stacked (exact) and SVD-truncated.
+    Merge {
+        #[arg(long, default_value_t = 32)]
+        layers: usize,
+        #[arg(long, default_value_t = 4096)]
+        hidden: usize,
+        #[arg(long, default_value_t = 11008)]
+        intermediate: usize,
+        /// Rank of each input adapter.
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        /// Rank the merged adapter is SVD-truncated to.
+        #[arg(long, default_value_t = 16)]
+        truncate: usize,
     },
 }
 
@@ -231,11 +259,27 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
         }
         Command::Fetch { assets, results } => fetch(&assets, &results),
-        Command::Bench { model, batch, seq_len, iters, backend, threads } => {
+        Command::Bench { what: Some(BenchCommand::Merge { layers, hidden, intermediate, rank, truncate }), .. } => {
+            if [layers, hidden, intermediate, rank, truncate].contains(&0) {
+                return Err(Error::Usage("bench merge: every size must be at least 1".into()));
+            }
+            print_json(&crate::merge::bench::run(layers, hidden, intermediate, rank, truncate)?)
+        }
+        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads } => {
+            let model = model.ok_or_else(|| Error::Usage("bench needs --model PATH (forward throughput) or the `merge` subcommand".into()))?;
             let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
             let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
             let r = crate::model::bench::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "forward": r }))
+        }
+        Command::Merge(args) => {
+            let summary = crate::merge::command::run(&args)?;
+            if args.json {
+                print_json(&summary)
+            } else {
+                print!("{}", summary.render());
+                Ok(())
+            }
         }
         Command::Convert { gguf, out } => {
             crate::model::gguf::convert(&gguf, &out).map_err(Error::Gguf)?;

@@ -29,6 +29,8 @@ pub enum Error {
     Model(crate::model::ModelError),
     #[error(transparent)]
     Gguf(crate::model::gguf::GgufError),
+    #[error(transparent)]
+    Merge(#[from] crate::merge::MergeError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -46,7 +48,8 @@ impl Error {
             }
             Error::Model(e) if e.is_input_problem() => 2,
             Error::Gguf(e) if e.is_input_problem() => 2,
-            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) => 1,
+            Error::Merge(e) if e.is_input_problem() => 2,
+            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) | Error::Merge(_) => 1,
         }
     }
 }

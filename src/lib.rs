@@ -10,6 +10,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod exec;
+pub mod merge;
 pub mod model;
 pub mod plan;
 pub mod prompt;

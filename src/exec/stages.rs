@@ -38,6 +38,8 @@ pub enum StageError {
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Merge(#[from] crate::merge::MergeError),
 }
 
 /// Run one stage into `ctx.out`.
@@ -51,6 +53,7 @@ pub fn run_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
         StageKind::Prompts => Ok(data::prompts(ctx)?),
         StageKind::EvalSet => Ok(data::eval_set(ctx)?),
         StageKind::Baselines => Ok(baselines::baselines(ctx)?),
-        StageKind::Train | StageKind::Import | StageKind::Merge | StageKind::Evaluate | StageKind::Report => not_yet(),
+        StageKind::Merge => crate::merge::stage::run(ctx),
+        StageKind::Train | StageKind::Import | StageKind::Evaluate | StageKind::Report => not_yet(),
     }
 }
