@@ -67,14 +67,15 @@ pub enum Command {
     },
     /// Show the compiled backends and check that each one computes and differentiates.
     Env,
-    /// Measure forward throughput (tokens/s) of a model on this machine; prints JSON.
-    /// `bench eval`: users ranked per second, likelihood vs generate.
-    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    /// Measure forward or LoRA-training throughput of a model on this machine (`--model`);
+    /// `bench eval`: users ranked per second, likelihood vs generate; `bench merge`: merge time
+    /// and memory. Prints JSON.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
         what: Option<BenchCommand>,
-        /// HF model directory or .gguf file.
-        #[arg(long, required = true)]
+        /// HF model directory or .gguf file (forward or training throughput).
+        #[arg(long)]
         model: Option<PathBuf>,
         #[arg(long, default_value_t = 4)]
         batch: usize,
@@ -94,6 +95,10 @@ pub enum Command {
         #[arg(long)]
         prompts: Option<PathBuf>,
     },
+    /// Merge PEFT adapters of one base model into one adapter (or, with --dense, a merged HF model),
+    /// exactly on the LoRA products s_i B_i A_i; writes merge.json beside the output.
+    #[command(after_long_help = crate::merge::registry_help())]
+    Merge(crate::merge::command::MergeArgs),
     /// Convert a GGUF model (F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized) into an HF directory.
     Convert {
         gguf: PathBuf,
@@ -188,6 +193,22 @@ pub enum BenchCommand {
         backend: BackendChoice,
         #[arg(long)]
         threads: Option<u32>,
+    },
+    /// Time and peak memory (VmHWM) of merging two synthetic rank-R adapters shaped for a Llama
+    /// model (default 7B): stacked (exact) and SVD-truncated.
+    Merge {
+        #[arg(long, default_value_t = 32)]
+        layers: usize,
+        #[arg(long, default_value_t = 4096)]
+        hidden: usize,
+        #[arg(long, default_value_t = 11008)]
+        intermediate: usize,
+        /// Rank of each input adapter.
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        /// Rank the merged adapter is SVD-truncated to.
+        #[arg(long, default_value_t = 16)]
+        truncate: usize,
     },
 }
 
@@ -306,10 +327,16 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             bench_eval(&model, users, candidates, history, k, max_new_tokens, &titles, &template, &runtime)
         }
         Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, prompts } if workload == "train" => {
-            let model = model.ok_or_else(|| Error::Usage("bench needs --model".into()))?;
+            let model = model.ok_or_else(|| Error::Usage("bench needs --model PATH".into()))?;
             let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
             let r = crate::train::bench::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "train": r }))
+        }
+        Command::Bench { what: Some(BenchCommand::Merge { layers, hidden, intermediate, rank, truncate }), .. } => {
+            if [layers, hidden, intermediate, rank, truncate].contains(&0) {
+                return Err(Error::Usage("bench merge: every size must be at least 1".into()));
+            }
+            print_json(&crate::merge::bench::run(layers, hidden, intermediate, rank, truncate)?)
         }
         Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, .. } => {
             if workload != "forward" {
@@ -320,6 +347,15 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
             let r = crate::model::bench::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "forward": r }))
+        }
+        Command::Merge(args) => {
+            let summary = crate::merge::command::run(&args)?;
+            if args.json {
+                print_json(&summary)
+            } else {
+                print!("{}", summary.render());
+                Ok(())
+            }
         }
         Command::Convert { gguf, out } => {
             crate::model::gguf::convert(&gguf, &out).map_err(Error::Gguf)?;

@@ -31,6 +31,8 @@ pub enum Error {
     Gguf(crate::model::gguf::GgufError),
     #[error(transparent)]
     Results(#[from] crate::results::ResultsError),
+    #[error(transparent)]
+    Merge(#[from] crate::merge::MergeError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -50,7 +52,8 @@ impl Error {
             Error::Results(e) if e.is_input_problem() => 2,
             Error::Model(e) if e.is_input_problem() => 2,
             Error::Gguf(e) if e.is_input_problem() => 2,
-            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) | Error::Results(_) => 1,
+            Error::Merge(e) if e.is_input_problem() => 2,
+            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) | Error::Results(_) | Error::Merge(_) => 1,
         }
     }
 }

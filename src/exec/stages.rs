@@ -1,5 +1,4 @@
-//! What each stage kind does. Stage kinds whose implementation has not landed yet fail with a
-//! clear `not implemented` error naming the stage, so a run stops there cleanly.
+//! What each stage kind does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,8 +32,6 @@ pub struct StageContext<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    #[error("not implemented: {kind} stages (`{id}`) are not available in this version of reccocktail")]
-    NotImplemented { kind: &'static str, id: String },
     #[error("{0}")]
     Failed(String),
     #[error("{context}: {source}")]
@@ -47,11 +44,12 @@ pub enum StageError {
     Eval(#[from] crate::eval::EvalError),
     #[error(transparent)]
     Results(#[from] crate::results::ResultsError),
+    #[error(transparent)]
+    Merge(#[from] crate::merge::MergeError),
 }
 
 /// Run one stage into `ctx.out`.
 pub fn run_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
-    let not_yet = || Err(StageError::NotImplemented { kind: ctx.stage.kind.name(), id: ctx.stage.id.clone() });
     use crate::data::{baselines, stages as data};
     match ctx.stage.kind {
         StageKind::Fetch => Ok(data::fetch(ctx)?),
@@ -64,6 +62,6 @@ pub fn run_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
         StageKind::Import => crate::train::import_stage(ctx),
         StageKind::Evaluate => crate::eval::stage::evaluate(ctx),
         StageKind::Report => Ok(crate::results::report(ctx)?),
-        StageKind::Merge => not_yet(),
+        StageKind::Merge => crate::merge::stage::run(ctx),
     }
 }

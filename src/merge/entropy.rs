@@ -17,6 +17,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Gradients, Int, Tensor, TensorData};
 
 use super::learnable::Learnable;
+pub use super::adaptation::learn;
 use crate::model::generate::{GenerationConfig, continuation_logprob_tensor, generate, pad_batch, Padding};
 use crate::model::lora::{LoraFactors, Proj, transpose};
 use crate::model::peft::PeftAdapter;

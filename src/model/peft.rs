@@ -42,7 +42,8 @@ pub struct PeftAdapter {
     pub modules: BTreeMap<(usize, Proj), LoraPair>,
 }
 
-fn module_name(layer: usize, proj: Proj) -> String {
+/// The module's name in the model (`model.layers.N.self_attn.q_proj`), as PEFT's patterns see it.
+pub fn module_name(layer: usize, proj: Proj) -> String {
     format!("model.layers.{layer}.{}.{}", proj.hf_parent(), proj.hf_name())
 }
 
@@ -137,6 +138,23 @@ fn parse_key(key: &str) -> Option<(usize, Proj, bool)> {
 impl PeftAdapter {
     /// Read and check an adapter directory against a model's shapes.
     pub fn load(dir: &Path, model: &Llama) -> Result<PeftAdapter, ModelError> {
+        let adapter = Self::read(dir)?;
+        let err = |m: String| ModelError::Adapter { path: dir.to_path_buf(), message: m };
+        let shapes: BTreeMap<(usize, Proj), (usize, usize)> = model.projections().into_iter().map(|(l, p, lin)| ((l, p), (lin.d_in(), lin.d_out()))).collect();
+        for (&(layer, proj), pair) in &adapter.modules {
+            let name = module_name(layer, proj);
+            let &(d_in, d_out) = shapes.get(&(layer, proj)).ok_or_else(|| err(format!("`{name}` does not exist in the base model")))?;
+            if pair.a.shape[1] != d_in || pair.b.shape[0] != d_out {
+                return Err(err(format!("`{name}`: lora_A {:?} and lora_B {:?} do not fit a [{d_out}, {d_in}] layer (expected A [r, {d_in}], B [{d_out}, r])", pair.a.shape, pair.b.shape)));
+            }
+        }
+        Ok(adapter)
+    }
+
+    /// Read an adapter directory without a model: the config, and every module's factors checked
+    /// for consistency with each other (A [r, in] and B [out, r] of one rank); shapes against a
+    /// base model are checked by [`Self::load`].
+    pub fn read(dir: &Path) -> Result<PeftAdapter, ModelError> {
         let err = |m: String| ModelError::Adapter { path: dir.to_path_buf(), message: m };
         let cfg_path = dir.join("adapter_config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io { path: cfg_path.clone(), source })?;
@@ -154,7 +172,6 @@ impl PeftAdapter {
             let e = halves.entry((layer, proj)).or_default();
             if is_a { e.0 = Some(t) } else { e.1 = Some(t) }
         }
-        let shapes: BTreeMap<(usize, Proj), (usize, usize)> = model.projections().into_iter().map(|(l, p, lin)| ((l, p), (lin.d_in(), lin.d_out()))).collect();
         let mut modules = BTreeMap::new();
         for ((layer, proj), (a, b)) in halves {
             let name = module_name(layer, proj);
@@ -163,10 +180,9 @@ impl PeftAdapter {
                 (None, _) => return Err(err(format!("`{name}` has lora_B but no lora_A"))),
                 (_, None) => return Err(err(format!("`{name}` has lora_A but no lora_B"))),
             };
-            let &(d_in, d_out) = shapes.get(&(layer, proj)).ok_or_else(|| err(format!("`{name}` does not exist in the base model")))?;
-            let ok = a.shape.len() == 2 && b.shape.len() == 2 && a.shape[1] == d_in && b.shape[0] == d_out && a.shape[0] == b.shape[1];
+            let ok = a.shape.len() == 2 && b.shape.len() == 2 && a.shape[0] == b.shape[1] && a.shape[0] > 0;
             if !ok {
-                return Err(err(format!("`{name}`: lora_A {:?} and lora_B {:?} do not fit a [{d_out}, {d_in}] layer (expected A [r, {d_in}], B [{d_out}, r])", a.shape, b.shape)));
+                return Err(err(format!("`{name}`: lora_A {:?} and lora_B {:?} are not A [r, in] and B [out, r] of one rank", a.shape, b.shape)));
             }
             modules.insert((layer, proj), LoraPair { a, b });
         }

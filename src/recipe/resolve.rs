@@ -163,8 +163,9 @@ pub struct ResolvedArm {
     pub rank: Option<u32>,
 }
 
-/// Merge parameters with every default filled in and per-adapter lists expanded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Merge parameters with every default filled in and per-adapter lists expanded (the `merge`
+/// parameter of merge stages; read back by the stage with `Deserialize`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum MergeConfig {
     Fixed { weights: Vec<f64> },
@@ -191,7 +192,7 @@ impl MergeConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ResolvedAdaptation {
     pub source: AdaptationSource,
     pub size: u32,
