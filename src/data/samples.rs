@@ -5,6 +5,7 @@ use polars::prelude::{Column, DataFrame};
 use super::candidates::CandidateSampler;
 use super::domain::DomainSplit;
 use super::{DataError, table};
+use crate::model::tokenizer::TextTokenizer;
 use crate::prompt::{PromptContext, PromptTemplate, Rendered};
 
 /// One rendered sample.
@@ -15,6 +16,8 @@ pub struct Sample {
     /// Candidate item numbers in presentation order (the target among them).
     pub candidates: Vec<u32>,
     pub rendered: Rendered,
+    /// History items dropped (oldest first) to fit the history token budget.
+    pub budget_dropped: usize,
 }
 
 pub struct Renderer<'a> {
@@ -23,11 +26,33 @@ pub struct Renderer<'a> {
     template: &'a PromptTemplate,
     k: u32,
     separator: String,
+    budget: Option<&'a HistoryBudget>,
+}
+
+/// `data.history_token_budget`: the history may add at most `tokens` tokens (backbone tokenizer)
+/// to the rendered instruction, measured as the instruction's tokens minus those of the same
+/// instruction with an empty history, so the template's own layout of the history (separators,
+/// numbering) counts; the oldest items are dropped until it fits (possibly all of them).
+pub struct HistoryBudget {
+    pub tokenizer: TextTokenizer,
+    pub tokens: u32,
+}
+
+impl HistoryBudget {
+    fn count(&self, text: &str) -> Result<usize, DataError> {
+        Ok(self.tokenizer.encode(text, false).map_err(|e| DataError::Invalid(format!("history token budget: {e}")))?.len())
+    }
 }
 
 impl<'a> Renderer<'a> {
     pub fn new(split: &'a DomainSplit, template: &'a PromptTemplate, separator: &str, k: u32, seed: u64) -> Self {
-        Self { split, sampler: CandidateSampler::new(split, seed), template, k, separator: separator.to_string() }
+        Self { split, sampler: CandidateSampler::new(split, seed), template, k, separator: separator.to_string(), budget: None }
+    }
+
+    /// Also truncate histories to a token budget.
+    pub fn with_budget(mut self, budget: Option<&'a HistoryBudget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Render `user`'s sample at `position`; `None` when no candidate list can be built.
@@ -37,7 +62,7 @@ impl<'a> Renderer<'a> {
             return Ok(None);
         };
         let title = |i: &u32| s.titles[*i as usize].clone();
-        let ctx = PromptContext {
+        let mut ctx = PromptContext {
             history: s.history(user, position).iter().map(title).collect(),
             candidates: candidates.iter().map(title).collect(),
             target: title(&s.sequences[user][position]),
@@ -45,8 +70,17 @@ impl<'a> Renderer<'a> {
             domain: s.settings.label.clone(),
             separator: self.separator.clone(),
         };
-        let rendered = self.template.render(&ctx)?;
-        Ok(Some(Sample { user, position, candidates, rendered }))
+        let mut rendered = self.template.render(&ctx)?;
+        let mut budget_dropped = 0;
+        if let Some(b) = self.budget {
+            let base = b.count(&self.template.render(&PromptContext { history: Vec::new(), ..ctx.clone() })?.instruction)?;
+            while !ctx.history.is_empty() && b.count(&rendered.instruction)?.saturating_sub(base) > b.tokens as usize {
+                ctx.history.remove(0);
+                budget_dropped += 1;
+                rendered = self.template.render(&ctx)?;
+            }
+        }
+        Ok(Some(Sample { user, position, candidates, rendered, budget_dropped }))
     }
 }
 
@@ -143,6 +177,30 @@ impl SampleTable {
             Column::new("item".into(), self.c_item.clone()),
             Column::new("title".into(), self.c_title.clone()),
             Column::new("is_target".into(), self.c_target.clone()),
+        ])
+    }
+
+    /// Unlabeled rows (adaptation): `kind` (the set name), `domain, user, position, instruction`,
+    /// in row order. No target, no response.
+    pub fn unlabeled_frame(&self) -> Result<DataFrame, DataError> {
+        table::frame(vec![
+            Column::new("kind".into(), self.set.clone()),
+            Column::new("domain".into(), self.domain.clone()),
+            Column::new("user".into(), self.user.clone()),
+            Column::new("position".into(), self.position.clone()),
+            Column::new("instruction".into(), self.instruction.clone()),
+        ])
+    }
+
+    /// The candidate lists of unlabeled rows: `kind, user, slot, item, title` (which is the
+    /// target is not said).
+    pub fn unlabeled_candidates_frame(&self) -> Result<DataFrame, DataError> {
+        table::frame(vec![
+            Column::new("kind".into(), self.c_set.clone()),
+            Column::new("user".into(), self.c_user.clone()),
+            Column::new("slot".into(), self.c_slot.clone()),
+            Column::new("item".into(), self.c_item.clone()),
+            Column::new("title".into(), self.c_title.clone()),
         ])
     }
 
