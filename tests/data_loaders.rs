@@ -78,9 +78,9 @@ fn book_crossing_quoted_latin1_without_timestamps() {
     assert_eq!(col(&l.items, "publisher"), [s("Ballantine Books"), s("Heinle")]);
 }
 
-#[test]
-fn generic_csv_with_recipe_columns() {
-    let c = CsvColumns {
+/// The columns of the `csv` fixture.
+fn shop_columns() -> CsvColumns {
+    CsvColumns {
         interactions: "events.csv".into(),
         items: "catalog.csv".into(),
         user: "uid".into(),
@@ -89,7 +89,12 @@ fn generic_csv_with_recipe_columns() {
         rating: Some("stars".into()),
         title: "name".into(),
         delimiter: None,
-    };
+    }
+}
+
+#[test]
+fn generic_csv_with_recipe_columns() {
+    let c = shop_columns();
     let l = load(DatasetFormat::Csv, "tests/fixtures/data/csv", false, Some(&c)).unwrap();
     assert_eq!(pairs(&l).len(), 3);
     assert_eq!(table::opt_f64s(&l.interactions, "rating").unwrap(), [Some(5.0), Some(4.0), None]);
@@ -180,16 +185,7 @@ fn item_fields_known_to_validate_are_the_loaders_columns() {
         assert_eq!(table::names(&l.items), loaders::item_fields(format).unwrap(), "{format:?}");
     }
     assert!(loaders::item_fields(DatasetFormat::Csv).is_none());
-    let c = CsvColumns {
-        interactions: "events.csv".into(),
-        items: "catalog.csv".into(),
-        user: "uid".into(),
-        item: "iid".into(),
-        timestamp: Some("ts".into()),
-        rating: Some("stars".into()),
-        title: "name".into(),
-        delimiter: None,
-    };
+    let c = shop_columns();
     let l = load(DatasetFormat::Csv, "tests/fixtures/data/csv", false, Some(&c)).unwrap();
     assert_eq!(table::names(&l.items), loaders::csv_item_fields(Path::new("tests/fixtures/data/csv"), &c).unwrap());
 }

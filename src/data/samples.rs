@@ -183,29 +183,24 @@ impl SampleTable {
     /// Unlabeled rows (adaptation): `kind` (the set name), `domain, user, position, instruction`,
     /// in row order. No target, no response.
     pub fn unlabeled_frame(&self) -> Result<DataFrame, DataError> {
-        table::frame(vec![
-            Column::new("kind".into(), self.set.clone()),
-            Column::new("domain".into(), self.domain.clone()),
-            Column::new("user".into(), self.user.clone()),
-            Column::new("position".into(), self.position.clone()),
-            Column::new("instruction".into(), self.instruction.clone()),
-        ])
+        unlabeled(self.samples_frame()?, &["set", "domain", "user", "position", "instruction"])
     }
 
     /// The candidate lists of unlabeled rows: `kind, user, slot, item, title` (which is the
     /// target is not said).
     pub fn unlabeled_candidates_frame(&self) -> Result<DataFrame, DataError> {
-        table::frame(vec![
-            Column::new("kind".into(), self.c_set.clone()),
-            Column::new("user".into(), self.c_user.clone()),
-            Column::new("slot".into(), self.c_slot.clone()),
-            Column::new("item".into(), self.c_item.clone()),
-            Column::new("title".into(), self.c_title.clone()),
-        ])
+        unlabeled(self.candidates_frame()?, &["set", "user", "slot", "item", "title"])
     }
 
     /// The first row's rendered prompt, for summaries.
     pub fn example(&self) -> Option<Rendered> {
         self.instruction.first().map(|i| Rendered { instruction: i.clone(), response: self.response[0].clone() })
     }
+}
+
+/// The `keep` columns of a labelled frame, `set` renamed `kind`.
+fn unlabeled(df: DataFrame, keep: &[&str]) -> Result<DataFrame, DataError> {
+    let mut df = df.select(keep.iter().copied()).map_err(DataError::table("selecting unlabeled columns"))?;
+    df.rename("set", "kind".into()).map_err(DataError::table("renaming `set`"))?;
+    Ok(df)
 }
