@@ -189,7 +189,7 @@ impl Checker<'_> {
             }
             _ => return,
         };
-        if fields.iter().any(|x| *x == f.field) {
+        if fields.contains(&f.field) {
             return;
         }
         let list = fields.join(", ");
