@@ -242,6 +242,9 @@ fn render_error(e: &Error) -> String {
 
 fn resolve(path: &Path) -> Result<ResolvedRecipe, Error> {
     let loaded = recipe::load(path)?;
+    if let Some(w) = loaded.warnings_report() {
+        eprintln!("{w}\n");
+    }
     ResolvedRecipe::from_loaded(&loaded).map_err(Error::Resolve)
 }
 
@@ -409,11 +412,19 @@ fn validate(recipes: &[PathBuf], json: bool) -> Result<(), Error> {
     let mut reports = Vec::new();
     for path in recipes {
         match recipe::load(path) {
-            Ok(_) => {
+            Ok(loaded) => {
+                let warnings = loaded.warnings_report();
                 if json {
-                    reports.push(serde_json::json!({ "file": path.display().to_string(), "ok": true, "problems": [] }));
+                    let problems = warnings.as_ref().map_or(serde_json::json!([]), |w| w.to_json());
+                    reports.push(serde_json::json!({ "file": path.display().to_string(), "ok": true, "problems": problems }));
                 } else {
-                    println!("{}: ok", path.display());
+                    match &warnings {
+                        Some(w) => {
+                            eprintln!("{w}\n");
+                            println!("{}: ok ({} warning{})", path.display(), w.items.len(), if w.items.len() == 1 { "" } else { "s" });
+                        }
+                        None => println!("{}: ok", path.display()),
+                    }
                 }
             }
             Err(RecipeError::Invalid(d)) => {

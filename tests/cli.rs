@@ -28,6 +28,25 @@ fn validate_rejects_with_exit_2_and_locations() {
 }
 
 #[test]
+fn validate_prints_warnings_and_accepts() {
+    let out = reccocktail(&["validate", "tests/recipes/target_overlap.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "tests/recipes/target_overlap.toml: ok (1 warning)\n");
+    let err = text(&out.stderr);
+    assert!(err.starts_with("warning[target-overlap]: the base spirit trains on domain `drama`: the target domain of ingredient `drama`\n  --> tests/recipes/target_overlap.toml:"), "{err}");
+    let out = reccocktail(&["validate", "--json", "tests/recipes/target_overlap.toml"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["ok"], true);
+    assert_eq!(v[0]["problems"][0]["severity"], "warning");
+    assert_eq!(v[0]["problems"][0]["path"], "base_spirit.domains[2]");
+    // Commands that use the recipe show the warning and go on.
+    let out = reccocktail(&["resolve", "tests/recipes/target_overlap.toml"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("warning[target-overlap]"));
+}
+
+#[test]
 fn validate_json_lists_problems_with_lines() {
     let out = reccocktail(&["validate", "--json", "tests/recipes/bad/typo_key.toml"]);
     assert_eq!(out.status.code(), Some(2));

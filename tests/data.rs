@@ -16,7 +16,11 @@ const RECIPE: &str = "tests/recipes/small_latest.toml";
 
 fn setup() -> (ResolvedRecipe, Plan) {
     let loaded = recipe::load(Path::new(RECIPE)).unwrap();
-    let resolved = ResolvedRecipe::from_loaded(&loaded).unwrap();
+    compiled(&loaded)
+}
+
+fn compiled(loaded: &recipe::LoadedRecipe) -> (ResolvedRecipe, Plan) {
+    let resolved = ResolvedRecipe::from_loaded(loaded).unwrap();
     let plan = plan::compile(&resolved).unwrap();
     (resolved, plan)
 }
@@ -30,9 +34,13 @@ fn tempdir(name: &str) -> PathBuf {
 /// Run the data stages (and baselines) into `results`; artifact directories by stage id.
 fn run(results: &Path) -> BTreeMap<String, PathBuf> {
     let (resolved, plan) = setup();
+    run_plan(&resolved, &plan, results)
+}
+
+fn run_plan(resolved: &ResolvedRecipe, plan: &Plan, results: &Path) -> BTreeMap<String, PathBuf> {
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
     let ids: Vec<&str> = plan.stages.iter().filter(|s| ["data", "split", "prompts", "eval-set", "baselines"].contains(&s.kind.name())).map(|s| s.id.as_str()).collect();
-    exec::ensure(&resolved, &plan, &runtime, results, &ids, &|_| {}).unwrap()
+    exec::ensure(resolved, plan, &runtime, results, &ids, &|_| {}).unwrap()
 }
 
 #[test]
@@ -93,9 +101,10 @@ fn split_candidates_and_settings_hold_their_invariants() {
         }
         let p = table::read_parquet(&dir.join("prompts.parquet")).unwrap();
         let (sets, pu) = (table::strs(&p, "set").unwrap(), table::strs(&p, "user").unwrap());
-        let test: HashSet<&str> = pu.iter().zip(&sets).filter(|(_, s)| *s == "test").map(|(u, _)| u.as_str()).collect();
-        let adapt: HashSet<&str> = pu.iter().zip(&sets).filter(|(_, s)| *s == "adaptation").map(|(u, _)| u.as_str()).collect();
-        assert!(test.is_disjoint(&adapt), "adaptation prompts never come from test users");
+        assert!(sets.iter().all(|s| s == "test"), "labelled prompts are test prompts only");
+        let test: HashSet<&str> = pu.iter().map(String::as_str).collect();
+        // No adaptive entropy arm in this recipe: no adaptation prompts are prepared.
+        assert_eq!(table::read_parquet(&dir.join("adaptation.parquet")).unwrap().height(), 0);
         match setting {
             "warm" => assert!(test.iter().all(|u| seen.contains(*u)) && test.len() == 20),
             "cold" => assert!(test.iter().all(|u| !seen.contains(*u)) && !test.is_empty()),
@@ -137,4 +146,101 @@ fn same_inputs_give_byte_identical_artifacts() {
     }
     std::fs::remove_dir_all(&a).unwrap();
     std::fs::remove_dir_all(&b).unwrap();
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The small recipe with a weighted base-spirit mixture, entropy arms asking for adaptation
+/// prompts of both kinds, and a history token budget counted by the tiny model's tokenizer (one
+/// token per byte: it has no merges).
+#[test]
+fn mixture_adaptation_sets_and_history_token_budget() {
+    let results = tempdir("extras");
+    let model = results.join("tiny-model");
+    reccocktail::model::tiny::write_tiny_chat_model(&model, reccocktail::model::tiny::TinySpec::default(), 1).unwrap();
+    let text = std::fs::read_to_string(RECIPE)
+        .unwrap()
+        .replace("path = \"no_model\"", &format!("path = {:?}", model.display().to_string()))
+        .replace("samples_per_user = 1\nmax_samples = 30", "samples_per_user = 1\nmax_samples = 20\nmixture = { comedy = 0.75, action = 0.25 }")
+        .replace("max_history = 5\n", "max_history = 5\nhistory_token_budget = 60\n")
+        .replace(
+            "[evaluation]",
+            "[[arms]]\nname = \"entropy\"\nmerge = { method = \"entropy\", adaptation = { size = 40 } }\n\n[[arms]]\nname = \"entropy_test\"\nmerge = { method = \"entropy\", adaptation = { size = 5, disjoint_from_test = false } }\n\n[evaluation]",
+        );
+    let loaded = recipe::check_bytes("extras.toml", text.as_bytes(), Path::new("tests/recipes")).unwrap();
+    let (resolved, plan) = compiled(&loaded);
+    assert_eq!(resolved.data.history_token_budget, Some(60));
+    let dirs = run_plan(&resolved, &plan, &results);
+
+    // The mixture: 20 samples, 15 comedy and 5 action.
+    let p = json(&dirs["prompts:base_spirit"].join("prompts.json"));
+    let domains = p["domains"].as_array().unwrap();
+    assert_eq!(domains.iter().map(|d| (d["domain"].as_str().unwrap(), d["quota"].as_u64().unwrap(), d["shortfall"].as_u64().unwrap())).collect::<Vec<_>>(), [("comedy", 15, 0), ("action", 5, 0)]);
+    for d in domains {
+        // Each chosen sample is rendered or counted as lacking candidates (so are validation ones).
+        let (train, quota, none) = (d["train"].as_u64().unwrap(), d["quota"].as_u64().unwrap(), d["no_candidates"].as_u64().unwrap());
+        assert!(train <= quota && train + none >= quota, "{d}");
+    }
+    let train = table::read_parquet(&dirs["prompts:base_spirit"].join("train.parquet")).unwrap();
+    let per_domain = table::strs(&train, "domain").unwrap().into_iter().fold(BTreeMap::new(), |mut m, d| {
+        *m.entry(d).or_insert(0) += 1;
+        m
+    });
+    assert_eq!(per_domain.values().sum::<usize>(), p["train"].as_u64().unwrap() as usize);
+    assert!(per_domain["comedy"] > per_domain["action"], "{per_domain:?}");
+
+    let (split, _) = DomainSplit::read(&dirs["split:drama"]).unwrap();
+    let user_index: HashMap<&str, usize> = split.users.iter().enumerate().map(|(k, u)| (u.as_str(), k)).collect();
+    for setting in ["warm", "cold", "new_items", "short"] {
+        let dir = &dirs[&format!("eval-set:{setting}")];
+        let summary = json(&dir.join("eval_set.json"));
+        let prompts = table::read_parquet(&dir.join("prompts.parquet")).unwrap();
+        let test: Vec<String> = table::strs(&prompts, "user").unwrap();
+        let test_set: HashSet<&str> = test.iter().map(String::as_str).collect();
+
+        // Adaptation prompts: unlabeled, disjoint ones outside the test users, the others of them.
+        let a = table::read_parquet(&dir.join("adaptation.parquet")).unwrap();
+        assert_eq!(table::names(&a), ["kind", "domain", "user", "position", "instruction"], "no target, no response");
+        let c = table::read_parquet(&dir.join("adaptation_candidates.parquet")).unwrap();
+        assert_eq!(table::names(&c), ["kind", "user", "slot", "item", "title"], "which candidate is the target is not said");
+        let (kinds, users) = (table::strs(&a, "kind").unwrap(), table::strs(&a, "user").unwrap());
+        let disjoint: Vec<&str> = users.iter().zip(&kinds).filter(|(_, k)| *k == "disjoint").map(|(u, _)| u.as_str()).collect();
+        let shared: Vec<&str> = users.iter().zip(&kinds).filter(|(_, k)| *k == "from_test").map(|(u, _)| u.as_str()).collect();
+        assert!(disjoint.iter().all(|u| !test_set.contains(u)), "{setting}: disjoint adaptation users are not test users");
+        assert_eq!(disjoint.iter().collect::<HashSet<_>>().len(), disjoint.len());
+        assert!(shared.iter().all(|u| test_set.contains(u)), "{setting}: the other kind comes from the test users");
+        let d = &summary["adaptation"]["disjoint"];
+        assert_eq!(d["requested"], 40);
+        assert_eq!(d["prompts"].as_u64().unwrap() as usize, disjoint.len());
+        assert_eq!(d["prompts"].as_u64().unwrap() + d["shortfall"].as_u64().unwrap(), 40);
+        // Eligible users left after the test users come first, then the domain's other users.
+        let left = summary["eligible"].as_u64().unwrap() as usize - test.len() - summary["no_candidates"].as_u64().unwrap() as usize;
+        if left < 40 && summary["eligible"].as_u64().unwrap() < split.users.len() as u64 {
+            assert!(d["outside_selection"].as_u64().unwrap() > 0, "{setting}: {summary}");
+        }
+        if d["shortfall"].as_u64().unwrap() > 0 {
+            // (On this data every user gets a candidate list.)
+            assert_eq!(disjoint.len() + test.len(), split.users.len(), "{setting}: a shortfall only when the domain runs out of users");
+        }
+        let f = &summary["adaptation"]["from_test"];
+        assert_eq!((f["requested"].as_u64(), f["prompts"].as_u64().unwrap() as usize), (Some(5), shared.len()));
+        assert_eq!(shared.len(), 5.min(test.len()));
+
+        // The history token budget: the history adds at most 60 tokens (bytes) to each prompt,
+        // and the next older item would not have fit.
+        let instr = table::strs(&prompts, "instruction").unwrap();
+        let mut truncated = 0;
+        for (u, text) in test.iter().zip(&instr) {
+            let k = user_index[u.as_str()];
+            let titles: Vec<&str> = split.history(k, split.positions(k).test).iter().map(|&i| split.titles[i as usize].as_str()).collect();
+            let start = (0..=titles.len()).find(|&s| titles[s..].join(" || ").len() <= 60).unwrap();
+            truncated += usize::from(start > 0);
+            assert!(text.contains(&format!("oldest first:\n{}\n\nCandidates", titles[start..].join(" || "))), "{setting} {u}: {text}");
+        }
+        assert_eq!(summary["budget_truncated"].as_u64().unwrap() as usize, truncated);
+    }
+    assert!(json(&dirs["eval-set:warm"].join("eval_set.json"))["budget_truncated"].as_u64().unwrap() > 0, "the budget binds on this data");
+    std::fs::remove_dir_all(&results).unwrap();
 }

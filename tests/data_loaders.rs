@@ -78,9 +78,9 @@ fn book_crossing_quoted_latin1_without_timestamps() {
     assert_eq!(col(&l.items, "publisher"), [s("Ballantine Books"), s("Heinle")]);
 }
 
-#[test]
-fn generic_csv_with_recipe_columns() {
-    let c = CsvColumns {
+/// The columns of the `csv` fixture.
+fn shop_columns() -> CsvColumns {
+    CsvColumns {
         interactions: "events.csv".into(),
         items: "catalog.csv".into(),
         user: "uid".into(),
@@ -89,7 +89,12 @@ fn generic_csv_with_recipe_columns() {
         rating: Some("stars".into()),
         title: "name".into(),
         delimiter: None,
-    };
+    }
+}
+
+#[test]
+fn generic_csv_with_recipe_columns() {
+    let c = shop_columns();
     let l = load(DatasetFormat::Csv, "tests/fixtures/data/csv", false, Some(&c)).unwrap();
     assert_eq!(pairs(&l).len(), 3);
     assert_eq!(table::opt_f64s(&l.interactions, "rating").unwrap(), [Some(5.0), Some(4.0), None]);
@@ -139,4 +144,48 @@ fn amazon_2014_python_metadata_and_2018_json() {
     let l = load(DatasetFormat::Amazon2018, "tests/fixtures/data/amazon2018", true, None).unwrap();
     assert_eq!(pairs(&l).len(), 2);
     assert_eq!(col(&l.items, "genres"), [s("Toys & Games|Building Toys"), None]);
+}
+
+#[test]
+fn amazon_gzipped_json_lines_read_directly() {
+    // The same files as amazon2018, gzipped; the metadata as two gzip members (`.jsonl.gz`).
+    let plain = load(DatasetFormat::Amazon2018, "tests/fixtures/data/amazon2018", true, None).unwrap();
+    let gz = load(DatasetFormat::Amazon2018, "tests/fixtures/data/amazon2018_gz", true, None).unwrap();
+    assert_eq!(pairs(&gz), pairs(&plain));
+    assert_eq!(col(&gz.items, "title"), col(&plain.items, "title"));
+    assert_eq!(col(&gz.items, "genres"), [s("Toys & Games|Building Toys"), None]);
+    assert!(gz.report.files[1].file.ends_with("meta_Toys.jsonl.gz"), "{:?}", gz.report);
+    // A file that is not gzip is an input problem naming the file.
+    let dir = std::env::temp_dir().join(format!("reccocktail-bad-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy("tests/fixtures/data/amazon2018/meta_Toys.json", dir.join("meta_Toys.json")).unwrap();
+    std::fs::write(dir.join("Toys_5.json.gz"), b"{\"not\": \"gzip\"}\n").unwrap();
+    let e = load(DatasetFormat::Amazon2018, dir.to_str().unwrap(), false, None).err().unwrap();
+    assert!(e.contains("Toys_5.json.gz: not a valid gzip file"), "{e}");
+    // Two reviews files (plain and gzipped) are ambiguous: both are named.
+    std::fs::copy("tests/fixtures/data/amazon2018/Toys_5.json", dir.join("Toys_5.json")).unwrap();
+    let e = load(DatasetFormat::Amazon2018, dir.to_str().unwrap(), false, None).err().unwrap();
+    assert!(e.contains("found 2 (Toys_5.json, Toys_5.json.gz)"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn item_fields_known_to_validate_are_the_loaders_columns() {
+    let fixtures = [
+        (DatasetFormat::Movielens100k, "tests/fixtures/data/ml100k"),
+        (DatasetFormat::Movielens1m, "tests/fixtures/data/ml1m"),
+        (DatasetFormat::MovielensLatest, "datasets/ml-latest-small-subset"),
+        (DatasetFormat::Recbole, "tests/fixtures/data/recbole"),
+        (DatasetFormat::BookCrossing, "tests/fixtures/data/bx"),
+        (DatasetFormat::Amazon2014, "tests/fixtures/data/amazon2014"),
+        (DatasetFormat::Amazon2018, "tests/fixtures/data/amazon2018"),
+    ];
+    for (format, dir) in fixtures {
+        let l = load(format, dir, false, None).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        assert_eq!(table::names(&l.items), loaders::item_fields(format).unwrap(), "{format:?}");
+    }
+    assert!(loaders::item_fields(DatasetFormat::Csv).is_none());
+    let c = shop_columns();
+    let l = load(DatasetFormat::Csv, "tests/fixtures/data/csv", false, Some(&c)).unwrap();
+    assert_eq!(table::names(&l.items), loaders::csv_item_fields(Path::new("tests/fixtures/data/csv"), &c).unwrap());
 }

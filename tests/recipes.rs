@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use reccocktail::plan::{self, CacheStatus};
-use reccocktail::recipe::{self, RecipeError, ResolvedRecipe};
+use reccocktail::recipe::{self, RecipeError, ResolvedRecipe, Severity};
 
 const SHIPPED: [&str; 2] = ["recipes/quickstart.toml", "recipes/cold_start_movies.toml"];
 
@@ -220,5 +220,88 @@ fn pathological_inputs_are_rejected_cleanly() {
             Err(RecipeError::Invalid(d)) => assert!(!d.items.is_empty()),
             other => panic!("expected a rejection, got {other:?}"),
         }
+    }
+}
+
+fn quickstart_variant(name: &str, text: &str) -> Result<recipe::LoadedRecipe, RecipeError> {
+    recipe::check_bytes(name, text.as_bytes(), Path::new("recipes"))
+}
+
+#[test]
+fn base_spirit_on_a_target_domain_warns_unless_allowed_or_refused() {
+    let text = std::fs::read_to_string("recipes/quickstart.toml").unwrap();
+    let spirit = "domains = [\"comedy\", \"action\", \"thriller\"]";
+    assert!(quickstart_variant("q.toml", &text).unwrap().warnings.is_empty());
+    let overlap = text.replace(spirit, "domains = [\"comedy\", \"action\", \"thriller\", \"drama\"]");
+    let loaded = quickstart_variant("overlap.toml", &overlap).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    let w = &loaded.warnings[0];
+    assert_eq!((w.code, w.severity, w.path.as_str()), ("target-overlap", Severity::Warning, "base_spirit.domains[3]"));
+    assert_eq!(&overlap[w.span.clone().unwrap()], "\"drama\"");
+    let report = loaded.warnings_report().unwrap().to_string();
+    assert!(report.starts_with("warning[target-overlap]: the base spirit trains on domain `drama`: the target domain of ingredient `drama`\n"), "{report}");
+    assert!(report.ends_with("overlap.toml: 1 warning"), "{report}");
+
+    let policy = |p: &str| overlap.replace("samples_per_user = 1\nmax_samples = 40", &format!("samples_per_user = 1\nmax_samples = 40\ntarget_overlap = \"{p}\""));
+    assert!(quickstart_variant("allow.toml", &policy("allow")).unwrap().warnings.is_empty());
+    match quickstart_variant("error.toml", &policy("error")) {
+        Err(RecipeError::Invalid(d)) => {
+            assert_eq!(d.items.len(), 1);
+            assert_eq!((d.items[0].code, d.items[0].severity), ("target-overlap", Severity::Error));
+            assert!(d.to_string().ends_with("error.toml: 1 problem found"));
+        }
+        other => panic!("expected the overlap to be refused: {:?}", other.map(|l| l.warnings)),
+    }
+
+    // The whole dataset the target domain is a slice of, and an identical slice under another name.
+    let slices = text
+        .replace("[domains.drama]", "[domains.all_movies]\ndataset = \"ml100k\"\n\n[domains.dramas]\ndataset = \"ml100k\"\nfilter = { field = \"genres\", any_of = [\"Drama\"] }\n\n[domains.drama]")
+        .replace(spirit, "domains = [\"comedy\", \"all_movies\", \"dramas\"]");
+    let loaded = quickstart_variant("slices.toml", &slices).unwrap();
+    let messages: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "the base spirit trains on domain `all_movies`, the whole dataset `ml100k` that `drama` is a slice of: the target domain of ingredient `drama`",
+            "the base spirit trains on domain `dramas`, the same slice of `ml100k` as `drama`: the target domain of ingredient `drama`",
+        ]
+    );
+}
+
+#[test]
+fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
+    let text = std::fs::read_to_string("recipes/quickstart.toml").unwrap();
+    let plan_of = |text: &str| plan::compile(&ResolvedRecipe::from_loaded(&quickstart_variant("k.toml", text).unwrap()).unwrap()).unwrap();
+    let key = |plan: &plan::Plan, id: &str| plan.stage(id).unwrap_or_else(|| panic!("no stage {id}")).key.clone();
+    let base = plan_of(&text);
+
+    let mixed = plan_of(&text.replace("max_samples = 40\n", "max_samples = 40\nmixture = { comedy = 0.5, action = 0.3, thriller = 0.2 }\n"));
+    assert_ne!(key(&mixed, "prompts:base_spirit"), key(&base, "prompts:base_spirit"));
+    assert_eq!(key(&mixed, "prompts:drama"), key(&base, "prompts:drama"));
+    assert_eq!(key(&mixed, "eval-set:warm"), key(&base, "eval-set:warm"));
+    let params = &mixed.stage("prompts:base_spirit").unwrap().params;
+    assert_eq!(params["mixture"], serde_json::json!([0.5, 0.3, 0.2]));
+
+    // The entropy arm adapts on 8 prompts of users disjoint from the test users (the default).
+    assert_eq!(base.stage("eval-set:warm").unwrap().params["adaptation"], serde_json::json!({ "disjoint": 8, "from_test": null }));
+    for changed in ["adaptation = { size = 12 }", "adaptation = { size = 8, disjoint_from_test = false }"] {
+        let p = plan_of(&text.replace("adaptation = { size = 8 }", changed));
+        assert_ne!(key(&p, "eval-set:warm"), key(&base, "eval-set:warm"), "{changed}");
+        assert_eq!(key(&p, "prompts:drama"), key(&base, "prompts:drama"));
+    }
+    // A second adaptive arm asking for less changes nothing: the largest size is prepared.
+    let smaller = text.replace("[evaluation]", "[[arms]]\nname = \"entropy_small\"\nmerge = { method = \"entropy\", adaptation = { size = 4 } }\n\n[evaluation]");
+    assert_eq!(key(&plan_of(&smaller), "eval-set:warm"), key(&base, "eval-set:warm"));
+    // Domain-level adaptation does not come from the evaluation sets.
+    let domain = plan_of(&text.replace("adaptation = { size = 8 }", "adaptation = { source = \"domain\", size = 8 }"));
+    assert_eq!(domain.stage("eval-set:warm").unwrap().params["adaptation"], serde_json::json!({ "disjoint": null, "from_test": null }));
+
+    // A history token budget: the prompt stages read the backbone's tokenizer, keys follow it.
+    let budget = |n: u32| plan_of(&text.replace("max_history = 8\n", &format!("max_history = 8\nhistory_token_budget = {n}\n")));
+    let (b40, b50) = (budget(40), budget(50));
+    for id in ["prompts:drama", "prompts:base_spirit", "eval-set:warm"] {
+        assert_ne!(key(&b40, id), key(&b50, id), "{id}");
+        assert!(b40.stage(id).unwrap().inputs.iter().any(|i| i == "fetch:smollm2-135m-instruct"), "{id}");
+        assert!(!base.stage(id).unwrap().inputs.iter().any(|i| i == "fetch:smollm2-135m-instruct"), "{id}");
     }
 }

@@ -141,9 +141,15 @@ pub fn render(s: &DataStats) -> String {
         let users = serde_json::to_value(e.users).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let _ = writeln!(
             o,
-            "\nsetting `{name}` ({users} users of `{}`): {} of {} test users eligible, {} evaluated, {} adaptation prompts; mean history {:.1}, {} candidates",
-            e.domain, e.eligible, e.domain_users, e.test, e.adaptation, e.mean_history, e.candidates
+            "\nsetting `{name}` ({users} users of `{}`): {} of {} test users eligible, {} evaluated; mean history {:.1}, {} candidates",
+            e.domain, e.eligible, e.domain_users, e.test, e.mean_history, e.candidates
         );
+        for (kind, set) in [("disjoint from the test users", &e.adaptation.disjoint), ("of the test users", &e.adaptation.from_test)] {
+            if let Some(a) = set {
+                let outside = if a.outside_selection > 0 { format!(", {} of users outside the selection", a.outside_selection) } else { String::new() };
+                let _ = writeln!(o, "  adaptation prompts {kind}: {} of {} requested{outside}", a.prompts, a.requested);
+            }
+        }
     }
     if let Some(ex) = &s.example {
         let _ = writeln!(o, "\nexample prompt\n--- instruction ---\n{}\n--- response ---\n{}", ex.instruction, ex.response);

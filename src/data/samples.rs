@@ -5,6 +5,7 @@ use polars::prelude::{Column, DataFrame};
 use super::candidates::CandidateSampler;
 use super::domain::DomainSplit;
 use super::{DataError, table};
+use crate::model::tokenizer::TextTokenizer;
 use crate::prompt::{PromptContext, PromptTemplate, Rendered};
 
 /// One rendered sample.
@@ -18,6 +19,8 @@ pub struct Sample {
     /// The instruction rendered with an empty history (the prior of calibrated scoring), when
     /// the renderer was asked for it.
     pub prior_instruction: Option<String>,
+    /// History items dropped (oldest first) to fit the history token budget.
+    pub budget_dropped: usize,
 }
 
 pub struct Renderer<'a> {
@@ -27,11 +30,33 @@ pub struct Renderer<'a> {
     k: u32,
     separator: String,
     prior: bool,
+    budget: Option<&'a HistoryBudget>,
+}
+
+/// `data.history_token_budget`: the history may add at most `tokens` tokens (backbone tokenizer)
+/// to the rendered instruction, measured as the instruction's tokens minus those of the same
+/// instruction with an empty history, so the template's own layout of the history (separators,
+/// numbering) counts; the oldest items are dropped until it fits (possibly all of them).
+pub struct HistoryBudget {
+    pub tokenizer: TextTokenizer,
+    pub tokens: u32,
+}
+
+impl HistoryBudget {
+    fn count(&self, text: &str) -> Result<usize, DataError> {
+        Ok(self.tokenizer.encode(text, false).map_err(|e| DataError::Invalid(format!("history token budget: {e}")))?.len())
+    }
 }
 
 impl<'a> Renderer<'a> {
     pub fn new(split: &'a DomainSplit, template: &'a PromptTemplate, separator: &str, k: u32, seed: u64) -> Self {
-        Self { split, sampler: CandidateSampler::new(split, seed), template, k, separator: separator.to_string(), prior: false }
+        Self { split, sampler: CandidateSampler::new(split, seed), template, k, separator: separator.to_string(), budget: None, prior: false }
+    }
+
+    /// Also truncate histories to a token budget.
+    pub fn with_budget(mut self, budget: Option<&'a HistoryBudget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Also render each sample's instruction with an empty history (`instruction_prior`).
@@ -47,7 +72,7 @@ impl<'a> Renderer<'a> {
             return Ok(None);
         };
         let title = |i: &u32| s.titles[*i as usize].clone();
-        let ctx = PromptContext {
+        let mut ctx = PromptContext {
             history: s.history(user, position).iter().map(title).collect(),
             candidates: candidates.iter().map(title).collect(),
             target: title(&s.sequences[user][position]),
@@ -55,9 +80,18 @@ impl<'a> Renderer<'a> {
             domain: s.settings.label.clone(),
             separator: self.separator.clone(),
         };
-        let rendered = self.template.render(&ctx)?;
+        let mut rendered = self.template.render(&ctx)?;
+        let mut budget_dropped = 0;
+        if let Some(b) = self.budget {
+            let base = b.count(&self.template.render(&PromptContext { history: Vec::new(), ..ctx.clone() })?.instruction)?;
+            while !ctx.history.is_empty() && b.count(&rendered.instruction)?.saturating_sub(base) > b.tokens as usize {
+                ctx.history.remove(0);
+                budget_dropped += 1;
+                rendered = self.template.render(&ctx)?;
+            }
+        }
         let prior_instruction = if self.prior { Some(self.template.render(&PromptContext { history: Vec::new(), ..ctx })?.instruction) } else { None };
-        Ok(Some(Sample { user, position, candidates, rendered, prior_instruction }))
+        Ok(Some(Sample { user, position, candidates, rendered, prior_instruction, budget_dropped }))
     }
 }
 
@@ -169,8 +203,27 @@ impl SampleTable {
         ])
     }
 
+    /// Unlabeled rows (adaptation): `kind` (the set name), `domain, user, position, instruction`,
+    /// in row order. No target, no response.
+    pub fn unlabeled_frame(&self) -> Result<DataFrame, DataError> {
+        unlabeled(self.samples_frame()?, &["set", "domain", "user", "position", "instruction"])
+    }
+
+    /// The candidate lists of unlabeled rows: `kind, user, slot, item, title` (which is the
+    /// target is not said).
+    pub fn unlabeled_candidates_frame(&self) -> Result<DataFrame, DataError> {
+        unlabeled(self.candidates_frame()?, &["set", "user", "slot", "item", "title"])
+    }
+
     /// The first row's rendered prompt, for summaries.
     pub fn example(&self) -> Option<Rendered> {
         self.instruction.first().map(|i| Rendered { instruction: i.clone(), response: self.response[0].clone() })
     }
+}
+
+/// The `keep` columns of a labelled frame, `set` renamed `kind`.
+fn unlabeled(df: DataFrame, keep: &[&str]) -> Result<DataFrame, DataError> {
+    let mut df = df.select(keep.iter().copied()).map_err(DataError::table("selecting unlabeled columns"))?;
+    df.rename("set", "kind".into()).map_err(DataError::table("renaming `set`"))?;
+    Ok(df)
 }

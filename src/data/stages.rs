@@ -12,7 +12,7 @@ use super::domain::{DomainSplit, SplitSummary};
 use super::loaders::{self, LoadOptions, LoadReport};
 use super::process::{self, Log, Step};
 use super::rng::{Rng, sample_keep_order};
-use super::samples::{Renderer, SampleTable};
+use super::samples::{HistoryBudget, Renderer, Sample, SampleTable};
 use super::{DataError, fetch, table};
 use crate::exec::StageContext;
 use crate::prompt::PromptTemplate;
@@ -111,6 +111,37 @@ pub struct DomainPrompts {
     pub users_seen: usize,
     /// Samples dropped because the domain has too few items outside the user's sequence.
     pub no_candidates: usize,
+    /// With a mixture: the domain's share of the total, and how many samples it lacked to fill it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<usize>,
+}
+
+/// Per-domain sample counts of a mixture: `total` (or, when `None`, the largest total every domain
+/// can fill) split by the normalized `weights` with largest-remainder rounding (ties: earlier
+/// domain first). Shares may exceed `available` only when `total` is given.
+pub fn mixture_quotas(weights: &[f64], available: &[usize], total: Option<u32>) -> Vec<usize> {
+    let apportion = |t: usize| -> Vec<usize> {
+        let exact: Vec<f64> = weights.iter().map(|w| w * t as f64).collect();
+        let mut q: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+        let mut order: Vec<usize> = (0..q.len()).collect();
+        order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+        for &d in order.iter().take(t.saturating_sub(q.iter().sum())) {
+            q[d] += 1;
+        }
+        q
+    };
+    if let Some(t) = total {
+        return apportion(t as usize);
+    }
+    let feasible = |q: &[usize]| q.iter().zip(available).all(|(q, a)| q <= a);
+    let mut t = weights.iter().zip(available).filter(|(w, _)| **w > 0.0).map(|(w, a)| (*a as f64 / w).floor() as usize).min().unwrap_or(0);
+    // Rounding can push one share past what its domain has: step down until every share fits.
+    while t > 0 && !feasible(&apportion(t)) {
+        t -= 1;
+    }
+    apportion(t)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,8 +151,20 @@ pub struct PromptsSummary {
     pub train: usize,
     pub valid: usize,
     pub domains: Vec<DomainPrompts>,
+    /// With `history_token_budget`: samples whose history lost items to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_truncated: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub example: Option<crate::prompt::Rendered>,
+}
+
+/// The history token budget of the recipe with the backbone's tokenizer (read from the stage's
+/// backbone: the fetched asset or the recipe's path; only the tokenizer is loaded).
+fn history_budget(ctx: &StageContext<'_>) -> Result<Option<HistoryBudget>, DataError> {
+    let Some(tokens) = ctx.resolved.data.history_token_budget else { return Ok(None) };
+    let path = crate::exec::backbone::backbone_path(ctx).map_err(|e| DataError::Invalid(format!("history_token_budget needs the backbone's tokenizer: {e}")))?;
+    let tokenizer = crate::model::load::load_tokenizer(&path).map_err(|e| DataError::Invalid(format!("history_token_budget needs the backbone's tokenizer: {e}")))?;
+    Ok(Some(HistoryBudget { tokenizer, tokens }))
 }
 
 pub fn prompts(ctx: &StageContext<'_>) -> Result<(), DataError> {
@@ -131,20 +174,36 @@ pub fn prompts(ctx: &StageContext<'_>) -> Result<(), DataError> {
     let (seed, k) = (ctx.resolved.experiment.seed, prompt_k(ctx));
     let (mut train, mut valid) = (SampleTable::default(), SampleTable::default());
     let (mut seen_d, mut seen_u, mut item_d, mut item_i) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let budget = history_budget(ctx)?;
+    let mut budget_truncated = 0;
     let mut domains = Vec::new();
-    for (input_id, domain) in ctx.stage.inputs.iter().zip(&a.domains) {
+    let mut splits = Vec::new();
+    for (input_id, domain) in ctx.stage.inputs.iter().filter(|i| i.starts_with("split:")).zip(&a.domains) {
         let (split, _) = DomainSplit::read(&ctx.inputs[input_id])?;
-        let r = Renderer::new(&split, &tmpl, sep, k, seed);
         let cap = a.samples_per_user.map(|c| c as usize).unwrap_or(usize::MAX);
-        let chosen: Vec<(usize, usize)> = (0..split.users.len()).flat_map(|u| split.positions(u).train.into_iter().take(cap).map(move |p| (u, p))).collect();
-        let chosen = sample_keep_order(chosen, a.max_samples, &mut Rng::derive(seed, &["train-samples", name, domain]));
+        let pool: Vec<(usize, usize)> = (0..split.users.len()).flat_map(|u| split.positions(u).train.into_iter().take(cap).map(move |p| (u, p))).collect();
+        splits.push((domain, split, pool));
+    }
+    // Samples per domain: its share of the mixture, or everything up to `max_samples` each.
+    let quotas: Vec<Option<usize>> = match &a.mixture {
+        Some(w) => mixture_quotas(w, &splits.iter().map(|s| s.2.len()).collect::<Vec<_>>(), a.max_samples).into_iter().map(Some).collect(),
+        None => vec![a.max_samples.map(|m| m as usize); splits.len()],
+    };
+    for ((domain, split, pool), quota) in splits.into_iter().zip(quotas) {
+        let r = Renderer::new(&split, &tmpl, sep, k, seed).with_budget(budget.as_ref());
+        let shortfall = a.mixture.as_ref().and(quota).map(|q| q.saturating_sub(pool.len()));
+        if let Some(n) = shortfall.filter(|n| *n > 0) {
+            (ctx.log)(&format!("adapter `{name}`: domain `{domain}` has {} training samples, {n} short of its mixture share", pool.len()));
+        }
+        let chosen = sample_keep_order(pool, quota.map(|q| q as u32), &mut Rng::derive(seed, &["train-samples", name, domain]));
         let valid_chosen: Vec<(usize, usize)> = (0..split.users.len()).map(|u| (u, split.positions(u).valid)).collect();
         let valid_chosen = sample_keep_order(valid_chosen, Some(a.max_valid_samples), &mut Rng::derive(seed, &["valid-samples", name, domain]));
-        let mut dp = DomainPrompts { domain: domain.clone(), ..Default::default() };
+        let mut dp = DomainPrompts { domain: domain.clone(), quota: a.mixture.as_ref().and(quota), shortfall, ..Default::default() };
         let (mut users, mut items) = (HashSet::new(), HashSet::new());
         for (u, p) in chosen {
             match r.render(u, p)? {
                 Some(s) => {
+                    budget_truncated += usize::from(s.budget_dropped > 0);
                     train.push("train", domain, &split, &s);
                     dp.train += 1;
                     users.insert(u);
@@ -156,6 +215,7 @@ pub fn prompts(ctx: &StageContext<'_>) -> Result<(), DataError> {
         for (u, p) in valid_chosen {
             match r.render(u, p)? {
                 Some(s) => {
+                    budget_truncated += usize::from(s.budget_dropped > 0);
                     valid.push("valid", domain, &split, &s);
                     dp.valid += 1;
                 }
@@ -186,7 +246,8 @@ pub fn prompts(ctx: &StageContext<'_>) -> Result<(), DataError> {
     table::write_parquet(&mut seen, &ctx.out.join("seen_users.parquet"))?;
     let mut seen = table::frame(vec![Column::new("domain".into(), item_d), Column::new("item".into(), item_i)])?;
     table::write_parquet(&mut seen, &ctx.out.join("seen_items.parquet"))?;
-    let summary = PromptsSummary { adapter: name.into(), k, train: train.len(), valid: valid.len(), domains, example: train.example() };
+    let budget_truncated = budget.is_some().then_some(budget_truncated);
+    let summary = PromptsSummary { adapter: name.into(), k, train: train.len(), valid: valid.len(), domains, budget_truncated, example: train.example() };
     table::write_json(&ctx.out.join("prompts.json"), &summary)
 }
 
@@ -212,12 +273,41 @@ pub struct EvalSetSummary {
     pub domain_users: usize,
     pub eligible: usize,
     pub test: usize,
-    /// Unlabeled adaptation prompts of eligible users not evaluated (disjoint from the test users).
-    pub adaptation: usize,
+    /// Unlabeled adaptation prompts for the adaptive entropy arms (`adaptation.parquet`).
+    pub adaptation: AdaptationSets,
     pub no_candidates: usize,
     pub mean_history: f64,
+    /// With `history_token_budget`: test prompts whose history lost items to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_truncated: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub example: Option<crate::prompt::Rendered>,
+}
+
+/// The two kinds of adaptation prompts: of users not evaluated (`disjoint_from_test = true`) and
+/// of the test users themselves (`false`; prompts only, never their targets). `None`: no arm asks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AdaptationSets {
+    pub disjoint: Option<AdaptationSet>,
+    pub from_test: Option<AdaptationSet>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AdaptationSet {
+    /// The largest `adaptation.size` the arms ask for.
+    pub requested: usize,
+    /// Prompts written; an arm of size n uses the first n of its kind.
+    pub prompts: usize,
+    /// Disjoint only: prompts of domain users outside the setting's selection, taken because
+    /// fewer eligible users than requested are left after the test users.
+    pub outside_selection: usize,
+    /// `requested - prompts`: the domain has no more users to give.
+    pub shortfall: usize,
+}
+
+/// The adaptation sizes an eval-set stage is asked for (its `adaptation` parameter).
+fn adaptation_request(ctx: &StageContext<'_>, kind: &str) -> Option<usize> {
+    ctx.stage.params["adaptation"][kind].as_u64().map(|n| n as usize)
 }
 
 /// Which test users of `split` a setting selects.
@@ -249,38 +339,79 @@ pub fn eval_set(ctx: &StageContext<'_>) -> Result<(), DataError> {
         None => None,
     };
     let seed = ctx.resolved.experiment.seed;
-    let mut pool = eligible(&split, s, seen.as_ref());
-    let eligible_n = pool.len();
+    let mut order = eligible(&split, s, seen.as_ref());
+    let eligible_n = order.len();
     let selection = serde_json::to_value(s.users).expect("enum").as_str().unwrap_or_default().to_string();
-    Rng::derive(seed, &["eval-users", &s.domain, &selection, &format!("{:?}", s.max_history)]).shuffle(&mut pool);
-    let n_test = s.max_users.map(|m| m as usize).unwrap_or(usize::MAX).min(pool.len());
-    let adaptation = pool.split_off(n_test);
-    pool.sort_unstable();
+    let tag = format!("{:?}", s.max_history);
+    Rng::derive(seed, &["eval-users", &s.domain, &selection, &tag]).shuffle(&mut order);
+    let n_test = s.max_users.map(|m| m as usize).unwrap_or(usize::MAX).min(order.len());
+    let rest = order.split_off(n_test);
 
     let (tmpl, sep) = template(ctx, &ctx.resolved.evaluation.template)?;
     let k = prompt_k(ctx);
+    let budget = history_budget(ctx)?;
     // Each prompt also without its history: the prior that `calibrated` scoring subtracts.
-    let r = Renderer::new(&split, &tmpl, sep, k, seed).with_prior();
-    let mut rows = SampleTable::default();
-    let (mut no_candidates, mut hist) = (0, 0usize);
-    let mut rendered = [0usize; 2];
-    for (which, (set, users)) in [("test", &pool), ("adaptation", &adaptation)].into_iter().enumerate() {
-        for &u in users {
-            let p = split.positions(u).test;
-            match r.render(u, p)? {
-                Some(sample) => {
-                    rows.push(set, &s.domain, &split, &sample);
-                    rendered[which] += 1;
-                    if which == 0 {
-                        hist += p;
-                    }
-                }
-                None => no_candidates += 1,
-            }
+    let r = Renderer::new(&split, &tmpl, sep, k, seed).with_budget(budget.as_ref()).with_prior();
+    let mut no_candidates = 0;
+    // Test users, rendered in their (seeded) selection order, written in user order.
+    let mut tests: Vec<Sample> = Vec::new();
+    for &u in &order {
+        match r.render(u, split.positions(u).test)? {
+            Some(sample) => tests.push(sample),
+            None => no_candidates += 1,
         }
     }
+    let mut rows = SampleTable::default();
+    let mut by_user: Vec<&Sample> = tests.iter().collect();
+    by_user.sort_by_key(|t| t.user);
+    for t in &by_user {
+        rows.push("test", &s.domain, &split, t);
+    }
+    let hist: usize = tests.iter().map(|t| t.position).sum();
+
+    // Adaptation prompts. Disjoint: eligible users not evaluated, then (if too few) the domain's
+    // other users, each in a seeded order. From the test users: the first ones of the selection.
+    let mut adapt = SampleTable::default();
+    let mut sets = AdaptationSets::default();
+    if let Some(want) = adaptation_request(ctx, "disjoint") {
+        let selected: HashSet<usize> = order.iter().chain(&rest).copied().collect();
+        let mut others: Vec<usize> = (0..split.users.len()).filter(|u| !selected.contains(u)).collect();
+        Rng::derive(seed, &["adaptation-others", &s.domain, &selection, &tag]).shuffle(&mut others);
+        let mut set = AdaptationSet { requested: want, ..Default::default() };
+        for (u, outside) in rest.iter().map(|&u| (u, false)).chain(others.into_iter().map(|u| (u, true))) {
+            if set.prompts == want {
+                break;
+            }
+            if let Some(sample) = r.render(u, split.positions(u).test)? {
+                adapt.push("disjoint", &s.domain, &split, &sample);
+                set.prompts += 1;
+                set.outside_selection += usize::from(outside);
+            }
+        }
+        set.shortfall = want - set.prompts;
+        sets.disjoint = Some(set);
+    }
+    if let Some(want) = adaptation_request(ctx, "from_test") {
+        let taken = want.min(tests.len());
+        for t in &tests[..taken] {
+            adapt.push("from_test", &s.domain, &split, t);
+        }
+        sets.from_test = Some(AdaptationSet { requested: want, prompts: taken, outside_selection: 0, shortfall: want - taken });
+    }
+    for (kind, set) in [("disjoint", &sets.disjoint), ("from_test", &sets.from_test)] {
+        if let Some(set) = set.as_ref().filter(|x| x.shortfall > 0 || x.outside_selection > 0) {
+            (ctx.log)(&format!(
+                "setting `{}`: {} of {} {kind} adaptation prompts ({} from users outside the selection)",
+                s.name, set.prompts, set.requested, set.outside_selection
+            ));
+        }
+    }
+
     table::write_parquet(&mut rows.samples_frame()?, &ctx.out.join("prompts.parquet"))?;
     table::write_parquet(&mut rows.candidates_frame()?, &ctx.out.join("candidates.parquet"))?;
+    table::write_parquet(&mut adapt.unlabeled_frame()?, &ctx.out.join("adaptation.parquet"))?;
+    table::write_parquet(&mut adapt.unlabeled_candidates_frame()?, &ctx.out.join("adaptation_candidates.parquet"))?;
+    let n = tests.len();
     let summary = EvalSetSummary {
         setting: s.name.clone(),
         domain: s.domain.clone(),
@@ -290,10 +421,11 @@ pub fn eval_set(ctx: &StageContext<'_>) -> Result<(), DataError> {
         candidates: split.settings.candidates,
         domain_users: split.users.len(),
         eligible: eligible_n,
-        test: rendered[0],
-        adaptation: rendered[1],
+        test: n,
+        adaptation: sets,
         no_candidates,
-        mean_history: if rendered[0] == 0 { 0.0 } else { hist as f64 / rendered[0] as f64 },
+        mean_history: if n == 0 { 0.0 } else { hist as f64 / n as f64 },
+        budget_truncated: budget.is_some().then(|| tests.iter().filter(|t| t.budget_dropped > 0).count()),
         example: rows.example(),
     };
     table::write_json(&ctx.out.join("eval_set.json"), &summary)?;
@@ -309,4 +441,33 @@ pub fn split_summary(dir: &Path) -> Result<SplitSummary, DataError> {
 /// The per-item training counts of a split, by item id (popularity).
 pub fn popularity(split: &DomainSplit) -> HashMap<String, u64> {
     split.items.iter().cloned().zip(split.train_counts()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mixture_quotas;
+
+    #[test]
+    fn mixture_shares_of_a_total_use_largest_remainders() {
+        assert_eq!(mixture_quotas(&[0.5, 0.3, 0.2], &[100, 100, 100], Some(10)), [5, 3, 2]);
+        // 7 x (0.5, 0.3, 0.2) = 3.5, 2.1, 1.4: the remaining one goes to the largest fraction.
+        assert_eq!(mixture_quotas(&[0.5, 0.3, 0.2], &[100, 100, 100], Some(7)), [4, 2, 1]);
+        // Equal fractions: the earlier domain first.
+        assert_eq!(mixture_quotas(&[0.5, 0.5], &[100, 100], Some(3)), [2, 1]);
+        // A given total may ask more than a domain has (the stage records the shortfall).
+        assert_eq!(mixture_quotas(&[0.5, 0.5], &[3, 100], Some(10)), [5, 5]);
+    }
+
+    #[test]
+    fn mixture_without_a_total_takes_the_most_every_domain_can_fill() {
+        // 0.25 of the total from a domain of 10 items: at most 40 in all.
+        assert_eq!(mixture_quotas(&[0.75, 0.25], &[100, 10], None), [30, 10]);
+        assert_eq!(mixture_quotas(&[0.75, 0.25], &[20, 100], None), [20, 6]);
+        for (w, a) in [(vec![1.0 / 3.0; 3], vec![7, 9, 8]), (vec![0.6, 0.4], vec![5, 5]), (vec![0.1, 0.9], vec![0, 50])] {
+            let q = mixture_quotas(&w, &a, None);
+            assert!(q.iter().zip(&a).all(|(q, a)| q <= a), "{w:?} {a:?} -> {q:?}");
+        }
+        assert_eq!(mixture_quotas(&[1.0 / 3.0; 3], &[7, 9, 8], None), [7, 7, 7]);
+        assert_eq!(mixture_quotas(&[0.1, 0.9], &[0, 50], None), [0, 0]);
+    }
 }

@@ -32,21 +32,22 @@ fn fail(m: String) -> StageError {
     StageError::Failed(m)
 }
 
-/// The setting's unlabeled adaptation prompts (rows of its eval set marked `adaptation`).
-fn from_eval_set(sm: &StageModel, dir: &std::path::Path, size: usize) -> Result<Vec<AdaptPrompt>, StageError> {
-    let prompts = table::read_parquet(&dir.join("prompts.parquet"))?;
-    let cands = table::read_parquet(&dir.join("candidates.parquet"))?;
-    let (set, user, instr) = (table::strs(&prompts, "set")?, table::strs(&prompts, "user")?, table::strs(&prompts, "instruction")?);
-    let (cset, cuser, title) = (table::strs(&cands, "set")?, table::strs(&cands, "user")?, table::strs(&cands, "title")?);
+/// The setting's unlabeled adaptation prompts of `kind` (`disjoint` or `from_test`): the first
+/// `size` rows of its eval set's `adaptation.parquet`, with their candidate lists.
+fn from_eval_set(sm: &StageModel, dir: &std::path::Path, kind: &str, size: usize) -> Result<Vec<AdaptPrompt>, StageError> {
+    let prompts = table::read_parquet(&dir.join("adaptation.parquet"))?;
+    let cands = table::read_parquet(&dir.join("adaptation_candidates.parquet"))?;
+    let (pkind, user, instr) = (table::strs(&prompts, "kind")?, table::strs(&prompts, "user")?, table::strs(&prompts, "instruction")?);
+    let (ckind, cuser, title) = (table::strs(&cands, "kind")?, table::strs(&cands, "user")?, table::strs(&cands, "title")?);
     let mut titles: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for k in 0..cuser.len() {
-        if cset[k] == "adaptation" {
+        if ckind[k] == kind {
             titles.entry(cuser[k].as_str()).or_default().push(title[k].as_str());
         }
     }
     let tok = &sm.text.tokenizer;
     let mut out = Vec::new();
-    for k in (0..user.len()).filter(|&k| set[k] == "adaptation").take(size) {
+    for k in (0..user.len()).filter(|&k| pkind[k] == kind).take(size) {
         let candidates = titles.get(user[k].as_str()).map(|t| t.iter().map(|t| sm.prompter.title_ids(tok, t)).collect::<Result<Vec<_>, _>>()).transpose()?.unwrap_or_default();
         out.push(AdaptPrompt { prompt: sm.prompter.prompt_ids(tok, &instr[k])?, candidates });
     }
@@ -120,7 +121,7 @@ pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeCon
         Err(_) => None,
     };
     let prompts: Vec<AdaptPrompt> = match (adaptation.source, backbone::input_dir(ctx, "eval-set:"), &split) {
-        (AdaptationSource::Setting, Ok(dir), _) => from_eval_set(&sm, dir, size)?,
+        (AdaptationSource::Setting, Ok(dir), _) => from_eval_set(&sm, dir, if adaptation.disjoint_from_test { "disjoint" } else { "from_test" }, size)?,
         (_, _, Some(split)) => from_split(ctx, &sm, split, size, "adaptation")?.into_iter().map(|l| l.prompt).collect(),
         _ => return Err(fail(format!("stage `{}` has neither an eval-set nor a split input to adapt on", ctx.stage.id))),
     };

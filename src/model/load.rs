@@ -50,6 +50,19 @@ pub struct TextModel {
     pub chat: Option<super::chat::ChatTemplate>,
 }
 
+/// Only the tokenizer of an HF model directory or a `.gguf` file (its metadata; no weights read).
+pub fn load_tokenizer(path: &Path) -> Result<super::tokenizer::TextTokenizer, ModelError> {
+    let other = |e: &dyn std::fmt::Display| ModelError::Invalid(format!("{}: {e}", path.display()));
+    if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        let file = super::gguf::GgufFile::open(path).map_err(|e| other(&e))?;
+        super::tokenizer::TextTokenizer::from_gguf_metadata(&file.metadata).map_err(|e| other(&e))
+    } else if path.is_dir() {
+        super::tokenizer::TextTokenizer::from_hf_dir(path).map_err(|e| other(&e))
+    } else {
+        Err(ModelError::Invalid(format!("{}: expected an HF model directory or a .gguf file", path.display())))
+    }
+}
+
 /// Load an HF model directory or a `.gguf` file with its tokenizer and chat template.
 pub fn load_text_model(path: &Path, device: &Device) -> Result<TextModel, ModelError> {
     let other = |e: &dyn std::fmt::Display| ModelError::Invalid(format!("{}: {e}", path.display()));

@@ -98,6 +98,12 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
 
     // Prompts ask for the top K with K the largest evaluation cut-off: it is part of their text.
     let prompt_k = r.evaluation.k.iter().copied().max().unwrap_or(1);
+    // A history token budget counts tokens with the backbone's tokenizer: the stages that render
+    // prompts then read the backbone (its tokenizer only) and its identity enters their keys.
+    let (tokenizer_inputs, tokenizer) = match r.data.history_token_budget {
+        Some(_) => (backbone_inputs.clone(), backbone.clone()),
+        None => (Vec::new(), Json::Null),
+    };
 
     // Adapters: prompts -> train, or import for pretrained ones.
     let mut adapter_ids = BTreeMap::new();
@@ -106,11 +112,12 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         let id = match &a.pretrained {
             Some(dir) => b.add(StageKind::Import, format!("import:{}", a.name), backbone_inputs.clone(), json!({ "adapter": a.name, "path": dir, "content": content_hash(dir)?, "backbone": backbone })),
             None => {
-                let inputs = a.domains.iter().map(|d| split_ids[d].clone()).collect();
+                let mut inputs: Vec<String> = a.domains.iter().map(|d| split_ids[d].clone()).collect();
+                inputs.extend(tokenizer_inputs.clone());
                 let params = json!({
                     "adapter": a.name, "role": a.role, "domains": a.domains, "template": template_ids[&a.template],
-                    "samples_per_user": a.samples_per_user, "max_samples": a.max_samples,
-                    "max_valid_samples": a.max_valid_samples, "seed": seed, "k": prompt_k,
+                    "samples_per_user": a.samples_per_user, "max_samples": a.max_samples, "mixture": a.mixture,
+                    "max_valid_samples": a.max_valid_samples, "seed": seed, "k": prompt_k, "tokenizer": tokenizer,
                 });
                 let prompts = b.add(StageKind::Prompts, format!("prompts:{}", a.name), inputs, params);
                 prompt_ids.insert(a.name.clone(), prompts.clone());
@@ -125,6 +132,19 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
 
     // Evaluation settings: users, candidate lists and prompts, fixed once for every arm.
     let ev = &r.evaluation;
+    // Unlabeled adaptation prompts that the adaptive entropy arms take from every setting: the
+    // largest size asked for, of users disjoint from the test users and of the test users.
+    let adaptation_size = |disjoint: bool| {
+        r.arms
+            .iter()
+            .filter(|a| a.merge.is_adaptive())
+            .filter_map(|a| match &a.merge {
+                MergeConfig::Entropy { adaptation, .. } if adaptation.disjoint_from_test == disjoint => Some(adaptation.size),
+                _ => None,
+            })
+            .max()
+    };
+    let adaptation = json!({ "disjoint": adaptation_size(true), "from_test": adaptation_size(false) });
     let mut eval_set_ids = BTreeMap::new();
     for s in &ev.settings {
         let mut inputs = vec![split_ids[&s.domain].clone()];
@@ -133,7 +153,8 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         if let Some(p) = s.ingredient.as_ref().and_then(|ing| prompt_ids.get(ing)) {
             inputs.push(p.clone());
         }
-        let params = json!({ "setting": s, "template": template_ids[&ev.template], "data": r.data, "seed": seed, "k": prompt_k });
+        inputs.extend(tokenizer_inputs.clone());
+        let params = json!({ "setting": s, "template": template_ids[&ev.template], "data": r.data, "seed": seed, "k": prompt_k, "adaptation": adaptation, "tokenizer": tokenizer });
         eval_set_ids.insert(s.name.clone(), b.add(StageKind::EvalSet, format!("eval-set:{}", s.name), inputs, params));
     }
 

@@ -3,9 +3,19 @@
 use std::fmt;
 use std::ops::Range;
 
+/// Whether a diagnostic rejects the recipe (`error`) or only informs (`warning`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    #[default]
+    Error,
+    Warning,
+}
+
 /// One problem in a recipe: where (byte span, key path) and what (message, optional help).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
+    pub severity: Severity,
     /// Short kebab-case category, stable for tests and tooling.
     pub code: &'static str,
     pub message: String,
@@ -18,7 +28,15 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(code: &'static str, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), path: path.into(), span: None, help: None }
+        Self { severity: Severity::Error, code, message: message.into(), path: path.into(), span: None, help: None }
+    }
+    /// The same diagnostic as a warning: reported, but the recipe stays valid.
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
     pub fn at(mut self, span: Option<Range<usize>>) -> Self {
         self.span = span;
@@ -34,7 +52,7 @@ impl Diagnostic {
     }
 }
 
-/// Every problem found in one recipe file, with the text needed to render them.
+/// Every problem found in one recipe file (errors, and warnings), with the text needed to render them.
 #[derive(Debug, Clone)]
 pub struct Diagnostics {
     /// The file name as the user gave it.
@@ -46,6 +64,10 @@ pub struct Diagnostics {
 impl Diagnostics {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    pub fn errors(&self) -> usize {
+        self.items.iter().filter(|d| d.is_error()).count()
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -68,7 +90,7 @@ impl Diagnostics {
             .map(|d| {
                 let (line, col) = d.span.as_ref().map_or((0, 0), |s| self.line_col(s.start));
                 serde_json::json!({
-                    "file": self.file, "line": line, "column": col, "path": d.path,
+                    "file": self.file, "line": line, "column": col, "path": d.path, "severity": d.severity,
                     "code": d.code, "message": d.message, "help": d.help,
                 })
             })
@@ -97,7 +119,8 @@ impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lines: Vec<&str> = self.source.split('\n').collect();
         for d in self.sorted() {
-            writeln!(f, "error[{}]: {}", d.code, d.message)?;
+            let level = if d.is_error() { "error" } else { "warning" };
+            writeln!(f, "{level}[{}]: {}", d.code, d.message)?;
             match &d.span {
                 Some(span) => {
                     let (line, col) = self.line_col(span.start);
@@ -130,8 +153,13 @@ impl fmt::Display for Diagnostics {
             }
             writeln!(f)?;
         }
-        let n = self.items.len();
-        write!(f, "{}: {} problem{} found", self.file, n, if n == 1 { "" } else { "s" })
+        let (errors, warnings) = (self.errors(), self.items.len() - self.errors());
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        match (errors, warnings) {
+            (e, 0) => write!(f, "{}: {e} problem{} found", self.file, s(e)),
+            (0, w) => write!(f, "{}: {w} warning{}", self.file, s(w)),
+            (e, w) => write!(f, "{}: {e} problem{} found ({w} warning{} too)", self.file, s(e), s(w)),
+        }
     }
 }
 

@@ -145,10 +145,14 @@ pub enum EntropyObjective {
 pub struct Adaptation {
     /// Default `setting`: each evaluated setting's own unlabeled prompts.
     pub source: Option<AdaptationSource>,
-    /// Number of unlabeled prompts. Default 50.
+    /// Number of unlabeled prompts. Default 50. With `source = "setting"`, the setting's evaluation
+    /// set prepares the largest size any arm asks for; an arm uses the first `size` of them.
     #[schemars(range(min = 1, max = 1000000))]
     pub size: Option<u32>,
-    /// Draw them from users outside the labelled test users. Default true.
+    /// Draw them from users outside the labelled test users: the setting's eligible users not
+    /// evaluated, then, if too few are left, the domain's other users (the evaluation set's
+    /// `eval_set.json` counts those and any shortfall). `false`: prompts of the test users
+    /// themselves (prompts only, never their targets). Default true.
     pub disjoint_from_test: Option<bool>,
 }
 

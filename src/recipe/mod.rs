@@ -15,7 +15,7 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{Diagnostic, Diagnostics};
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use resolve::ResolvedRecipe;
 pub use types::Recipe;
 
@@ -30,6 +30,15 @@ pub struct LoadedRecipe {
     pub base_dir: PathBuf,
     pub source: String,
     pub recipe: Recipe,
+    /// Warnings `validate` found (the recipe is valid; they are worth reading).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl LoadedRecipe {
+    /// The warnings, ready to render like errors; `None` when there are none.
+    pub fn warnings_report(&self) -> Option<Diagnostics> {
+        (!self.warnings.is_empty()).then(|| Diagnostics { file: self.path.display().to_string(), source: self.source.clone(), items: self.warnings.clone() })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +100,8 @@ pub fn check_bytes(file: &str, bytes: &[u8], base_dir: &Path) -> Result<LoadedRe
         }
     }
     match recipe {
-        Some(recipe) if items.is_empty() => {
-            Ok(LoadedRecipe { path: PathBuf::from(file), base_dir: base_dir.to_path_buf(), source, recipe })
+        Some(recipe) if items.iter().all(|d| !d.is_error()) => {
+            Ok(LoadedRecipe { path: PathBuf::from(file), base_dir: base_dir.to_path_buf(), source, recipe, warnings: items })
         }
         _ => Err(invalid(source, items)),
     }

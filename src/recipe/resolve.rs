@@ -117,6 +117,9 @@ pub struct ResolvedAdapter {
     pub template: String,
     pub samples_per_user: Option<u32>,
     pub max_samples: Option<u32>,
+    /// Normalized mixture weights, one per domain in `domains` order (base spirit only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<Vec<f64>>,
     pub max_valid_samples: u32,
     pub pretrained: Option<PathBuf>,
     pub lora: LoraConfig,
@@ -450,6 +453,10 @@ impl ResolvedRecipe {
                 template: a.template.clone(),
                 samples_per_user: a.samples_per_user,
                 max_samples: a.max_samples,
+                mixture: a.mixture.as_ref().map(|m| {
+                    let total: f64 = a.domains.iter().filter_map(|d| m.get(d)).sum();
+                    a.domains.iter().map(|d| m.get(d).copied().unwrap_or(0.0) / total).collect()
+                }),
                 max_valid_samples: a.max_valid_samples.unwrap_or(200),
                 pretrained: a.pretrained.as_ref().map(|p| anchor(base, p)),
                 lora: lora_config(a.lora.as_ref(), &r.lora),

@@ -12,6 +12,7 @@ use super::sweep;
 use super::types::*;
 use crate::assets::{self, AssetKind};
 use crate::backend::DeviceSpec;
+use crate::data::loaders;
 use crate::prompt::{PromptContext, PromptTemplate};
 
 /// A problem and the path of the value it is about (`on_key`: point at the key, not the value).
@@ -163,8 +164,42 @@ impl Checker<'_> {
 
     fn domains(&mut self) {
         for (name, d) in &self.recipe.domains {
-            self.reference(p(&[&"domains", name, &"dataset"]), &d.dataset, "dataset", self.recipe.datasets.keys().map(String::as_str));
+            if !self.reference(p(&[&"domains", name, &"dataset"]), &d.dataset, "dataset", self.recipe.datasets.keys().map(String::as_str)) {
+                continue;
+            }
+            if let Some(f) = &d.filter {
+                self.filter_field(name, &d.dataset, f);
+            }
         }
+    }
+
+    /// A domain filter must name an item field its dataset's format provides (for `csv`: the
+    /// columns of the items file, when it can be read now; the split stage checks it otherwise).
+    fn filter_field(&mut self, domain: &str, dataset: &str, f: &ItemFilter) {
+        let ds = &self.recipe.datasets[dataset];
+        let fields: Vec<String> = match (loaders::item_fields(ds.format), &ds.columns, &ds.path) {
+            (Some(known), _, _) => known.iter().map(|s| s.to_string()).collect(),
+            (None, Some(columns), Some(path)) => {
+                let full = self.base_dir.join(path);
+                let dir = if full.is_file() { full.parent().map(Path::to_path_buf).unwrap_or_default() } else { full };
+                match loaders::csv_item_fields(&dir, columns) {
+                    Ok(fields) => fields,
+                    Err(_) => return,
+                }
+            }
+            _ => return,
+        };
+        if fields.contains(&f.field) {
+            return;
+        }
+        let list = fields.join(", ");
+        let help = match did_you_mean(&f.field, fields.iter().map(String::as_str)) {
+            Some(s) => format!("{s} (item fields: {list})"),
+            None if ds.format == DatasetFormat::Recbole => format!("item fields: {list} (RecBole genre fields such as `class` are read as `genres`)"),
+            None => format!("item fields: {list}"),
+        };
+        let msg = format!("dataset `{dataset}` (format `{}`) has no item field `{}`", ds.format.name(), f.field);
+        self.err(p(&[&"domains", &domain, &"filter", &"field"]), "unknown-field", msg, Some(help));
     }
 
     fn templates(&mut self) {
@@ -252,11 +287,75 @@ impl Checker<'_> {
                     self.err(sub("pretrained"), "not-an-adapter", format!("`{}` has no adapter_config.json (expected a PEFT adapter directory)", pre.display()), None);
                 }
             }
+            if is_ingredient {
+                for (key, set) in [("mixture", a.mixture.is_some()), ("target_overlap", a.target_overlap.is_some())] {
+                    if set {
+                        self.err_key(sub(key), "conflict", format!("`{key}` applies to the base spirit only (an ingredient has one domain)"), None);
+                    }
+                }
+            } else {
+                self.mixture(&sub("mixture"), a);
+                self.target_overlap(a);
+            }
             if let Some(l) = &a.lora {
                 self.lora(&sub("lora"), l);
             }
             if let Some(t) = &a.training {
                 self.training(&sub("training"), t);
+            }
+        }
+    }
+
+    /// Mixture weights: one per domain of the base spirit, each greater than 0.
+    fn mixture(&mut self, at: &[PathSeg], a: &AdapterSpec) {
+        let Some(m) = &a.mixture else { return };
+        for (domain, w) in m {
+            let mut path = at.to_vec();
+            path.push(PathSeg::Key(domain.clone()));
+            if !a.domains.contains(domain) {
+                let help = did_you_mean(domain, a.domains.iter().map(String::as_str)).unwrap_or_else(|| format!("the base spirit's domains: {}", a.domains.join(", ")));
+                self.err_key(path, "mixture-domain", format!("`{domain}` is not one of the base spirit's domains"), Some(help));
+            } else if *w <= 0.0 {
+                self.err(path, "out-of-range", format!("a mixture weight must be greater than 0, found {w}"), Some("drop the domain from `domains` instead".into()));
+            }
+        }
+        let missing: Vec<&str> = a.domains.iter().filter(|d| !m.contains_key(*d)).map(String::as_str).collect();
+        if !missing.is_empty() {
+            self.err(at.to_vec(), "mixture-domain", format!("no mixture weight for domain{} {}", plural(missing.len()), missing.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")), Some("give every domain of `domains` a weight".into()));
+        }
+    }
+
+    /// The base spirit should not train on an ingredient's target domain (the paper excludes it).
+    fn target_overlap(&mut self, a: &AdapterSpec) {
+        let r = self.recipe;
+        let policy = a.target_overlap.unwrap_or(TargetOverlap::Warn);
+        if policy == TargetOverlap::Allow {
+            return;
+        }
+        for (i, d) in a.domains.iter().enumerate() {
+            let Some(dd) = r.domains.get(d) else { continue };
+            for (ing, spec) in &r.ingredients {
+                let Some(t) = spec.domains.first() else { continue };
+                let Some(td) = r.domains.get(t) else { continue };
+                let how = if d == t {
+                    format!("domain `{d}`")
+                } else if dd.dataset == td.dataset && same_filter(dd.filter.as_ref(), td.filter.as_ref()) {
+                    format!("domain `{d}`, the same slice of `{}` as `{t}`", dd.dataset)
+                } else if dd.dataset == td.dataset && dd.filter.is_none() {
+                    format!("domain `{d}`, the whole dataset `{}` that `{t}` is a slice of", dd.dataset)
+                } else {
+                    continue;
+                };
+                let msg = format!("the base spirit trains on {how}: the target domain of ingredient `{ing}`");
+                let help = Some(match policy {
+                    TargetOverlap::Error => "remove it from the base spirit's domains".to_string(),
+                    _ => "the paper's base spirit never sees the target domain; remove it, or say `target_overlap = \"allow\"` if intended".to_string(),
+                });
+                let mut path = p(&[&"base_spirit", &"domains"]);
+                path.push(PathSeg::Index(i));
+                let diagnostic = Diagnostic::new("target-overlap", "", msg).help_opt(help);
+                let diagnostic = if policy == TargetOverlap::Warn { diagnostic.warning() } else { diagnostic };
+                self.out.push(Located { path, on_key: false, diagnostic });
             }
         }
     }
@@ -443,6 +542,15 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+}
+
+/// Two domain filters select the same items (same field, same set of values).
+fn same_filter(a: Option<&ItemFilter>, b: Option<&ItemFilter>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.field == b.field && a.any_of.iter().collect::<BTreeSet<_>>() == b.any_of.iter().collect::<BTreeSet<_>>(),
+        _ => false,
     }
 }
 

@@ -219,7 +219,10 @@ pub struct DataSettings {
     /// Keep at most the last N history items in a prompt. Default 10.
     #[schemars(range(min = 1, max = 1000))]
     pub max_history: Option<u32>,
-    /// Also truncate histories (oldest first) to this many tokens. Default: no limit.
+    /// Also drop the oldest history items until the history adds at most this many tokens of the
+    /// backbone's tokenizer to the rendered instruction (its tokens minus those of the same
+    /// instruction with an empty history, so the template's separators count). The prompts and
+    /// evaluation sets then read the backbone's tokenizer. Default: no limit.
     #[schemars(range(min = 1))]
     pub history_token_budget: Option<u32>,
     /// Candidates per list: the target plus N-1 sampled negatives. Default 10.
@@ -374,9 +377,23 @@ pub struct AdapterSpec {
     /// Training prefixes per user and domain (the base spirit uses 1 in the paper). Default: all.
     #[schemars(range(min = 1))]
     pub samples_per_user: Option<u32>,
-    /// Cap on training samples per domain, chosen by seeded sampling. Default: no cap.
+    /// Cap on training samples per domain, chosen by seeded sampling; with a `mixture`, the cap on
+    /// the mixture's total. Default: no cap.
     #[schemars(range(min = 1))]
     pub max_samples: Option<u32>,
+    /// Base spirit only: the weight of each domain in the mixture, e.g.
+    /// `mixture = { comedy = 0.5, action = 0.3, thriller = 0.2 }` (every domain of `domains` once,
+    /// weights greater than 0, normalized to sum to 1). Each domain then contributes its share of
+    /// `max_samples` (largest-remainder rounding, drawn by seeded sampling); without `max_samples`,
+    /// the largest total whose shares every domain can fill. A domain with fewer samples than its
+    /// share gives all it has, and the prompts summary records the shortfall. Default: no mixture:
+    /// every domain contributes its samples up to `max_samples` each (so the mixture follows the
+    /// domains' sizes).
+    pub mixture: Option<BTreeMap<String, f64>>,
+    /// Base spirit only: what `validate` does when `domains` include an ingredient's target domain
+    /// (the same domain, an identical slice, or its whole dataset): the paper's base spirit never
+    /// sees the target domain. Default `warn`.
+    pub target_overlap: Option<TargetOverlap>,
     /// Cap on validation samples per domain. Default 200.
     #[schemars(range(min = 1))]
     pub max_valid_samples: Option<u32>,
@@ -384,6 +401,18 @@ pub struct AdapterSpec {
     pub pretrained: Option<PathBuf>,
     pub lora: Option<LoraSpec>,
     pub training: Option<TrainingSpec>,
+}
+
+/// What `validate` does when the base spirit would train on an ingredient's target domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetOverlap {
+    /// A warning: the recipe stays valid.
+    Warn,
+    /// An error: the recipe is rejected.
+    Error,
+    /// Nothing: the overlap is intended (e.g. an ablation).
+    Allow,
 }
 
 /// A merge arm: adapters combined into one cocktail by a merge method.

@@ -1,4 +1,5 @@
-//! Amazon reviews + metadata, JSON lines (files as distributed, decompressed):
+//! Amazon reviews + metadata, JSON lines (files as distributed: `.json` / `.jsonl`, or gzipped
+//! `.json.gz` / `.jsonl.gz`, read directly):
 //! - 2014 (McAuley et al.): `reviews_NAME[_5].json` (`reviewerID`, `asin`, `overall`,
 //!   `unixReviewTime`) and `meta_NAME.json`, whose lines are Python dict literals
 //!   (`{'asin': '...', 'title': '...', 'categories': [['Beauty', 'Makeup']]}`), or strict JSON;
@@ -14,13 +15,16 @@ use serde_json::Value;
 use super::{FileLog, Interactions, Items, LoadReport, Loaded, lines, Encoding};
 use crate::data::DataError;
 
+/// JSON lines file names the loader reads: plain or gzipped, as distributed.
+const ENDINGS: [&str; 4] = [".json", ".jsonl", ".json.gz", ".jsonl.gz"];
+
 fn find(dir: &Path, meta: bool) -> Result<PathBuf, DataError> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| DataError::Io { context: "cannot list", path: dir.to_path_buf(), source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let n = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            n.ends_with(".json") && n.starts_with("meta_") == meta
+            ENDINGS.iter().any(|e| n.ends_with(e)) && n.starts_with("meta_") == meta
         })
         .collect();
     found.sort();
@@ -28,9 +32,9 @@ fn find(dir: &Path, meta: bool) -> Result<PathBuf, DataError> {
         1 => Ok(found.remove(0)),
         n => {
             let what = if meta { "metadata file `meta_NAME.json`" } else { "reviews file (`reviews_NAME_5.json` or `NAME.json`)" };
-            let gz = std::fs::read_dir(dir).ok().into_iter().flatten().filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with(".json.gz"));
-            let hint = if gz { "; decompress the `.json.gz` files first (gunzip)" } else { "" };
-            Err(DataError::Missing(format!("format `amazon` expects exactly one {what} in {}, found {n}{hint}", dir.display())))
+            let names: Vec<String> = found.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().to_string()).collect();
+            let listed = if names.is_empty() { String::new() } else { format!(" ({})", names.join(", ")) };
+            Err(DataError::Missing(format!("format `amazon` expects exactly one {what} (`.json`, `.jsonl`, optionally `.gz`) in {}, found {n}{listed}", dir.display())))
         }
     }
 }

@@ -16,6 +16,18 @@ fn delimiter(c: &CsvColumns) -> Result<u8, DataError> {
     }
 }
 
+/// The item fields a CSV dataset yields: `item`, `title`, `genres`, then every other named column
+/// of its items file (read from the header only).
+pub fn item_fields(dir: &Path, c: &CsvColumns) -> Result<Vec<String>, DataError> {
+    let path = dir.join(&c.items);
+    let file = std::fs::File::open(&path).map_err(|source| DataError::Io { context: "cannot read", path: path.clone(), source })?;
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter(c)?).flexible(true).from_reader(std::io::BufReader::new(file));
+    let header = reader.headers().map_err(|e| DataError::Invalid(format!("{}:1: cannot read the header: {e}", path.display())))?;
+    let mut fields: Vec<String> = ["item", "title", "genres"].map(String::from).to_vec();
+    fields.extend(header.iter().map(str::trim).filter(|h| !h.is_empty() && *h != c.item && *h != c.title && *h != "genres").map(String::from));
+    Ok(fields)
+}
+
 pub fn load(dir: &Path, c: &CsvColumns, strict: bool) -> Result<Loaded, DataError> {
     let delim = delimiter(c)?;
     let path = dir.join(&c.interactions);

@@ -96,8 +96,16 @@ pub(crate) fn decode(bytes: &[u8], enc: Encoding) -> Option<String> {
     }
 }
 
+/// The file's bytes; a `.gz` file is decompressed (gzip, possibly several members).
 pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io { context: "cannot read", path: path.to_path_buf(), source })
+    let raw = std::fs::read(path).map_err(|source| DataError::Io { context: "cannot read", path: path.to_path_buf(), source })?;
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz")) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(raw.as_slice()), &mut out)
+        .map_err(|e| DataError::Invalid(format!("{}: not a valid gzip file: {e}", path.display())))?;
+    Ok(out)
 }
 
 /// The lines of a text file with their 1-based numbers, `\r\n` or `\n`, decoded; a line that is
@@ -236,6 +244,21 @@ pub struct LoadOptions<'a> {
     pub columns: Option<&'a CsvColumns>,
 }
 
+/// The item fields (columns of the items table) a format's loader yields, in order; `None` for
+/// `csv`, whose fields are the columns of its items file (see [`csv_item_fields`]). Domain filters
+/// name one of these; `validate` checks them against this list.
+pub fn item_fields(format: DatasetFormat) -> Option<&'static [&'static str]> {
+    match format {
+        DatasetFormat::Movielens100k | DatasetFormat::Recbole => Some(&["item", "title", "genres", "year"]),
+        DatasetFormat::Movielens1m | DatasetFormat::MovielensLatest => Some(&["item", "title", "genres"]),
+        DatasetFormat::BookCrossing => Some(&["item", "title", "genres", "author", "year", "publisher"]),
+        DatasetFormat::Amazon2014 | DatasetFormat::Amazon2018 => Some(&["item", "title", "genres", "brand"]),
+        DatasetFormat::Csv => None,
+    }
+}
+
+pub use csv_generic::item_fields as csv_item_fields;
+
 /// Load a dataset from `path` (its directory, or for some formats one of its files).
 pub fn load(format: DatasetFormat, path: &Path, opts: &LoadOptions<'_>) -> Result<Loaded, DataError> {
     let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.to_path_buf() };
@@ -254,6 +277,52 @@ pub fn load(format: DatasetFormat, path: &Path, opts: &LoadOptions<'_>) -> Resul
         }
         DatasetFormat::Amazon2014 | DatasetFormat::Amazon2018 => amazon::load(&dir, opts.strict),
     }
+}
+
+/// How a MovieLens ratings file lays out `user, item, rating, timestamp`.
+pub(crate) enum RatingLayout {
+    /// No header; the four fields separated by `sep` (100K: tab, 1M: `::`), latin-1.
+    Plain { sep: &'static str, names: &'static str },
+    /// A UTF-8 CSV file whose header names the four columns (latest).
+    Csv { columns: [&'static str; 4] },
+}
+
+/// Read a MovieLens ratings file into interactions; bad rows go to the report (fatal if strict).
+pub(crate) fn movielens_ratings(path: &Path, layout: RatingLayout, strict: bool) -> Result<(Interactions, FileReport), DataError> {
+    let mut inter = Interactions::default();
+    let mut log = FileLog::new(path, strict);
+    let mut push = |line: u64, f: [&str; 4], log: &mut FileLog| {
+        if f[0].trim().is_empty() || f[1].trim().is_empty() {
+            return log.bad(line, "empty user or item id");
+        }
+        match (parse_rating(f[2]), parse_timestamp(f[3])) {
+            (Ok(r), Ok(t)) => {
+                inter.push(f[0].trim(), f[1].trim(), t, r);
+                Ok(())
+            }
+            (Err(e), _) | (_, Err(e)) => log.bad(line, e),
+        }
+    };
+    match layout {
+        RatingLayout::Plain { sep, names } => {
+            lines(path, Encoding::Latin1, &mut log, false, |line, text, log| match <[&str; 4]>::try_from(text.split(sep).collect::<Vec<_>>()) {
+                Ok(f) => push(line, f, log),
+                Err(f) => log.bad(line, format!("{} fields, expected 4 ({names})", f.len())),
+            })?;
+        }
+        RatingLayout::Csv { columns } => {
+            let csv = Delimited::open(path, b',', Encoding::Utf8, None)?;
+            let cols = [csv.column(columns[0])?, csv.column(columns[1])?, csv.column(columns[2])?, csv.column(columns[3])?];
+            let width = cols.iter().max().expect("four columns") + 1;
+            csv.rows(&mut log, |line, f, log| {
+                if f.len() < width {
+                    return log.bad(line, format!("{} fields, expected {width}", f.len()));
+                }
+                push(line, cols.map(|c| f[c].as_str()), log)
+            })?;
+        }
+    }
+    Ok((inter, log.finish()))
 }
 
 /// A delimited file with quoting (csv crate), each field decoded in the file's encoding.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Encoding, FileLog, Interactions, Items, LoadReport, Loaded, file_in, lines, parse_rating, parse_timestamp};
+use super::{Encoding, FileLog, Items, LoadReport, Loaded, RatingLayout, file_in, lines, movielens_ratings};
 use crate::data::DataError;
 
 /// The genre flags of `u.item`, in order (as listed in `u.genre`).
@@ -15,22 +15,7 @@ pub const GENRES: [&str; 19] = [
 pub fn load(dir: &Path, strict: bool) -> Result<Loaded, DataError> {
     let data = file_in(dir, "u.data", "movielens_100k")?;
     let item = file_in(dir, "u.item", "movielens_100k")?;
-    let mut inter = Interactions::default();
-    let mut log = FileLog::new(&data, strict);
-    lines(&data, Encoding::Latin1, &mut log, false, |line, text, log| {
-        let f: Vec<&str> = text.split('\t').collect();
-        if f.len() != 4 {
-            return log.bad(line, format!("{} fields, expected 4 (user, item, rating, timestamp)", f.len()));
-        }
-        match (parse_rating(f[2]), parse_timestamp(f[3])) {
-            (Ok(r), Ok(t)) => {
-                inter.push(f[0].trim(), f[1].trim(), t, r);
-                Ok(())
-            }
-            (Err(e), _) | (_, Err(e)) => log.bad(line, e),
-        }
-    })?;
-    let data_report = log.finish();
+    let (inter, data_report) = movielens_ratings(&data, RatingLayout::Plain { sep: "\t", names: "user, item, rating, timestamp" }, strict)?;
 
     let mut items = Items::new(&["year"]);
     let mut log = FileLog::new(&item, strict);

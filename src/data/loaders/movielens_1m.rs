@@ -3,28 +3,13 @@
 
 use std::path::Path;
 
-use super::{Encoding, FileLog, Interactions, Items, LoadReport, Loaded, file_in, lines, parse_rating, parse_timestamp};
+use super::{Encoding, FileLog, Items, LoadReport, Loaded, RatingLayout, file_in, lines, movielens_ratings};
 use crate::data::DataError;
 
 pub fn load(dir: &Path, strict: bool) -> Result<Loaded, DataError> {
     let ratings = file_in(dir, "ratings.dat", "movielens_1m")?;
     let movies = file_in(dir, "movies.dat", "movielens_1m")?;
-    let mut inter = Interactions::default();
-    let mut log = FileLog::new(&ratings, strict);
-    lines(&ratings, Encoding::Latin1, &mut log, false, |line, text, log| {
-        let f: Vec<&str> = text.split("::").collect();
-        if f.len() != 4 {
-            return log.bad(line, format!("{} fields, expected 4 (UserID::MovieID::Rating::Timestamp)", f.len()));
-        }
-        match (parse_rating(f[2]), parse_timestamp(f[3])) {
-            (Ok(r), Ok(t)) => {
-                inter.push(f[0].trim(), f[1].trim(), t, r);
-                Ok(())
-            }
-            (Err(e), _) | (_, Err(e)) => log.bad(line, e),
-        }
-    })?;
-    let ratings_report = log.finish();
+    let (inter, ratings_report) = movielens_ratings(&ratings, RatingLayout::Plain { sep: "::", names: "UserID::MovieID::Rating::Timestamp" }, strict)?;
 
     let mut items = Items::new::<&str>(&[]);
     let mut log = FileLog::new(&movies, strict);
