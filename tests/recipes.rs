@@ -229,7 +229,7 @@ fn quickstart_variant(name: &str, text: &str) -> Result<recipe::LoadedRecipe, Re
 
 #[test]
 fn base_spirit_on_a_target_domain_warns_unless_allowed_or_refused() {
-    let text = std::fs::read_to_string("recipes/quickstart.toml").unwrap();
+    let text = std::fs::read_to_string("tests/recipes/quickstart_variants.toml").unwrap();
     let spirit = "domains = [\"comedy\", \"action\", \"thriller\"]";
     assert!(quickstart_variant("q.toml", &text).unwrap().warnings.is_empty());
     let overlap = text.replace(spirit, "domains = [\"comedy\", \"action\", \"thriller\", \"drama\"]");
@@ -270,7 +270,7 @@ fn base_spirit_on_a_target_domain_warns_unless_allowed_or_refused() {
 
 #[test]
 fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
-    let text = std::fs::read_to_string("recipes/quickstart.toml").unwrap();
+    let text = std::fs::read_to_string("tests/recipes/quickstart_variants.toml").unwrap();
     let plan_of = |text: &str| plan::compile(&ResolvedRecipe::from_loaded(&quickstart_variant("k.toml", text).unwrap()).unwrap()).unwrap();
     let key = |plan: &plan::Plan, id: &str| plan.stage(id).unwrap_or_else(|| panic!("no stage {id}")).key.clone();
     let base = plan_of(&text);

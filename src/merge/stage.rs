@@ -136,7 +136,9 @@ mod tests {
         let runtime = crate::backend::select(crate::recipe::types::BackendChoice::Auto, crate::backend::DeviceSpec::Cpu, None).unwrap();
         let lines = std::cell::RefCell::new(Vec::new());
         let log = |l: &str| lines.borrow_mut().push(l.to_string());
-        let ctx = StageContext { resolved: &resolved, plan: &plan, stage, inputs, out: &out, scratch: tmp.join("scratch"), run_dir: &tmp, runtime: &runtime, log: &log };
+        let failed = std::collections::BTreeMap::new();
+        let progress = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+        let ctx = StageContext { resolved: &resolved, plan: &plan, stage, inputs, failed_inputs: &failed, out: &out, scratch: tmp.join("scratch"), run_dir: &tmp, runtime: &runtime, log: &log, progress: &progress };
         crate::exec::stages::run_stage(&ctx).unwrap();
         let merged = PeftAdapter::read(&out.join("adapter")).unwrap();
         assert_eq!(merged.modules[&(0, crate::model::lora::Proj::Q)].a.shape[0], 5);
