@@ -60,11 +60,11 @@ fn coefficient_gradients_match_finite_differences() {
     let modules = entropy::covered_modules(model, &adapters);
     // One clamp coefficient per adapter for the whole model: dL/dθ_i = sum over modules of dL/dw_{m,i}.
     let l = Learnable::new(modules.clone(), 2, Granularity::Model, Parameterization::Clamp, 1.0, &[0.6, 0.9]);
-    entropy::attach_weighted(model, &adapters, &l.weights());
+    entropy::attach_weighted(model, &adapters, &l.weights(), true);
     let grads = entropy::candidate_entropy(model, &prompts[0], false).backward();
     let analytic = l.pull_back(&entropy::weight_grads_for_tests(model, &adapters, &modules, &grads));
     let loss_at = |model: &mut reccocktail::model::Llama, w: &BTreeMap<_, Vec<f64>>| -> f64 {
-        entropy::attach_weighted(model, &adapters, w);
+        entropy::attach_weighted(model, &adapters, w, false);
         entropy::candidate_entropy(model, &prompts[0], false).without_autodiff().into_scalar::<f32>() as f64
     };
     let h = 1e-2;

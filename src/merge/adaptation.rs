@@ -83,7 +83,7 @@ fn from_split(ctx: &StageContext<'_>, sm: &StageModel, split: &DomainSplit, size
 
 /// Mean reciprocal rank of the targets (ties: the target loses) under the current weights.
 fn validation_mrr(model: &mut crate::model::Llama, adapters: &[PeftAdapter], l: &Learnable, valid: &[Labelled], mean: bool) -> f64 {
-    entropy::attach_weighted(model, adapters, &l.weights());
+    entropy::attach_weighted(model, adapters, &l.weights(), false);
     let rr: Vec<f64> = valid
         .iter()
         .map(|v| {

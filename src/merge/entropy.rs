@@ -71,9 +71,9 @@ pub fn covered_modules(model: &Llama, adapters: &[PeftAdapter]) -> Vec<(usize, P
     model.projections().into_iter().map(|(l, p, _)| (l, p)).filter(|m| adapters.iter().any(|a| a.modules.contains_key(m))).collect()
 }
 
-/// Attach every adapter to `model` with A scaled by its weight; the scaled A's take gradients
-/// when the model is on an autodiff device.
-pub fn attach_weighted(model: &mut Llama, adapters: &[PeftAdapter], weights: &BTreeMap<(usize, Proj), Vec<f64>>) {
+/// Attach every adapter to `model` with A scaled by its weight; with `trainable`, the scaled A's
+/// take gradients (on an autodiff device); otherwise nothing is tracked and no graph is recorded.
+pub fn attach_weighted(model: &mut Llama, adapters: &[PeftAdapter], weights: &BTreeMap<(usize, Proj), Vec<f64>>, trainable: bool) {
     let device = model.device();
     for (layer, proj, lin) in model.projections_mut() {
         lin.adapters.clear();
@@ -82,7 +82,7 @@ pub fn attach_weighted(model: &mut Llama, adapters: &[PeftAdapter], weights: &BT
             let Some(pair) = ad.modules.get(&(layer, proj)) else { continue };
             let (r, d_in, d_out) = (pair.a.shape[0], pair.a.shape[1], pair.b.shape[0]);
             let a: Vec<f32> = transpose(r, d_in, &pair.a.data).into_iter().map(|x| x * w[i] as f32).collect();
-            let a = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(a, [d_in, r]), &device));
+            let a = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(a, [d_in, r]), &device)).set_require_grad(trainable);
             let b = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(transpose(d_out, r, &pair.b.data), [r, d_out]), &device)).set_require_grad(false);
             lin.adapters.push(LoraFactors::new(a, b, ad.config.scale(layer, proj), 0.0));
         }
@@ -158,18 +158,22 @@ pub fn title_token_positions(tok: &TextTokenizer, generated: &[u32], separator: 
     out
 }
 
-/// Mean next-token entropy at the first tokens of each title of the greedy answer; `None` when
-/// the answer has no title.
-pub fn token_entropy(model: &Llama, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> Option<Tensor<1>> {
+/// The model's greedy answer to `prompt` (generate with a non-trainable attachment: no graph).
+pub fn greedy_answer(model: &Llama, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> Vec<u32> {
     let cfg = GenerationConfig { max_new_tokens: s.max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos_ids: tok.eos_ids().to_vec() };
-    let generated = generate(model, prompt, &cfg, &mut |_| false);
-    let positions = title_token_positions(tok, &generated, &s.separator, s.first_k_tokens);
+    generate(model, prompt, &cfg, &mut |_| false)
+}
+
+/// Mean next-token entropy at the first tokens of each title of `generated` (the answer to
+/// `prompt`), in one teacher-forced pass; `None` when the answer has no title.
+pub fn token_entropy(model: &Llama, tok: &TextTokenizer, prompt: &[u32], generated: &[u32], s: &EntropySettings) -> Option<Tensor<1>> {
+    let positions = title_token_positions(tok, generated, &s.separator, s.first_k_tokens);
     if positions.is_empty() {
         return None;
     }
     let mut ids = prompt.to_vec();
-    ids.extend_from_slice(&generated);
-    let input = pad_batch(model, &[ids.clone()], 0, Padding::Right).input;
+    ids.extend_from_slice(generated);
+    let input = pad_batch(model, &[ids], 0, Padding::Right).input;
     let hidden = model.hidden(&input, None);
     let [_, t, h] = hidden.dims();
     // Token j of the answer is predicted at position len(prompt) + j - 1.
@@ -180,17 +184,26 @@ pub fn token_entropy(model: &Llama, tok: &TextTokenizer, prompt: &[u32], s: &Ent
     Some((logp.clone().exp() * logp).sum().neg().div_scalar(n as f64))
 }
 
-fn objective(model: &Llama, tok: &TextTokenizer, p: &AdaptPrompt, s: &EntropySettings) -> Option<Tensor<1>> {
+/// The objective of one prompt at weights `w`, attached trainable (for a step) or not.
+fn objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], w: &BTreeMap<(usize, Proj), Vec<f64>>, p: &AdaptPrompt, s: &EntropySettings, trainable: bool) -> Option<Tensor<1>> {
     match s.objective {
-        EntropyObjective::CandidateEntropy => (p.candidates.len() > 1).then(|| candidate_entropy(model, p, s.mean_scores)),
-        EntropyObjective::TokenEntropy => token_entropy(model, tok, &p.prompt, s),
+        EntropyObjective::CandidateEntropy => {
+            attach_weighted(model, adapters, w, trainable);
+            (p.candidates.len() > 1).then(|| candidate_entropy(model, p, s.mean_scores))
+        }
+        EntropyObjective::TokenEntropy => {
+            attach_weighted(model, adapters, w, false);
+            let generated = greedy_answer(model, tok, &p.prompt, s);
+            attach_weighted(model, adapters, w, trainable);
+            token_entropy(model, tok, &p.prompt, &generated, s)
+        }
     }
 }
 
 /// Mean objective over `prompts` at the given weights (no update).
 pub fn mean_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], l: &Learnable, prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
-    attach_weighted(model, adapters, &l.weights());
-    let vals: Vec<f64> = prompts.iter().filter_map(|p| objective(model, tok, p, s)).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect();
+    let w = l.weights();
+    let vals: Vec<f64> = prompts.iter().filter_map(|p| objective(model, tok, adapters, &w, p, s, false)).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect();
     if vals.is_empty() { f64::NAN } else { vals.iter().sum::<f64>() / vals.len() as f64 }
 }
 
@@ -204,8 +217,7 @@ pub fn adapt(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], p
     let mut step = 0;
     for epoch in 0..s.epochs {
         for p in prompts {
-            attach_weighted(model, adapters, &l.weights());
-            let Some(loss) = objective(model, tok, p, s) else { continue };
+            let Some(loss) = objective(model, tok, adapters, &l.weights(), p, s, true) else { continue };
             let grads = loss.backward();
             let value = loss.without_autodiff().into_scalar::<f32>() as f64;
             let dw = weight_grads(model, adapters, &modules, &grads);

@@ -74,9 +74,10 @@ impl LoraState {
         self.modules.iter().map(|m| m.a.len() + m.b.len()).sum()
     }
 
-    /// Replace the adapters of `model`'s target modules by these factors. On an autodiff device
-    /// they require gradients (and `dropout` applies to their input); the base stays frozen.
-    pub fn attach(&self, model: &mut Llama, dropout: f64) {
+    /// Replace the adapters of `model`'s target modules by these factors. With `trainable`, on an
+    /// autodiff device, they require gradients (and `dropout` applies to their input); otherwise
+    /// nothing is tracked, so a forward pass records no graph. The base stays frozen.
+    pub fn attach(&self, model: &mut Llama, dropout: f64, trainable: bool) {
         let device = model.device();
         let r = self.rank;
         let scale = self.scale();
@@ -86,7 +87,8 @@ impl LoraState {
             let Some(m) = it.peek().filter(|m| m.layer == layer && m.proj == proj) else { continue };
             let a = Tensor::<2>::from_data(TensorData::new(m.a.clone(), [m.d_in, r]), &device);
             let b = Tensor::<2>::from_data(TensorData::new(m.b.clone(), [r, m.d_out]), &device);
-            lin.adapters.push(LoraFactors::new(Param::from_tensor(a), Param::from_tensor(b), scale, dropout));
+            let (a, b) = (Param::from_tensor(a).set_require_grad(trainable), Param::from_tensor(b).set_require_grad(trainable));
+            lin.adapters.push(LoraFactors::new(a, b, scale, dropout));
             it.next();
         }
     }

@@ -90,7 +90,8 @@ pub fn nll_sum(model: &Llama, batch: &TrainBatch) -> Tensor<1> {
 
 /// Mean validation loss per response token (no dropout, no gradients kept).
 pub fn validation_loss(model: &mut Llama, state: &LoraState, valid: &[Encoded], batch_size: usize, pad_id: u32) -> f64 {
-    state.attach(model, 0.0);
+    // Nothing tracked: validation on the training device records no autodiff graph.
+    state.attach(model, 0.0, false);
     let device = model.device();
     let (mut total, mut n) = (0.0f64, 0usize);
     let refs: Vec<&Encoded> = valid.iter().collect();
@@ -154,7 +155,7 @@ pub fn train(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &Lor
             let mut acc: Vec<Vec<f32>> = Vec::new();
             let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
             for batch_idx in group {
-                ck.state.attach(model, lora.dropout);
+                ck.state.attach(model, lora.dropout, true);
                 let samples: Vec<&Encoded> = batch_idx.iter().map(|&i| &train[i]).collect();
                 let batch = TrainBatch::new(&samples, pad_id, &device);
                 tokens += batch.tokens;
