@@ -327,7 +327,10 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
         }
         Command::Bench { what: Some(BenchCommand::Eval { model, users, candidates, history, k, max_new_tokens, titles, template, backend, threads }), .. } => {
             let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
-            bench_eval(&model, users, candidates, history, k, max_new_tokens, &titles, &template, &runtime)
+            let spec = crate::eval::bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: "||".into(), seed: 42 };
+            let r = crate::eval::bench::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device)?;
+            eprintln!("{}", r.line());
+            print_json(&serde_json::json!({ "backend": runtime.backend, "eval": r }))
         }
         Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, prompts } if workload == "train" => {
             let model = model.ok_or_else(|| Error::Usage("bench needs --model PATH".into()))?;
@@ -453,28 +456,4 @@ fn validate(recipes: &[PathBuf], json: bool) -> Result<(), Error> {
     } else {
         Ok(())
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn bench_eval(model: &Path, users: usize, candidates: usize, history: usize, k: u32, max_new_tokens: usize, titles: &Path, template: &Path, runtime: &backend::Runtime) -> Result<(), Error> {
-    use crate::eval::bench;
-    let stage = |e: exec::StageError| Error::Usage(e.to_string());
-    let titles = bench::read_titles(titles).map_err(stage)?;
-    let template = crate::prompt::PromptTemplate::load(template).map_err(|e| Error::Usage(e.to_string()))?;
-    let spec = bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: "||".into(), seed: 42 };
-    let test_users = bench::synthetic_users(&titles, &template, &spec).map_err(stage)?;
-    let mut m = crate::model::load::load_text_model(model, &runtime.device).map_err(Error::Model)?;
-    let backbone = crate::recipe::resolve::ResolvedBackbone {
-        source: crate::recipe::resolve::Source::Path { path: model.to_path_buf() },
-        dtype: crate::recipe::types::Dtype::F32,
-        system_prompt: crate::recipe::resolve::DEFAULT_SYSTEM_PROMPT.into(),
-        chat_template: true,
-    };
-    let prompter = crate::exec::backbone::Prompter::new(&backbone, m.chat.take());
-    let r = bench::run(&m, &prompter, &test_users, max_new_tokens, &spec.separator, spec.seed).map_err(|e| Error::Model(crate::model::ModelError::Other(format!("benchmark: {e}"))))?;
-    eprintln!(
-        "likelihood {:.3} users/s | generate {:.3} users/s ({} new tokens max, {:.1} items) | ratio {:.2}x ({} users, {} candidates, {:.0} prompt tokens)",
-        r.likelihood.users_per_s, r.generate.users_per_s, r.max_new_tokens, r.mean_generated_items, r.ratio, r.users, r.candidates, r.mean_prompt_tokens
-    );
-    print_json(&serde_json::json!({ "backend": runtime.backend, "eval": r }))
 }

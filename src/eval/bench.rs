@@ -12,9 +12,10 @@ use super::stage::{EvalParams, evaluate_users};
 use crate::data::rng::Rng;
 use crate::exec::StageError;
 use crate::exec::backbone::Prompter;
-use crate::model::load::TextModel;
+use crate::model::load::{TextModel, load_text_model};
 use crate::prompt::{PromptContext, PromptTemplate};
-use crate::recipe::types::{Metric, Protocol, Scoring};
+use crate::recipe::resolve::{DEFAULT_SYSTEM_PROMPT, ResolvedBackbone, Source};
+use crate::recipe::types::{Dtype, Metric, Protocol, Scoring};
 
 /// How the benchmark's synthetic users are built.
 #[derive(Debug, Clone)]
@@ -94,6 +95,29 @@ pub struct EvalBench {
     pub generate: ProtocolTiming,
     /// likelihood users/s over generate users/s.
     pub ratio: f64,
+}
+
+/// The whole benchmark from files: titles (`movies.csv`), a prompt template and a model (HF
+/// directory or `.gguf`, with its chat template and the default system prompt).
+pub fn from_files(model: &Path, titles: &Path, template: &Path, spec: &PromptSpec, max_new_tokens: usize, device: &burn::tensor::Device) -> Result<EvalBench, crate::Error> {
+    use crate::Error;
+    let titles = read_titles(titles).map_err(|e| Error::Usage(e.to_string()))?;
+    let template = PromptTemplate::load(template).map_err(|e| Error::Usage(e.to_string()))?;
+    let users = synthetic_users(&titles, &template, spec).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut m = load_text_model(model, device).map_err(Error::Model)?;
+    let backbone = ResolvedBackbone { source: Source::Path { path: model.to_path_buf() }, dtype: Dtype::F32, system_prompt: DEFAULT_SYSTEM_PROMPT.into(), chat_template: true };
+    let prompter = Prompter::new(&backbone, m.chat.take());
+    run(&m, &prompter, &users, max_new_tokens, &spec.separator, spec.seed).map_err(|e| Error::Model(crate::model::ModelError::Other(format!("benchmark: {e}"))))
+}
+
+impl EvalBench {
+    /// The side-by-side line.
+    pub fn line(&self) -> String {
+        format!(
+            "likelihood {:.3} users/s | generate {:.3} users/s ({} new tokens max, {:.1} items) | ratio {:.2}x ({} users, {} candidates, {:.0} prompt tokens)",
+            self.likelihood.users_per_s, self.generate.users_per_s, self.max_new_tokens, self.mean_generated_items, self.ratio, self.users, self.candidates, self.mean_prompt_tokens
+        )
+    }
 }
 
 /// Time both protocols on `users` (one untimed warm-up user each first).

@@ -55,19 +55,19 @@ pub fn split_items<'t>(text: &'t str, separator: &str) -> Vec<&'t str> {
 fn strip_marker(piece: &str) -> &str {
     let p = piece.trim_start();
     for m in ["-", "*", "•"] {
-        if let Some(rest) = p.strip_prefix(m) {
-            if rest.starts_with(char::is_whitespace) {
-                return rest.trim_start();
-            }
+        if let Some(rest) = p.strip_prefix(m)
+            && rest.starts_with(char::is_whitespace)
+        {
+            return rest.trim_start();
         }
     }
     let digits = p.chars().take_while(char::is_ascii_digit).count();
     if digits > 0 && digits <= 3 {
         let rest = &p[digits..];
-        if let Some(after) = rest.strip_prefix('.').or_else(|| rest.strip_prefix(')')) {
-            if after.starts_with(char::is_whitespace) {
-                return after.trim_start();
-            }
+        if let Some(after) = rest.strip_prefix('.').or_else(|| rest.strip_prefix(')'))
+            && after.starts_with(char::is_whitespace)
+        {
+            return after.trim_start();
         }
     }
     p
@@ -92,10 +92,10 @@ pub fn ground(text: &str, separator: &str, titles: &[String], fuzzy: bool) -> Gr
     let mut ranked = Vec::new();
     for piece in &items {
         let slot = trimmed.iter().position(|t| t == piece).or_else(|| if fuzzy { fuzzy_slot(piece, &normalized) } else { None });
-        if let Some(s) = slot {
-            if !ranked.contains(&s) {
-                ranked.push(s);
-            }
+        if let Some(s) = slot
+            && !ranked.contains(&s)
+        {
+            ranked.push(s);
         }
     }
     Grounding { generated: items.len(), ranked }

@@ -186,7 +186,7 @@ pub fn evaluate(ctx: &StageContext<'_>) -> Result<(), StageError> {
     let n = users.len();
     let every = (n / 10).max(1);
     let mut progress = |done: usize| {
-        if done % every == 0 || done == n {
+        if done.is_multiple_of(every) || done == n {
             let s = started.elapsed().as_secs_f64();
             (ctx.log)(&format!("{}: {done}/{n} users ({:.2} users/s)", ctx.stage.id, done as f64 / s.max(1e-9)));
         }
