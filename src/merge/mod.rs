@@ -18,6 +18,7 @@ pub mod command;
 pub mod dare;
 pub mod entropy;
 pub mod fixed;
+pub mod linalg;
 pub mod lowrank;
 pub mod stage;
 pub mod task_arithmetic;
