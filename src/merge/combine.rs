@@ -220,7 +220,7 @@ pub fn write_dense(base: &Path, adapter: &PeftAdapter, out: &Path) -> Result<(),
 
 /// Shapes `[out, in]` of every projection of a base model (HF directory: from `config.json`
 /// alone; `.gguf`: from the converted checkpoint).
-pub fn base_shapes(base: &Path) -> Result<BTreeMap<(usize, Proj), (usize, usize)>, MergeError> {
+pub fn base_shapes(base: &Path) -> Result<super::Shapes, MergeError> {
     let invalid = |m: String| MergeError::Invalid(format!("{}: {m}", base.display()));
     let config = if base.is_dir() {
         let text = std::fs::read_to_string(base.join("config.json")).map_err(|e| invalid(format!("config.json: {e}")))?;

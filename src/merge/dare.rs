@@ -82,7 +82,8 @@ mod tests {
             let ka = ra.unit() >= p;
             let kb = rb.unit() >= p;
             dropped += usize::from(!ka) + usize::from(!kb);
-            let want = 0.5 * (if ka { (e + 1) as f64 * 2.0 } else { 0.0 } + if kb { 2.0 * -1.0 * 2.0 } else { 0.0 });
+            // a: weight 1, rescale 2; b: weight 2, rescale 2, value -1.
+            let want = 0.5 * (if ka { (e + 1) as f64 * 2.0 } else { 0.0 } + if kb { -4.0 } else { 0.0 });
             assert!((got - want).abs() < 1e-12, "entry {e}: {got} vs {want}");
         }
         assert!(dropped > 0 && dropped < 16, "some entries dropped, some kept: {dropped}");

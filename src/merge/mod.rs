@@ -76,10 +76,13 @@ impl MergeError {
     }
 }
 
+/// `[out, in]` of each module (layer, projection).
+pub type Shapes = BTreeMap<(usize, Proj), (usize, usize)>;
+
 /// Shape (out, in) of every module adapted by at least one adapter, after checking that adapters
 /// adapting the same module agree on its shape (they must come from one base model). A module
 /// adapted by only some adapters is fine: the others contribute nothing there.
-pub fn check_compatible(names: &[String], adapters: &[PeftAdapter]) -> Result<BTreeMap<(usize, Proj), (usize, usize)>, MergeError> {
+pub fn check_compatible(names: &[String], adapters: &[PeftAdapter]) -> Result<Shapes, MergeError> {
     if adapters.is_empty() {
         return Err(MergeError::Invalid("no adapter to merge".into()));
     }

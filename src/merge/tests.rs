@@ -10,12 +10,15 @@ use crate::data::rng::Rng;
 use crate::model::peft::{LoraPair, PeftConfig};
 use crate::model::weights::HostTensor;
 
+/// A module and its `[out, in]`.
+pub type Module = ((usize, Proj), (usize, usize));
+
 fn random(rows: usize, cols: usize, rng: &mut Rng) -> HostTensor {
     HostTensor { shape: vec![rows, cols], data: (0..rows * cols).map(|_| (rng.unit() - 0.5) as f32).collect() }
 }
 
 /// A random adapter on `modules` ((layer, proj), (out, in)).
-pub fn adapter_on(modules: &[((usize, Proj), (usize, usize))], r: usize, alpha: f64, use_rslora: bool, seed: u64) -> PeftAdapter {
+pub fn adapter_on(modules: &[Module], r: usize, alpha: f64, use_rslora: bool, seed: u64) -> PeftAdapter {
     let mut rng = Rng::new(seed);
     let mut targets: Vec<Proj> = modules.iter().map(|((_, p), _)| *p).collect();
     targets.sort();
@@ -55,7 +58,8 @@ fn rel_err(got: &Mat, want: &Mat) -> f64 {
 #[test]
 fn single_adapter_at_weight_one_round_trips() {
     let a = adapter(&[(0, 6, 5), (1, 6, 5)], 3, 6.0, false, 1);
-    let merged = combine(&[a.clone()], &Coefficients::uniform(&names(1), &[a.clone()], &[1.0])).unwrap();
+    let one = std::slice::from_ref(&a);
+    let merged = combine(one, &Coefficients::uniform(&names(1), one, &[1.0])).unwrap();
     for (&m, p) in &a.modules {
         assert_eq!(merged.modules[&m].a.shape, p.a.shape);
         let err = rel_err(&delta_of(&merged, m, (6, 5)), &dense(p, 2.0));
