@@ -19,7 +19,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// The tiny model's projections: (layer, proj) -> (out, in).
-fn tiny_shapes() -> Vec<((usize, Proj), (usize, usize))> {
+fn tiny_shapes() -> Vec<Module> {
     let mut v = Vec::new();
     for layer in 0..2 {
         for (proj, shape) in [(Proj::Q, (32, 32)), (Proj::K, (16, 32)), (Proj::V, (16, 32)), (Proj::O, (32, 32)), (Proj::Gate, (64, 32)), (Proj::Up, (64, 32)), (Proj::Down, (32, 64))] {
@@ -29,7 +29,10 @@ fn tiny_shapes() -> Vec<((usize, Proj), (usize, usize))> {
     v
 }
 
-fn write_adapter(dir: &Path, shapes: &[((usize, Proj), (usize, usize))], r: usize, alpha: f64, use_rslora: bool, seed: u64) -> PeftAdapter {
+/// A module and its `[out, in]`.
+type Module = ((usize, Proj), (usize, usize));
+
+fn write_adapter(dir: &Path, shapes: &[Module], r: usize, alpha: f64, use_rslora: bool, seed: u64) -> PeftAdapter {
     let mut rng = Rng::new(seed);
     let mut t = |rows: usize, cols: usize| HostTensor { shape: vec![rows, cols], data: (0..rows * cols).map(|_| (rng.unit() - 0.5) as f32 * 0.5).collect() };
     let modules: BTreeMap<_, _> = shapes.iter().map(|&(m, (o, i))| (m, LoraPair { a: t(r, i), b: t(o, r) })).collect();

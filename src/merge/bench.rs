@@ -23,7 +23,9 @@ pub struct MergeBench {
     pub params_per_adapter: usize,
     /// Building the two synthetic adapters (not part of the merge).
     pub generate_s: f64,
+    /// `combine`: the weighted factors stacked (exact, rank 2R).
     pub stacked: Phase,
+    /// `combine` then `truncate` (thin bases of both factors, SVD of the 2R x 2R core).
     pub truncated: Phase,
     /// How peak memory was measured.
     pub memory: &'static str,
@@ -89,6 +91,7 @@ pub fn run(layers: usize, hidden: usize, intermediate: usize, rank: usize, trunc
     let t = Instant::now();
     let stacked_adapter = combine(&ads, &coef)?;
     let stacked = Phase { seconds: t.elapsed().as_secs_f64(), rss_before_mib: before, peak_rss_mib: status_mib("VmHWM:"), output_rank: max_rank(&stacked_adapter), dropped_energy: None };
+    drop(stacked_adapter);
 
     reset_peak();
     let before = status_mib("VmRSS:");
@@ -102,7 +105,6 @@ pub fn run(layers: usize, hidden: usize, intermediate: usize, rank: usize, trunc
         output_rank: max_rank(&truncated_adapter),
         dropped_energy: Some(energy.dropped_fraction()),
     };
-    drop(stacked_adapter);
     Ok(MergeBench {
         layers,
         hidden,

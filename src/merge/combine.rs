@@ -6,15 +6,15 @@
 //! (`lora_alpha = r`, per-module `rank_pattern` / `alpha_pattern` where ranks differ), so
 //! `B' A' = sum_i w_{m,i} s_{m,i} B_i A_i` exactly (up to float rounding).
 //!
-//! Truncation: `ΔW = B' A'` with `B' = Qb Rb` and `A'^T = Qa Ra` (thin QR), so
-//! `ΔW = Qb (Rb Ra^T) Qa^T`; the SVD of the small `R x R` core gives ΔW's singular values and
-//! vectors without ever forming the dense `out x in` matrix.
+//! Truncation: `ΔW = B' A'` with `B' = Ub Rb` and `A'^T = Ua Ra` (orthonormal bases from the
+//! eigendecompositions of the small Gram matrices `B'^T B'`, `A' A'^T`), so `ΔW = Ub (Rb Ra^T) Ua^T`;
+//! the SVD of the small `R x R` core gives ΔW's singular values and vectors without ever forming
+//! the dense `out x in` matrix.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use nalgebra::DMatrix;
-
+use super::linalg::{Mat, matmul, matmul_tn, svd_small, sym_eigen};
 use super::{Coefficients, MergeError};
 use crate::model::lora::Proj;
 use crate::model::peft::{LoraPair, PeftAdapter, PeftConfig, module_name};
@@ -128,20 +128,9 @@ impl Energy {
     }
 }
 
-/// Row-major host matrix as an f64 matrix.
-pub fn to_matrix(t: &HostTensor) -> DMatrix<f64> {
-    DMatrix::from_row_iterator(t.shape[0], t.shape[1], t.data.iter().map(|x| *x as f64))
-}
-
-/// An f64 matrix as a row-major f32 host tensor.
-pub fn to_host(m: &DMatrix<f64>) -> HostTensor {
-    let data = m.transpose().as_slice().iter().map(|x| *x as f32).collect();
-    HostTensor { shape: vec![m.nrows(), m.ncols()], data }
-}
-
 /// The dense delta `scale * B A` ([out, in]) of one module.
-pub fn dense(pair: &LoraPair, scale: f64) -> DMatrix<f64> {
-    (to_matrix(&pair.b) * to_matrix(&pair.a)) * scale
+pub fn dense(pair: &LoraPair, scale: f64) -> Mat {
+    matmul(&Mat::from_host(&pair.b), &Mat::from_host(&pair.a)).scaled(scale)
 }
 
 /// The best rank-`k` approximation of a scale-1 adapter's deltas, module by module (Eckart-Young),
@@ -161,33 +150,41 @@ pub fn truncate(adapter: &PeftAdapter, k: usize) -> Result<(PeftAdapter, Energy)
     Ok((PeftAdapter { config: output_config(&modules, adapter.config.base_model.clone()), modules }, energy))
 }
 
-/// Best rank-`k` factors (scale 1) of `s B A` via thin QR of both factors and an SVD of the core.
-pub fn truncate_pair(pair: &LoraPair, scale: f64, k: usize) -> (LoraPair, Energy) {
-    let b = to_matrix(&pair.b) * scale;
-    let at = to_matrix(&pair.a).transpose();
-    let (qb, rb) = b.qr().unpack();
-    let (qa, ra) = at.qr().unpack();
-    let core = &rb * ra.transpose();
-    let (u, sigma, vt) = sorted_svd(core);
-    let total: f64 = sigma.iter().map(|x| x * x).sum();
-    let k = k.min(sigma.len()).max(1);
-    let dropped: f64 = sigma[k..].iter().map(|x| x * x).sum();
-    let roots = DMatrix::from_diagonal(&nalgebra::DVector::from_iterator(k, sigma[..k].iter().map(|x| x.sqrt())));
-    let new_b = qb * u.columns(0, k) * &roots;
-    let new_a = &roots * vt.rows(0, k) * qa.transpose();
-    (LoraPair { a: to_host(&new_a), b: to_host(&new_b) }, Energy { total, dropped })
+/// Relative size below which an eigenvalue of a Gram matrix counts as zero.
+const RANK_TOL: f64 = 1e-22;
+
+/// An orthonormal basis of the column space of `x` (m x R) through its Gram matrix:
+/// `x = U C` with `U = x P` (m x q) orthonormal; returns `P` (R x q) and `C` (q x R).
+fn basis(x: &Mat) -> (Mat, Mat) {
+    let (l, v) = sym_eigen(&matmul_tn(x, x));
+    let top = l.first().copied().unwrap_or(0.0);
+    let keep: Vec<usize> = (0..l.len()).filter(|&j| l[j] > top * RANK_TOL && l[j] > 0.0).collect();
+    let p = Mat::from_fn(v.nrows(), keep.len(), |r, c| v[(r, keep[c])] / l[keep[c]].sqrt());
+    let c = Mat::from_fn(keep.len(), v.nrows(), |r, col| v[(col, keep[r])] * l[keep[r]].sqrt());
+    (p, c)
 }
 
-/// SVD `M = U diag(s) V^T` with singular values in decreasing order.
-pub fn sorted_svd(m: DMatrix<f64>) -> (DMatrix<f64>, Vec<f64>, DMatrix<f64>) {
-    let svd = m.svd(true, true);
-    let (u, vt) = (svd.u.expect("asked for U"), svd.v_t.expect("asked for V^T"));
-    let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
-    order.sort_by(|&i, &j| svd.singular_values[j].total_cmp(&svd.singular_values[i]));
-    let s = order.iter().map(|&i| svd.singular_values[i]).collect();
-    let u = DMatrix::from_fn(u.nrows(), order.len(), |r, c| u[(r, order[c])]);
-    let vt = DMatrix::from_fn(order.len(), vt.ncols(), |r, c| vt[(order[r], c)]);
-    (u, s, vt)
+/// Best rank-`k` factors (scale 1) of `s B A`, from the SVD of the small core between the
+/// orthonormal bases of B's columns and A's rows.
+pub fn truncate_pair(pair: &LoraPair, scale: f64, k: usize) -> (LoraPair, Energy) {
+    let b = Mat::from_host(&pair.b).scaled(scale);
+    let a = Mat::from_host(&pair.a);
+    let at = a.transpose();
+    let (pb, cb) = basis(&b);
+    let (pa, ca) = basis(&at);
+    let core = super::linalg::matmul_nt(&cb, &ca);
+    let (u, sigma, vt) = if core.nrows() == 0 || core.ncols() == 0 { (Mat::zeros(core.nrows(), 0), Vec::new(), Mat::zeros(0, core.ncols())) } else { svd_small(&core) };
+    let total: f64 = sigma.iter().map(|x| x * x).sum();
+    let k = k.min(b.nrows()).min(at.nrows()).min(pair.a.shape[0]).max(1);
+    let kept = k.min(sigma.len());
+    let dropped: f64 = sigma[kept..].iter().map(|x| x * x).sum();
+    let roots: Vec<f64> = (0..k).map(|j| sigma.get(j).map_or(0.0, |s| s.sqrt())).collect();
+    // B'' = B (Pb U_k sqrt(S)), A'' = (Pa V_k sqrt(S))^T A; missing components stay zero.
+    let tb = Mat::from_fn(pb.nrows(), k, |r, c| if c < kept { (0..pb.ncols()).map(|j| pb[(r, j)] * u[(j, c)]).sum::<f64>() * roots[c] } else { 0.0 });
+    let ta = Mat::from_fn(pa.nrows(), k, |r, c| if c < kept { (0..pa.ncols()).map(|j| pa[(r, j)] * vt[(c, j)]).sum::<f64>() * roots[c] } else { 0.0 });
+    let new_b = matmul(&b, &tb);
+    let new_a = matmul_tn(&ta, &a);
+    (LoraPair { a: new_a.to_host(), b: new_b.to_host() }, Energy { total, dropped })
 }
 
 /// Write the dense merged model: the base model (HF directory or `.gguf`) with every adapted
@@ -223,7 +220,7 @@ pub fn write_dense(base: &Path, adapter: &PeftAdapter, out: &Path) -> Result<(),
 
 /// Shapes `[out, in]` of every projection of a base model (HF directory: from `config.json`
 /// alone; `.gguf`: from the converted checkpoint).
-pub fn base_shapes(base: &Path) -> Result<BTreeMap<(usize, Proj), (usize, usize)>, MergeError> {
+pub fn base_shapes(base: &Path) -> Result<super::Shapes, MergeError> {
     let invalid = |m: String| MergeError::Invalid(format!("{}: {m}", base.display()));
     let config = if base.is_dir() {
         let text = std::fs::read_to_string(base.join("config.json")).map_err(|e| invalid(format!("config.json: {e}")))?;

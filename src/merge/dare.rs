@@ -4,9 +4,8 @@
 //! stream `Rng::derive(seed, ["dare", adapter name, module name])`, drawn in row-major order, so it
 //! is reproducible and independent of the order adapters or modules are visited in.
 
-use nalgebra::DMatrix;
-
 use super::combine::dense;
+use super::linalg::Mat;
 use super::lowrank::DenseDeltas;
 use super::{Method, MergeError, Param, adapted_modules, check_list};
 use crate::data::rng::Rng;
@@ -37,10 +36,10 @@ pub fn merge(names: &[String], adapters: &[PeftAdapter], drop_rate: f64, lambda:
     let mut out = DenseDeltas::default();
     for ((layer, proj), present) in adapted_modules(adapters) {
         let module = module_name(layer, proj);
-        let mut merged: Option<DMatrix<f64>> = None;
+        let mut merged: Option<Mat> = None;
         for i in present {
             let tau = dense(&adapters[i].modules[&(layer, proj)], adapters[i].config.scale(layer, proj));
-            let acc = merged.get_or_insert_with(|| DMatrix::zeros(tau.nrows(), tau.ncols()));
+            let acc = merged.get_or_insert_with(|| Mat::zeros(tau.nrows(), tau.ncols()));
             let mut rng = Rng::derive(seed, &["dare", &names[i], &module]);
             let c = lambda * weights[i] * keep_scale;
             for r in 0..tau.nrows() {
@@ -83,7 +82,8 @@ mod tests {
             let ka = ra.unit() >= p;
             let kb = rb.unit() >= p;
             dropped += usize::from(!ka) + usize::from(!kb);
-            let want = 0.5 * (if ka { (e + 1) as f64 * 2.0 } else { 0.0 } + if kb { 2.0 * -1.0 * 2.0 } else { 0.0 });
+            // a: weight 1, rescale 2; b: weight 2, rescale 2, value -1.
+            let want = 0.5 * (if ka { (e + 1) as f64 * 2.0 } else { 0.0 } + if kb { -4.0 } else { 0.0 });
             assert!((got - want).abs() < 1e-12, "entry {e}: {got} vs {want}");
         }
         assert!(dropped > 0 && dropped < 16, "some entries dropped, some kept: {dropped}");
@@ -102,6 +102,6 @@ mod tests {
         assert_ne!(run(5), run(6));
         // Independent of adapter order: swapping the adapters (and names) gives the same sum.
         let swapped = merge(&["b".into(), "a".into()], &[b.clone(), a.clone()], 0.7, 1.0, &[1.0, 1.0], 5).unwrap().modules[&(0, Proj::Q)].clone();
-        assert!((swapped - run(5)).abs().max() < 1e-12);
+        assert!(swapped.max_abs_diff(&run(5)) < 1e-12);
     }
 }

@@ -20,6 +20,7 @@ pub mod dare;
 pub mod entropy;
 pub mod fixed;
 pub mod learnable;
+pub mod linalg;
 pub mod lowrank;
 pub mod stage;
 pub mod task_arithmetic;
@@ -77,10 +78,13 @@ impl MergeError {
     }
 }
 
+/// `[out, in]` of each module (layer, projection).
+pub type Shapes = BTreeMap<(usize, Proj), (usize, usize)>;
+
 /// Shape (out, in) of every module adapted by at least one adapter, after checking that adapters
 /// adapting the same module agree on its shape (they must come from one base model). A module
 /// adapted by only some adapters is fine: the others contribute nothing there.
-pub fn check_compatible(names: &[String], adapters: &[PeftAdapter]) -> Result<BTreeMap<(usize, Proj), (usize, usize)>, MergeError> {
+pub fn check_compatible(names: &[String], adapters: &[PeftAdapter]) -> Result<Shapes, MergeError> {
     if adapters.is_empty() {
         return Err(MergeError::Invalid("no adapter to merge".into()));
     }

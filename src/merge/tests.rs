@@ -3,20 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use nalgebra::DMatrix;
-
 use super::combine::{dense, truncate};
+use super::linalg::Mat;
 use super::*;
 use crate::data::rng::Rng;
 use crate::model::peft::{LoraPair, PeftConfig};
 use crate::model::weights::HostTensor;
+
+/// A module and its `[out, in]`.
+pub type Module = ((usize, Proj), (usize, usize));
 
 fn random(rows: usize, cols: usize, rng: &mut Rng) -> HostTensor {
     HostTensor { shape: vec![rows, cols], data: (0..rows * cols).map(|_| (rng.unit() - 0.5) as f32).collect() }
 }
 
 /// A random adapter on `modules` ((layer, proj), (out, in)).
-pub fn adapter_on(modules: &[((usize, Proj), (usize, usize))], r: usize, alpha: f64, use_rslora: bool, seed: u64) -> PeftAdapter {
+pub fn adapter_on(modules: &[Module], r: usize, alpha: f64, use_rslora: bool, seed: u64) -> PeftAdapter {
     let mut rng = Rng::new(seed);
     let mut targets: Vec<Proj> = modules.iter().map(|((_, p), _)| *p).collect();
     targets.sort();
@@ -45,18 +47,19 @@ fn names(n: usize) -> Vec<String> {
 }
 
 /// The dense delta of module `m` of a (possibly merged) adapter, zero if absent.
-fn delta_of(a: &PeftAdapter, m: (usize, Proj), shape: (usize, usize)) -> DMatrix<f64> {
-    a.modules.get(&m).map_or_else(|| DMatrix::zeros(shape.0, shape.1), |p| dense(p, a.config.scale(m.0, m.1)))
+fn delta_of(a: &PeftAdapter, m: (usize, Proj), shape: (usize, usize)) -> Mat {
+    a.modules.get(&m).map_or_else(|| Mat::zeros(shape.0, shape.1), |p| dense(p, a.config.scale(m.0, m.1)))
 }
 
-fn rel_err(got: &DMatrix<f64>, want: &DMatrix<f64>) -> f64 {
-    (got - want).abs().max() / want.abs().max().max(1e-30)
+fn rel_err(got: &Mat, want: &Mat) -> f64 {
+    got.max_abs_diff(want) / want.max_abs().max(1e-30)
 }
 
 #[test]
 fn single_adapter_at_weight_one_round_trips() {
     let a = adapter(&[(0, 6, 5), (1, 6, 5)], 3, 6.0, false, 1);
-    let merged = combine(&[a.clone()], &Coefficients::uniform(&names(1), &[a.clone()], &[1.0])).unwrap();
+    let one = std::slice::from_ref(&a);
+    let merged = combine(one, &Coefficients::uniform(&names(1), one, &[1.0])).unwrap();
     for (&m, p) in &a.modules {
         assert_eq!(merged.modules[&m].a.shape, p.a.shape);
         let err = rel_err(&delta_of(&merged, m, (6, 5)), &dense(p, 2.0));
@@ -79,9 +82,9 @@ fn merged_delta_is_the_weighted_sum_of_products_across_ranks_alphas_and_rslora()
     coef.values.get_mut(&(1, Proj::Q)).unwrap()[0] = 2.5;
     let merged = combine(&ads, &coef).unwrap();
     for &(m, shape) in &shapes {
-        let mut want = DMatrix::zeros(shape.0, shape.1);
+        let mut want = Mat::zeros(shape.0, shape.1);
         for (i, ad) in ads.iter().enumerate() {
-            want += delta_of(ad, m, shape) * coef.values[&m][i];
+            want.add_scaled(&delta_of(ad, m, shape), coef.values[&m][i]);
         }
         let err = rel_err(&delta_of(&merged, m, shape), &want);
         assert!(err < 1e-5, "{m:?}: relative error {err}");
@@ -164,7 +167,9 @@ fn truncation_drops_the_right_energy_on_a_constructed_case() {
     let (t, e) = truncate(&ad, 2).unwrap();
     assert!((e.dropped_fraction() - 1.0 / 14.0).abs() < 1e-12, "{}", e.dropped_fraction());
     assert_eq!(t.config.r, 2);
-    let err = (delta_of(&t, (2, Proj::V), (4, 5)) - delta_of(&ad, (2, Proj::V), (4, 5))).norm_squared();
+    let mut residual = delta_of(&t, (2, Proj::V), (4, 5));
+    residual.add_scaled(&delta_of(&ad, (2, Proj::V), (4, 5)), -1.0);
+    let err = residual.norm_squared();
     assert!((err - 1.0).abs() < 1e-6, "the residual is the dropped singular value squared: {err}");
     let out = from_coefficients(&MergeConfig::Fixed { weights: vec![1.0] }, &names(1), &[ad], Coefficients::uniform(&names(1), &[rank1(&[1.0])], &[1.0]), Some(1));
     assert!(out.is_err(), "coefficients for a module the adapter does not have");

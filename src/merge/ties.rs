@@ -4,9 +4,8 @@
 //! disjoint mean over the adapters agreeing with it (weighted: `sum_agree w_i τ̂_i / sum_agree w_i`,
 //! the plain mean when every weight is 1), times `lambda`.
 
-use nalgebra::DMatrix;
-
 use super::combine::dense;
+use super::linalg::Mat;
 use super::lowrank::DenseDeltas;
 use super::{Method, MergeError, Param, adapted_modules, check_list};
 use crate::model::peft::PeftAdapter;
@@ -33,7 +32,7 @@ pub fn merge(adapters: &[PeftAdapter], density: f64, lambda: f64, weights: &[f64
     check_list("`weights`", weights, adapters.len())?;
     let mut out = DenseDeltas::default();
     for ((layer, proj), present) in adapted_modules(adapters) {
-        let mut taus: Vec<(f64, DMatrix<f64>)> = present
+        let mut taus: Vec<(f64, Mat)> = present
             .iter()
             .map(|&i| (weights[i], dense(&adapters[i].modules[&(layer, proj)], adapters[i].config.scale(layer, proj))))
             .collect();
@@ -41,7 +40,7 @@ pub fn merge(adapters: &[PeftAdapter], density: f64, lambda: f64, weights: &[f64
             trim(t.as_mut_slice(), density);
         }
         let (rows, cols) = taus[0].1.shape();
-        let mut merged = DMatrix::<f64>::zeros(rows, cols);
+        let mut merged = Mat::zeros(rows, cols);
         for (e, slot) in merged.as_mut_slice().iter_mut().enumerate() {
             let elected: f64 = taus.iter().map(|(w, t)| w * t.as_slice()[e]).sum::<f64>().signum();
             let (mut num, mut den) = (0.0, 0.0);
