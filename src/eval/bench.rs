@@ -14,8 +14,7 @@ use crate::exec::StageError;
 use crate::exec::backbone::Prompter;
 use crate::model::load::{TextModel, load_text_model};
 use crate::prompt::{PromptContext, PromptTemplate};
-use crate::recipe::resolve::{DEFAULT_SYSTEM_PROMPT, ResolvedBackbone, Source};
-use crate::recipe::types::{Dtype, Metric, Protocol, Scoring};
+use crate::recipe::types::{Metric, Protocol, Scoring};
 
 /// How the benchmark's synthetic users are built.
 #[derive(Debug, Clone)]
@@ -105,8 +104,7 @@ pub fn from_files(model: &Path, titles: &Path, template: &Path, spec: &PromptSpe
     let template = PromptTemplate::load(template).map_err(|e| Error::Usage(e.to_string()))?;
     let users = synthetic_users(&titles, &template, spec).map_err(|e| Error::Usage(e.to_string()))?;
     let mut m = load_text_model(model, device).map_err(Error::Model)?;
-    let backbone = ResolvedBackbone { source: Source::Path { path: model.to_path_buf() }, dtype: Dtype::F32, system_prompt: DEFAULT_SYSTEM_PROMPT.into(), chat_template: true };
-    let prompter = Prompter::new(&backbone, m.chat.take());
+    let prompter = Prompter::with_defaults(m.chat.take());
     run(&m, &prompter, &users, max_new_tokens, &spec.separator, spec.seed).map_err(|e| Error::Model(crate::model::ModelError::Other(format!("benchmark: {e}"))))
 }
 

@@ -58,6 +58,12 @@ impl Prompter {
         Self { chat: chat.filter(|_| backbone.chat_template), system_prompt: backbone.system_prompt.clone() }
     }
 
+    /// The encoding a recipe gets by default (the model's chat template, the default system
+    /// prompt): what benchmarks outside a recipe use.
+    pub fn with_defaults(chat: Option<ChatTemplate>) -> Self {
+        Self { chat, system_prompt: crate::recipe::resolve::DEFAULT_SYSTEM_PROMPT.into() }
+    }
+
     fn messages(&self, instruction: &str) -> Vec<ChatMessage> {
         let mut m = Vec::new();
         if !self.system_prompt.is_empty() {

@@ -16,7 +16,6 @@ use crate::data::samples::Renderer;
 use crate::data::table;
 use crate::exec::backbone::{self, StageModel};
 use crate::exec::{StageContext, StageError};
-use crate::model::generate::continuation_logprobs;
 use crate::model::peft::PeftAdapter;
 use crate::prompt::PromptTemplate;
 use crate::recipe::resolve::MergeConfig;
@@ -81,15 +80,16 @@ fn from_split(ctx: &StageContext<'_>, sm: &StageModel, split: &DomainSplit, size
     Ok(out)
 }
 
-/// Mean reciprocal rank of the targets (ties: the target loses) under the current weights.
+/// Mean reciprocal rank of the targets under the current weights, scored and ranked as the
+/// evaluation does (`eval::likelihood`, `eval::metrics::rank_of`).
 fn validation_mrr(model: &mut crate::model::Llama, adapters: &[PeftAdapter], l: &Learnable, valid: &[Labelled], mean: bool) -> f64 {
     entropy::attach_weighted(model, adapters, &l.weights(), false);
+    let scoring = if mean { Scoring::Mean } else { Scoring::Sum };
     let rr: Vec<f64> = valid
         .iter()
         .map(|v| {
-            let lp = continuation_logprobs(model, &v.prompt.prompt, &v.prompt.candidates);
-            let s: Vec<f64> = lp.iter().map(|t| t.iter().map(|x| *x as f64).sum::<f64>() / if mean { t.len().max(1) as f64 } else { 1.0 }).collect();
-            1.0 / (1 + s.iter().enumerate().filter(|(i, x)| *i != v.target && **x >= s[v.target]).count()) as f64
+            let scores = crate::eval::likelihood::score_candidates(model, &v.prompt.prompt, None, &v.prompt.candidates, scoring);
+            crate::eval::metrics::reciprocal_rank(crate::eval::metrics::rank_of(&scores, v.target))
         })
         .collect();
     rr.iter().sum::<f64>() / rr.len().max(1) as f64

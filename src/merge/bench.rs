@@ -42,8 +42,8 @@ pub struct Phase {
     pub dropped_energy: Option<f64>,
 }
 
-/// A `/proc/self/status` field in MiB.
-fn status_mib(field: &str) -> f64 {
+/// A `/proc/self/status` memory field (`VmHWM:`, `VmRSS:`) in MiB; NaN where unavailable.
+pub fn status_mib(field: &str) -> f64 {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()))

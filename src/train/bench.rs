@@ -94,10 +94,7 @@ pub fn run(model: &mut Llama, workload: &str, samples: &[Encoded], lora: &LoraCo
 
 /// Peak resident memory of this process (Linux), in MB.
 pub fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    Some(crate::merge::bench::status_mib("VmHWM:")).filter(|v| v.is_finite())
 }
 
 /// `reccocktail bench --workload train`: fixed-shape work, or the responses of rendered samples.
@@ -114,13 +111,7 @@ pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, 
         Some(path) => {
             let df = crate::data::table::read_parquet(path).map_err(|e| e.to_string())?;
             let rows: Vec<(String, String)> = crate::data::table::strs(&df, "instruction").map_err(|e| e.to_string())?.into_iter().zip(crate::data::table::strs(&df, "response").map_err(|e| e.to_string())?).collect();
-            let backbone = crate::recipe::resolve::ResolvedBackbone {
-                source: crate::recipe::resolve::Source::Path { path: model_path.to_path_buf() },
-                dtype: crate::recipe::types::Dtype::F32,
-                system_prompt: crate::recipe::resolve::DEFAULT_SYSTEM_PROMPT.into(),
-                chat_template: true,
-            };
-            let prompter = crate::exec::backbone::Prompter::new(&backbone, m.chat.take());
+            let prompter = crate::exec::backbone::Prompter::with_defaults(m.chat.take());
             let (samples, _, _) = super::encode_rows(&prompter, &m.tokenizer, &rows, seq_len, Side::Left).map_err(|e| e.to_string())?;
             run(&mut m.backbone.model, "prompts", &samples, &lora, &bench_training(batch, steps, seq_len as u32), pad).map_err(|e| e.to_string())
         }

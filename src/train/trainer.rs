@@ -154,8 +154,9 @@ pub fn train(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &Lor
             let group_targets: usize = group.iter().flatten().map(|&i| train[i].targets()).sum();
             let mut acc: Vec<Vec<f32>> = Vec::new();
             let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
+            // One attachment per step: the micro-batches reuse the same leaves.
+            ck.state.attach(model, lora.dropout, true);
             for batch_idx in group {
-                ck.state.attach(model, lora.dropout, true);
                 let samples: Vec<&Encoded> = batch_idx.iter().map(|&i| &train[i]).collect();
                 let batch = TrainBatch::new(&samples, pad_id, &device);
                 tokens += batch.tokens;
