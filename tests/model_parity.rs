@@ -112,9 +112,10 @@ fn kv_cache_padding_and_scoring_agree_with_full_forward() {
             let d = max_diff(&out[at..at + v], &reference[j]);
             assert!(d <= TOL, "{kind}: left-padded position {j} differs by {d}");
         }
-        // Scoring continuations after a shared prompt = log-softmax of the full sequence.
+        // Scoring continuations after a shared prompt = log-softmax of the full sequence, also for
+        // continuations that share prefixes (packed as one tree) and an empty one.
         let prompt = &full[..4];
-        let conts = vec![full[4..].to_vec(), vec![9, 8], vec![3]];
+        let conts = vec![full[4..].to_vec(), vec![9, 8], vec![3], vec![9, 8, 4], vec![full[4], full[5], 12], vec![], vec![9, 2]];
         let scores = generate::continuation_logprobs(&b.model, prompt, &conts);
         let log_softmax = |row: &[f32], t: u32| {
             let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);

@@ -45,6 +45,7 @@ pub fn pad_batch(model: &Llama, seqs: &[Vec<u32>], pad_id: u32, padding: Padding
         ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, width]), &device),
         positions: Tensor::<2, Int>::from_data(TensorData::new(pos, [b, width]), &device),
         key_padding: Some(Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, width]), &device)),
+        visibility: None,
     };
     Batch { input, lengths: seqs.iter().map(Vec::len).collect(), width, padding }
 }
@@ -150,6 +151,7 @@ pub fn generate(model: &Llama, prompt: &[u32], cfg: &GenerationConfig, stop: &mu
             ids: Tensor::<2, Int>::from_data(TensorData::new(vec![next as i64], [1, 1]), &device),
             positions: Tensor::<2, Int>::from_data(TensorData::new(vec![(n + out.len() - 1) as i64], [1, 1]), &device),
             key_padding: None,
+            visibility: None,
         };
         let l = model.forward(&input, Some(&mut cache));
         let v = l.dims()[2];
@@ -158,8 +160,9 @@ pub fn generate(model: &Llama, prompt: &[u32], cfg: &GenerationConfig, stop: &mu
     out
 }
 
-/// Log-probability of every token of each continuation after `prompt` (the prompt is encoded
-/// once; its cache is shared by all continuations, which run as one right-padded batch).
+/// Log-probability of every token of each continuation after `prompt`. The prompt is encoded
+/// once; the continuations then run together as one packed row over its cache, with shared
+/// prefixes computed once (see [`PrefixTree`]).
 pub fn continuation_logprobs(model: &Llama, prompt: &[u32], continuations: &[Vec<u32>]) -> Vec<Vec<f32>> {
     if continuations.is_empty() {
         return Vec::new();
@@ -181,38 +184,125 @@ pub fn continuation_logprob_tensor(model: &Llama, prompt: &[u32], continuations:
     let prompt_batch = pad_batch(model, &[prompt.to_vec()], 0, Padding::Right);
     let input = ForwardInput { key_padding: None, ..prompt_batch.input };
     let hidden = model.hidden(&input, Some(&mut cache));
-    let last = log_softmax(model.logits(hidden.narrow(1, n - 1, 1)), 2);
-    let v = last.dims()[2];
-    // The first token of each continuation is scored by the prompt's last position.
-    let firsts: Vec<i64> = continuations.iter().map(|s| s.first().copied().unwrap_or(0) as i64).collect();
-    let first = last.reshape([1, v]).select(1, Tensor::<1, Int>::from_data(TensorData::new(firsts, [c]), &device)).reshape([c, 1]);
-    let scored = if width == 1 {
-        first
-    } else {
-        // Feed every continuation token but the last; position j scores token j + 1.
-        let w = width - 1;
-        let (mut ids, mut pos, mut pad, mut targets) = (Vec::with_capacity(c * w), Vec::with_capacity(c * w), Vec::with_capacity(c * (n + w)), Vec::with_capacity(c * w));
+    // Row 0: the prompt's last position, which scores every continuation's first token.
+    let v = model.lm_head.shape().dims::<2>()[1];
+    let mut rows = vec![log_softmax(model.logits(hidden.narrow(1, n - 1, 1)), 2).reshape([1, v])];
+    let tree = PrefixTree::build(continuations);
+    if !tree.is_empty() {
+        let l = tree.len();
+        let input = ForwardInput {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(tree.ids.iter().map(|&t| t as i64).collect(), [1, l]), &device),
+            positions: Tensor::<2, Int>::from_data(TensorData::new(tree.depth.iter().map(|&d| (n + d) as i64).collect(), [1, l]), &device),
+            key_padding: None,
+            visibility: Some(Tensor::<2, Bool>::from_data(TensorData::new(tree.hidden_keys(n), [l, n + l]), &device)),
+        };
+        rows.push(log_softmax(model.forward(&input, Some(&mut cache)), 2).reshape([l, v]));
+    }
+    // Row r of the table scores what follows node r - 1; one extra zero entry fills the padding.
+    let table = Tensor::cat(rows, 0);
+    let zero_slot = table.dims()[0] * v;
+    let flat = Tensor::cat(vec![table.reshape([zero_slot]), Tensor::<1>::zeros([1], &device)], 0);
+    let mut index = vec![zero_slot as i64; c * width];
+    for (i, s) in continuations.iter().enumerate() {
+        for (j, &tok) in s.iter().enumerate() {
+            let row = if j == 0 { 0 } else { tree.paths[i][j - 1] + 1 };
+            index[i * width + j] = (row * v + tok as usize) as i64;
+        }
+    }
+    flat.select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [c * width]), &device)).reshape([c, width])
+}
+
+/// Continuations packed into one row as a prefix tree: each distinct prefix of a continuation
+/// (all its tokens but the last, whose logits are never needed) is one node, fed its last token at
+/// position `prompt + depth`, and sees the prompt, its ancestors and itself. Candidate titles
+/// that share leading tokens share their computation; no position is padding.
+#[derive(Debug, Default)]
+pub struct PrefixTree {
+    /// Token fed at each node.
+    pub ids: Vec<u32>,
+    /// The parent node; `None` under the prompt.
+    pub parent: Vec<Option<usize>>,
+    /// Zero for children of the prompt.
+    pub depth: Vec<usize>,
+    /// For continuation i, the node holding its prefix of length j + 1 (`len - 1` entries).
+    pub paths: Vec<Vec<usize>>,
+}
+
+impl PrefixTree {
+    pub fn build(continuations: &[Vec<u32>]) -> Self {
+        let mut tree = PrefixTree::default();
+        let mut children: std::collections::HashMap<(Option<usize>, u32), usize> = std::collections::HashMap::new();
         for s in continuations {
-            pad.extend(std::iter::repeat_n(false, n));
-            for j in 0..w {
-                let real = j < s.len();
-                ids.push(if real { s[j] as i64 } else { 0 });
-                pos.push((n + j) as i64);
-                pad.push(!real);
-                targets.push(s.get(j + 1).copied().unwrap_or(0) as i64);
+            let mut at = None;
+            let mut path = Vec::with_capacity(s.len().saturating_sub(1));
+            for &tok in &s[..s.len().saturating_sub(1)] {
+                let node = *children.entry((at, tok)).or_insert_with(|| {
+                    tree.ids.push(tok);
+                    tree.depth.push(at.map_or(0, |p| tree.depth[p] + 1));
+                    tree.parent.push(at);
+                    tree.ids.len() - 1
+                });
+                path.push(node);
+                at = Some(node);
+            }
+            tree.paths.push(path);
+        }
+        tree
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Attention mask `[nodes, past + nodes]`, row-major, true where a key is hidden: each node
+    /// sees the `past` prompt positions, its ancestors and itself.
+    pub fn hidden_keys(&self, past: usize) -> Vec<bool> {
+        let (l, keys) = (self.len(), past + self.len());
+        let mut hidden = vec![true; l * keys];
+        for q in 0..l {
+            let row = &mut hidden[q * keys..(q + 1) * keys];
+            row[..past].fill(false);
+            let mut at = Some(q);
+            while let Some(node) = at {
+                row[past + node] = false;
+                at = self.parent[node];
             }
         }
-        let input = ForwardInput {
-            ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [c, w]), &device),
-            positions: Tensor::<2, Int>::from_data(TensorData::new(pos, [c, w]), &device),
-            key_padding: Some(Tensor::<2, Bool>::from_data(TensorData::new(pad, [c, n + w]), &device)),
-        };
-        let mut shared = cache.repeat_batch(c);
-        let logp = log_softmax(model.forward(&input, Some(&mut shared)), 2);
-        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [c, w, 1]), &device);
-        let rest = logp.gather(2, targets).reshape([c, w]);
-        Tensor::cat(vec![first, rest], 1)
-    };
-    let mask: Vec<f32> = continuations.iter().flat_map(|s| (0..width).map(move |j| if j < s.len() { 1.0 } else { 0.0 })).collect();
-    scored * Tensor::<2>::from_data(TensorData::new(mask, [c, width]), &device)
+        hidden
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrefixTree;
+
+    #[test]
+    fn prefix_tree_shares_leading_tokens_and_drops_last_tokens() {
+        let tree = PrefixTree::build(&[vec![5, 6, 7], vec![5, 6, 9, 1], vec![8], vec![5, 2], vec![]]);
+        // Nodes: 5, 5>6, 5>6>9, 5 (shared) ; [8] and [] need no node; [5, 2] reuses node 0.
+        assert_eq!(tree.ids, vec![5, 6, 9]);
+        assert_eq!(tree.parent, vec![None, Some(0), Some(1)]);
+        assert_eq!(tree.depth, vec![0, 1, 2]);
+        assert_eq!(tree.paths, vec![vec![0, 1], vec![0, 1, 2], vec![], vec![0], vec![]]);
+        // Two prompt positions, then the nodes: each sees the prompt, its ancestors and itself.
+        let h = tree.hidden_keys(2);
+        let rows: Vec<Vec<bool>> = h.chunks(5).map(|r| r.iter().map(|x| !x).collect()).collect();
+        assert_eq!(rows[0], vec![true, true, true, false, false]);
+        assert_eq!(rows[1], vec![true, true, true, true, false]);
+        assert_eq!(rows[2], vec![true, true, true, true, true]);
+    }
+
+    #[test]
+    fn prefix_tree_keeps_siblings_apart() {
+        let tree = PrefixTree::build(&[vec![1, 2, 3], vec![1, 4, 3]]);
+        assert_eq!(tree.ids, vec![1, 2, 4]);
+        let h = tree.hidden_keys(0);
+        // Node 2 (prefix 1,4) must not see node 1 (prefix 1,2).
+        assert!(h[2 * 3 + 1]);
+        assert!(!h[2 * 3]);
+    }
 }

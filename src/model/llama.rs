@@ -83,11 +83,6 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The same cache repeated `n` times along the batch (one prompt, many continuations).
-    pub fn repeat_batch(&self, n: usize) -> KvCache {
-        KvCache { layers: self.layers.iter().map(|(k, v)| (k.clone().repeat_dim(0, n), v.clone().repeat_dim(0, n))).collect() }
-    }
 }
 
 /// What one forward pass sees besides the token ids.
@@ -98,6 +93,10 @@ pub struct ForwardInput {
     pub positions: Tensor<2, Int>,
     /// True where a key (past + new, [batch, past + new_len]) is padding and must not be attended.
     pub key_padding: Option<Tensor<2, Bool>>,
+    /// Which keys each new token may see, [new_len, past + new_len], true where hidden; shared by
+    /// the batch and replacing the causal mask (several sequences packed into one row). `None`:
+    /// causal.
+    pub visibility: Option<Tensor<2, Bool>>,
 }
 
 /// Rotary tables [max_pos, head_dim] in HF's layout (frequencies repeated over both halves).
@@ -180,8 +179,11 @@ impl Llama {
         let cos = self.rope_cos.val().select(0, flat_pos.clone()).reshape([b, 1, t, hd]);
         let sin = self.rope_sin.val().select(0, flat_pos).reshape([b, 1, t, hd]);
         // Causal mask over (new queries, past + new keys): true (hidden) where key j > past + i.
-        let causal = Tensor::<2, Bool>::tril_mask([t, past + t], past as i64, &device);
-        let mut mask = causal.unsqueeze::<4>().expand([b, 1, t, past + t]);
+        let visible = match &input.visibility {
+            Some(v) => v.clone(),
+            None => Tensor::<2, Bool>::tril_mask([t, past + t], past as i64, &device),
+        };
+        let mut mask = visible.unsqueeze::<4>().expand([b, 1, t, past + t]);
         if let Some(pad) = &input.key_padding {
             mask = mask.bool_or(pad.clone().reshape([b, 1, 1, past + t]).expand([b, 1, t, past + t]));
         }

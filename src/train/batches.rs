@@ -120,6 +120,7 @@ impl TrainBatch {
                 ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, width]), device),
                 positions: Tensor::<2, Int>::from_data(TensorData::new(pos, [b, width]), device),
                 key_padding: Some(Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, width]), device)),
+                visibility: None,
             },
             positions: Tensor::<1, Int>::from_data(TensorData::new(flat, [n]), device),
             targets: Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device),
