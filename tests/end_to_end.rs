@@ -139,6 +139,13 @@ fn tiny_experiment_runs_end_to_end_and_is_reproducible() {
             assert!(first.lines().any(|l| l.contains(&format!(",{arm},{setting},"))), "no {arm}/{setting} row in\n{first}");
         }
     }
+    // The entropy arm's learned coefficients: a table (one value per layer, module and adapter of
+    // the tiny model) and the per-layer plot.
+    let coefficients = std::fs::read_to_string(run_dir(&results).join("coefficients.csv")).unwrap();
+    assert!(coefficients.starts_with("merge,arm,layer,module,adapter,value\n"), "{coefficients}");
+    assert!(coefficients.lines().skip(1).all(|l| l.starts_with("entropy,entropy,")), "{coefficients}");
+    let plot = std::fs::read_to_string(run_dir(&results).join("plot_coefficients.svg")).unwrap();
+    assert_eq!(plot.matches("<polyline").count(), 2, "one line per adapter");
     // Everything is cached the second time, and the table is the same byte for byte.
     let out = run(&results);
     assert_eq!(out.status.code(), Some(0));

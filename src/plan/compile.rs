@@ -183,6 +183,8 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         }
     }
 
+    // Merge stages whose coefficients are learned: the report tabulates and plots them.
+    let mut learned_merges: Vec<String> = Vec::new();
     for arm in &r.arms {
         let adapters: Vec<String> = arm.adapters.iter().map(|a| adapter_ids[a].clone()).collect();
         let params = |setting: Option<&str>| {
@@ -210,6 +212,9 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
             }
             b.add(StageKind::Merge, format!("merge:{}", arm.name), inputs, p)
         });
+        if let Some(id) = shared_merge.as_ref().filter(|_| entropy) {
+            learned_merges.push(id.clone());
+        }
         for s in &ev.settings {
             let merge = match &shared_merge {
                 Some(id) => id.clone(),
@@ -219,7 +224,11 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
                     inputs.push(eval_set_ids[&s.name].clone());
                     // The domain's split: labelled validation samples to choose the learning rate.
                     inputs.push(split_ids[&s.domain].clone());
-                    b.add(StageKind::Merge, format!("merge:{}:{}", arm.name, s.name), inputs, params(Some(&s.name)))
+                    let id = b.add(StageKind::Merge, format!("merge:{}:{}", arm.name, s.name), inputs, params(Some(&s.name)));
+                    if entropy {
+                        learned_merges.push(id.clone());
+                    }
+                    id
                 }
             };
             evaluate(&mut b, &arm.name, &s.name, vec![merge], &mut rows);
@@ -233,7 +242,9 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         v
     };
     let report_params = json!({ "rows": rows, "k": ev.k, "metrics": ev.metrics, "recipe_hash": r.recipe_hash });
-    b.add(StageKind::Report, "report".into(), eval_stages, report_params);
+    let mut report_inputs = eval_stages;
+    report_inputs.extend(learned_merges);
+    b.add(StageKind::Report, "report".into(), report_inputs, report_params);
     Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows })
 }
 

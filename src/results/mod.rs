@@ -8,6 +8,7 @@
 //! (u64, null when failed), status (`ok`, `failed` or `skipped`). `report.json` lists each failed
 //! or skipped arm with the reason; `summary.md` and `plot_<metric>.svg` are rendered from these.
 
+pub mod coefficients;
 mod plot;
 mod summary;
 #[cfg(test)]
@@ -236,8 +237,11 @@ pub fn report(ctx: &StageContext<'_>) -> Result<(), ResultsError> {
     let e = Expect { experiment: &ctx.resolved.experiment.name, recipe_hash, seed: ctx.resolved.experiment.seed, ks: &ev.k, metrics: &ev.metrics, protocol: &protocol, baselines: &ev.baselines };
     let results = gather(&e, &ctx.plan.rows, &ctx.inputs, ctx.failed_inputs)?;
     results.write(ctx.out)?;
+    let learned = coefficients::gather(&ctx.inputs)?;
+    coefficients::write(&learned, ctx.out)?;
     if ctx.run_dir != ctx.out {
         results.write(ctx.run_dir)?;
+        coefficients::write(&learned, ctx.run_dir)?;
     }
     (ctx.log)(&markdown(&results));
     Ok(())
