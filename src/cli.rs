@@ -194,6 +194,37 @@ pub enum BenchCommand {
         #[arg(long)]
         threads: Option<u32>,
     },
+    /// Seconds per unlabeled prompt of one entropy-adaptation step on a real model with two seeded
+    /// random LoRA adapters: candidate_entropy, token_entropy as computed here (generate without
+    /// gradients, then one teacher-forced pass), and token_entropy by generating with gradients.
+    Entropy {
+        /// HF model directory or .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompts (the first one is an untimed warm-up).
+        #[arg(long, default_value_t = 4)]
+        prompts: usize,
+        #[arg(long, default_value_t = 10)]
+        candidates: usize,
+        /// History titles per prompt.
+        #[arg(long, default_value_t = 5)]
+        history: usize,
+        #[arg(long, default_value_t = 40)]
+        max_new_tokens: usize,
+        /// Rank of each random adapter.
+        #[arg(long, default_value_t = 8)]
+        rank: usize,
+        /// MovieLens `movies.csv` to draw titles from.
+        #[arg(long, default_value = "datasets/ml-latest-small-subset/movies.csv")]
+        titles: PathBuf,
+        /// Prompt template (instruction and response blocks).
+        #[arg(long, default_value = "templates/rank.jinja")]
+        template: PathBuf,
+        #[arg(long, value_parser = parse_backend, default_value = "auto")]
+        backend: BackendChoice,
+        #[arg(long)]
+        threads: Option<u32>,
+    },
     /// Time and peak memory (VmHWM) of merging two synthetic rank-R adapters shaped for a Llama
     /// model (default 7B): stacked (exact) and SVD-truncated.
     Merge {
@@ -331,6 +362,13 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             let r = crate::eval::bench::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device)?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "eval": r }))
+        }
+        Command::Bench { what: Some(BenchCommand::Entropy { model, prompts, candidates, history, max_new_tokens, rank, titles, template, backend, threads }), .. } => {
+            let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
+            let spec = crate::eval::bench::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: "||".into(), seed: 42 };
+            let r = crate::merge::entropy_bench::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device)?;
+            eprintln!("{}", r.line());
+            print_json(&serde_json::json!({ "backend": runtime.backend, "entropy": r }))
         }
         Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, prompts } if workload == "train" => {
             let model = model.ok_or_else(|| Error::Usage("bench needs --model PATH".into()))?;

@@ -305,3 +305,18 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
         assert!(!base.stage(id).unwrap().inputs.iter().any(|i| i == "fetch:smollm2-135m-instruct"), "{id}");
     }
 }
+
+#[test]
+fn memory_heavy_micro_batches_warn_at_validate() {
+    let text = std::fs::read_to_string("tests/recipes/quickstart_variants.toml").unwrap();
+    assert!(quickstart_variant("q.toml", &text).unwrap().warnings.is_empty());
+    let heavy = text.replace("batch_size = 4", "batch_size = 64");
+    assert_ne!(heavy, text, "the variant recipe sets batch_size = 4");
+    let loaded = quickstart_variant("heavy.toml", &heavy).unwrap();
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let w = &loaded.warnings[0];
+    assert_eq!((w.code, w.severity, w.path.as_str()), ("memory-heavy", Severity::Warning, "training.batch_size"));
+    let report = loaded.warnings_report().unwrap().to_string();
+    assert!(report.contains("tokens per micro-batch, over the 8192"), "{report}");
+    assert!(report.contains("raise grad_accum"), "{report}");
+}

@@ -55,15 +55,13 @@ fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn synthetic(layers: usize, hidden: usize, intermediate: usize, r: usize, seed: u64) -> PeftAdapter {
+/// A seeded random rank-`r` adapter on all seven projections of `layers` layers, each shaped
+/// `shape(layer, proj) = (out, in)`; entries uniform in [-0.01, 0.01).
+pub fn synthetic(layers: usize, shape: impl Fn(usize, Proj) -> (usize, usize), r: usize, seed: u64) -> PeftAdapter {
     let mut modules = BTreeMap::new();
     for layer in 0..layers {
         for proj in Proj::ALL {
-            let (out, inp) = match proj {
-                Proj::Gate | Proj::Up => (intermediate, hidden),
-                Proj::Down => (hidden, intermediate),
-                _ => (hidden, hidden),
-            };
+            let (out, inp) = shape(layer, proj);
             let mut rng = Rng::derive(seed, &["bench-merge", &layer.to_string(), proj.hf_name()]);
             let mut t = |rows: usize, cols: usize| HostTensor { shape: vec![rows, cols], data: (0..rows * cols).map(|_| (rng.unit() as f32 - 0.5) * 0.02).collect() };
             let a = t(r, inp);
@@ -79,7 +77,12 @@ fn synthetic(layers: usize, hidden: usize, intermediate: usize, r: usize, seed: 
 /// to `truncate_to`.
 pub fn run(layers: usize, hidden: usize, intermediate: usize, rank: usize, truncate_to: usize) -> Result<MergeBench, super::MergeError> {
     let start = Instant::now();
-    let ads = [synthetic(layers, hidden, intermediate, rank, 1), synthetic(layers, hidden, intermediate, rank, 2)];
+    let shape = |_: usize, proj: Proj| match proj {
+        Proj::Gate | Proj::Up => (intermediate, hidden),
+        Proj::Down => (hidden, intermediate),
+        _ => (hidden, hidden),
+    };
+    let ads = [synthetic(layers, shape, rank, 1), synthetic(layers, shape, rank, 2)];
     let generate_s = start.elapsed().as_secs_f64();
     let names = vec!["base_spirit".to_string(), "ingredient".to_string()];
     let coef = Coefficients::uniform(&names, &ads, &[0.5, 0.5]);

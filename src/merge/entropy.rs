@@ -91,7 +91,7 @@ pub fn attach_weighted(model: &mut Llama, adapters: &[PeftAdapter], weights: &BT
 
 /// dL/dw_{m,i} for the modules of `modules` (after backward on a model attached by
 /// [`attach_weighted`]).
-fn weight_grads(model: &Llama, adapters: &[PeftAdapter], modules: &[(usize, Proj)], grads: &Gradients) -> Vec<Vec<f64>> {
+pub(crate) fn weight_grads(model: &Llama, adapters: &[PeftAdapter], modules: &[(usize, Proj)], grads: &Gradients) -> Vec<Vec<f64>> {
     let by_module: BTreeMap<(usize, Proj), &crate::model::lora::LoraLinear> = model.projections().into_iter().map(|(l, p, lin)| ((l, p), lin)).collect();
     modules
         .iter()

@@ -18,6 +18,7 @@ pub mod combine;
 pub mod command;
 pub mod dare;
 pub mod entropy;
+pub mod entropy_bench;
 pub mod fixed;
 pub mod learnable;
 pub mod linalg;
