@@ -195,8 +195,8 @@ pub enum BenchCommand {
         threads: Option<u32>,
     },
     /// Seconds per unlabeled prompt of one entropy-adaptation step on a real model with two seeded
-    /// random LoRA adapters: candidate_entropy, token_entropy as computed here (generate without
-    /// gradients, then one teacher-forced pass), and token_entropy by generating with gradients.
+    /// random LoRA adapters: candidate_entropy, and token_entropy three ways (as computed here: the
+    /// prompt encoded once; two passes; generating with gradients).
     Entropy {
         /// HF model directory or .gguf file.
         #[arg(long)]

@@ -110,3 +110,34 @@ fn token_entropy_runs_on_generated_titles() {
     let text: Vec<String> = pos.iter().map(|&p| m.tokenizer.decode(&ids[p..p + 1], false).unwrap()).collect();
     assert_eq!(text, vec!["H", "e", "U", "p", "C", "a"]);
 }
+
+#[test]
+fn token_entropy_with_one_prompt_pass_equals_the_two_pass_way_in_value_and_gradient() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut m, adapters, prompts) = setup("onepass");
+    let model = &mut m.backbone.model;
+    let s = settings(EntropyObjective::TokenEntropy, Parameterization::Softmax, Granularity::Layer);
+    let modules = entropy::covered_modules(model, &adapters);
+    let l = Learnable::new(modules.clone(), 2, Granularity::Layer, Parameterization::Clamp, 1.0, &[0.6, 0.9]);
+    for p in &prompts {
+        // Two passes: greedy answer without a graph, then prompt + answer teacher-forced.
+        entropy::attach_weighted(model, &adapters, &l.weights(), false);
+        let answer = entropy::greedy_answer(model, &m.tokenizer, &p.prompt, &s);
+        entropy::attach_weighted(model, &adapters, &l.weights(), true);
+        let two = entropy::token_entropy(model, &m.tokenizer, &p.prompt, &answer, &s).expect("a title in the answer");
+        let two_grads = entropy::weight_grads_for_tests(model, &adapters, &modules, &two.backward());
+        // One pass over the prompt, the answer generated from its cache.
+        entropy::attach_weighted(model, &adapters, &l.weights(), true);
+        let (one, one_answer) = entropy::token_entropy_of_answer(model, &m.tokenizer, &p.prompt, &s);
+        let one = one.expect("a title in the answer");
+        assert_eq!(one_answer, answer, "the same greedy answer");
+        let one_grads = entropy::weight_grads_for_tests(model, &adapters, &modules, &one.backward());
+        let (a, b) = (one.without_autodiff().into_scalar::<f32>(), two.without_autodiff().into_scalar::<f32>());
+        assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "objective {a} vs {b}");
+        let scale = two_grads.iter().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert!(scale > 1e-6, "the check needs a non-trivial gradient");
+        for (x, y) in one_grads.iter().flatten().zip(two_grads.iter().flatten()) {
+            assert!((x - y).abs() < 1e-4 * scale, "gradient {x} vs {y} (scale {scale})");
+        }
+    }
+}

@@ -8,17 +8,20 @@
 //! - `candidate_entropy`: entropy of the softmax over the candidates' likelihood scores (the
 //!   prompt's cache is computed once and shared by the candidates, as in evaluation);
 //! - `token_entropy`: mean next-token entropy over the first k tokens of each item title in the
-//!   model's own greedy answer: generated without gradients, then one teacher-forced pass.
+//!   model's own greedy answer. The prompt is encoded once, with gradients; the answer is
+//!   generated greedily without a graph from that cache, then only its tokens are fed with
+//!   gradients ([`token_entropy_of_answer`]).
 
 use std::collections::BTreeMap;
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Gradients, Int, Tensor, TensorData};
 
 use super::learnable::Learnable;
 pub use super::adaptation::learn;
-use crate::model::generate::{GenerationConfig, continuation_logprob_tensor, generate, pad_batch, Padding};
+use crate::model::generate::{GenerationConfig, Padding, continuation_logprob_tensor, continue_generation, generate, pad_batch};
+use crate::model::llama::{ForwardInput, KvCache};
 use crate::model::lora::{LoraFactors, Proj, transpose};
 use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
@@ -184,6 +187,45 @@ pub fn token_entropy(model: &Llama, tok: &TextTokenizer, prompt: &[u32], generat
     Some((logp.clone().exp() * logp).sum().neg().div_scalar(n as f64))
 }
 
+/// [`token_entropy`] of the model's own greedy answer with the prompt encoded once: its forward
+/// pass (tracked when the model takes gradients) fills a KV cache; a graph-free view of the model
+/// (`valid()`) continues greedily from a constant copy of that cache; then only the answer's tokens
+/// are fed, over the tracked cache. The gradient is the same as generating with gradients or as a
+/// second teacher-forced pass over prompt and answer, without either's cost (see `bench entropy`).
+/// Returns the objective (`None` when the answer names no title) and the answer.
+pub fn token_entropy_of_answer(model: &Llama, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> (Option<Tensor<1>>, Vec<u32>) {
+    let device = model.device();
+    let n = prompt.len();
+    let mut cache = KvCache::default();
+    let input = ForwardInput { key_padding: None, ..pad_batch(model, &[prompt.to_vec()], 0, Padding::Right).input };
+    let last = model.hidden(&input, Some(&mut cache)).narrow(1, n - 1, 1);
+    let plain = model.valid();
+    let mut plain_cache = cache.without_autodiff();
+    let first = plain.logits(last.clone().without_autodiff()).into_data().try_to_vec::<f32>().expect("f32 tensor");
+    let cfg = GenerationConfig { max_new_tokens: s.max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos_ids: tok.eos_ids().to_vec() };
+    let answer = continue_generation(&plain, &mut plain_cache, first, &cfg, &mut |_| false);
+    let positions = title_token_positions(tok, &answer, &s.separator, s.first_k_tokens);
+    let Some(&furthest) = positions.last() else { return (None, answer) };
+    // Row j predicts answer token j: row 0 is the prompt's last position, row j > 0 the position
+    // of answer token j - 1 (fed now, up to the furthest token scored).
+    let rows = if furthest == 0 {
+        last
+    } else {
+        let input = ForwardInput {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(answer[..furthest].iter().map(|&t| t as i64).collect(), [1, furthest]), &device),
+            positions: Tensor::<2, Int>::from_data(TensorData::new((n..n + furthest).map(|p| p as i64).collect(), [1, furthest]), &device),
+            key_padding: None,
+            visibility: None,
+        };
+        Tensor::cat(vec![last, model.hidden(&input, Some(&mut cache))], 1)
+    };
+    let [_, count, h] = rows.dims();
+    let k = positions.len();
+    let picked = rows.reshape([count, h]).select(0, Tensor::<1, Int>::from_data(TensorData::new(positions.iter().map(|&p| p as i64).collect(), [k]), &device));
+    let logp = log_softmax(picked.matmul(model.lm_head.val()), 1);
+    (Some((logp.clone().exp() * logp).sum().neg().div_scalar(k as f64)), answer)
+}
+
 /// The objective of one prompt at weights `w`, attached trainable (for a step) or not.
 fn objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], w: &BTreeMap<(usize, Proj), Vec<f64>>, p: &AdaptPrompt, s: &EntropySettings, trainable: bool) -> Option<Tensor<1>> {
     match s.objective {
@@ -192,10 +234,8 @@ fn objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], w
             (p.candidates.len() > 1).then(|| candidate_entropy(model, p, s.mean_scores))
         }
         EntropyObjective::TokenEntropy => {
-            attach_weighted(model, adapters, w, false);
-            let generated = greedy_answer(model, tok, &p.prompt, s);
             attach_weighted(model, adapters, w, trainable);
-            token_entropy(model, tok, &p.prompt, &generated, s)
+            token_entropy_of_answer(model, tok, &p.prompt, s).0
         }
     }
 }

@@ -126,18 +126,25 @@ fn pick(logits: &[f32], cfg: &GenerationConfig, rng: &mut SplitMix) -> u32 {
 /// Generate after `prompt`; stops at an EOS id, after `max_new_tokens`, or when `stop` says so
 /// (given the tokens so far). Returns the new tokens (EOS excluded).
 pub fn generate(model: &Llama, prompt: &[u32], cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
-    let device = model.device();
     let mut cache = KvCache::default();
-    let mut rng = SplitMix(cfg.seed);
-    let mut out = Vec::new();
     let n = prompt.len();
-    let mut logits = {
+    let logits = {
         let batch = pad_batch(model, &[prompt.to_vec()], 0, Padding::Right);
         let input = ForwardInput { key_padding: None, ..batch.input };
         let all = model.forward(&input, Some(&mut cache));
         let v = all.dims()[2];
         all.narrow(1, n - 1, 1).reshape([v]).into_data().try_to_vec::<f32>().expect("f32 tensor")
     };
+    continue_generation(model, &mut cache, logits, cfg, stop)
+}
+
+/// Generation from an encoded prompt: `cache` holds its keys and values, `logits` the next-token
+/// logits at its last position. Extends `cache`; returns the new tokens (EOS excluded).
+pub fn continue_generation(model: &Llama, cache: &mut KvCache, mut logits: Vec<f32>, cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
+    let device = model.device();
+    let mut rng = SplitMix(cfg.seed);
+    let mut out = Vec::new();
+    let n = cache.len();
     for step in 0..cfg.max_new_tokens {
         let next = pick(&logits, cfg, &mut rng);
         if cfg.eos_ids.contains(&next) {
@@ -153,7 +160,7 @@ pub fn generate(model: &Llama, prompt: &[u32], cfg: &GenerationConfig, stop: &mu
             key_padding: None,
             visibility: None,
         };
-        let l = model.forward(&input, Some(&mut cache));
+        let l = model.forward(&input, Some(cache));
         let v = l.dims()[2];
         logits = l.reshape([v]).into_data().try_to_vec::<f32>().expect("f32 tensor");
     }

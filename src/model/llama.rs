@@ -83,6 +83,11 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The same keys and values as constants: off the autodiff graph, on the plain device.
+    pub fn without_autodiff(&self) -> KvCache {
+        KvCache { layers: self.layers.iter().map(|(k, v)| (k.clone().without_autodiff(), v.clone().without_autodiff())).collect() }
+    }
 }
 
 /// What one forward pass sees besides the token ids.
