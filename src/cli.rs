@@ -168,9 +168,6 @@ pub enum BenchCommand {
     /// Users ranked per second with `likelihood` (every candidate scored) vs `generate` (greedy
     /// top-K list) on the same prompts; prints JSON and a side-by-side line.
     Eval {
-        /// HF model directory or .gguf file.
-        #[arg(long)]
-        model: PathBuf,
         #[arg(long, default_value_t = 5)]
         users: usize,
         #[arg(long, default_value_t = 20)]
@@ -183,24 +180,13 @@ pub enum BenchCommand {
         k: u32,
         #[arg(long, default_value_t = 60)]
         max_new_tokens: usize,
-        /// MovieLens `movies.csv` to draw titles from.
-        #[arg(long, default_value = "datasets/ml-latest-small-subset/movies.csv")]
-        titles: PathBuf,
-        /// Prompt template (instruction and response blocks).
-        #[arg(long, default_value = "templates/rank.jinja")]
-        template: PathBuf,
-        #[arg(long, value_parser = parse_backend, default_value = "auto")]
-        backend: BackendChoice,
-        #[arg(long)]
-        threads: Option<u32>,
+        #[command(flatten)]
+        on: BenchModel,
     },
     /// Seconds per unlabeled prompt of one entropy-adaptation step on a real model with two seeded
     /// random LoRA adapters: candidate_entropy, and token_entropy three ways (as computed here: the
     /// prompt encoded once; two passes; generating with gradients).
     Entropy {
-        /// HF model directory or .gguf file.
-        #[arg(long)]
-        model: PathBuf,
         /// Prompts (the first one is an untimed warm-up).
         #[arg(long, default_value_t = 4)]
         prompts: usize,
@@ -214,16 +200,8 @@ pub enum BenchCommand {
         /// Rank of each random adapter.
         #[arg(long, default_value_t = 8)]
         rank: usize,
-        /// MovieLens `movies.csv` to draw titles from.
-        #[arg(long, default_value = "datasets/ml-latest-small-subset/movies.csv")]
-        titles: PathBuf,
-        /// Prompt template (instruction and response blocks).
-        #[arg(long, default_value = "templates/rank.jinja")]
-        template: PathBuf,
-        #[arg(long, value_parser = parse_backend, default_value = "auto")]
-        backend: BackendChoice,
-        #[arg(long)]
-        threads: Option<u32>,
+        #[command(flatten)]
+        on: BenchModel,
     },
     /// Time and peak memory (VmHWM) of merging two synthetic rank-R adapters shaped for a Llama
     /// model (default 7B): stacked (exact) and SVD-truncated.
@@ -241,6 +219,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 16)]
         truncate: usize,
     },
+}
+
+/// What `bench eval` and `bench entropy` share: the model, where their prompts come from, and the
+/// backend.
+#[derive(Debug, clap::Args)]
+pub struct BenchModel {
+    /// HF model directory or .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// MovieLens `movies.csv` to draw titles from.
+    #[arg(long, default_value = "datasets/ml-latest-small-subset/movies.csv")]
+    titles: PathBuf,
+    /// Prompt template (instruction and response blocks).
+    #[arg(long, default_value = "templates/rank.jinja")]
+    template: PathBuf,
+    #[arg(long, value_parser = parse_backend, default_value = "auto")]
+    backend: BackendChoice,
+    #[arg(long)]
+    threads: Option<u32>,
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -356,14 +353,14 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Bench { what: Some(BenchCommand::Eval { model, users, candidates, history, k, max_new_tokens, titles, template, backend, threads }), .. } => {
+        Command::Bench { what: Some(BenchCommand::Eval { users, candidates, history, k, max_new_tokens, on: BenchModel { model, titles, template, backend, threads } }), .. } => {
             let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
             let spec = crate::eval::bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: "||".into(), seed: 42 };
             let r = crate::eval::bench::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device)?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "eval": r }))
         }
-        Command::Bench { what: Some(BenchCommand::Entropy { model, prompts, candidates, history, max_new_tokens, rank, titles, template, backend, threads }), .. } => {
+        Command::Bench { what: Some(BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, backend, threads } }), .. } => {
             let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
             let spec = crate::eval::bench::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: "||".into(), seed: 42 };
             let r = crate::merge::entropy_bench::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device)?;

@@ -122,6 +122,14 @@ fn fixed_merge_is_the_weighted_sum_of_products_and_dense_output_adds_it_to_the_b
         let got: Vec<Vec<f64>> = dense[&name].data.chunks(shape.1).zip(base[&name].data.chunks(shape.1)).map(|(x, w0)| x.iter().zip(w0).map(|(p, q)| (p - q) as f64).collect()).collect();
         assert!(max_diff(&got, &d) < 1e-5, "{name}");
     }
+
+    // A weights-only base directory (no tokenizer) gives a weights-only dense model.
+    std::fs::remove_file(f.dir.join("model/tokenizer.json")).unwrap();
+    let out = reccocktail(&["merge", "--method", "fixed", "--adapter", &format!("{}:{wa}", f.p("base_spirit")), "--adapter", &format!("{}:{wb}", f.p("ingredient")), "--base", &f.p("model"), "--dense", "--out", &f.p("dense_no_tokenizer")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!f.dir.join("dense_no_tokenizer/tokenizer.json").exists());
+    let (_, weights_only) = reccocktail::model::load::read_hf_dir(&f.dir.join("dense_no_tokenizer")).unwrap();
+    assert_eq!(weights_only, dense);
 }
 
 #[test]

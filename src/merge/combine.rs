@@ -253,7 +253,12 @@ fn read_checkpoint(base: &Path) -> Result<crate::model::gguf::HfCheckpoint, Merg
     }
     let (config, sd) = crate::model::load::read_hf_dir(base)?;
     let read_json = |name: &str| -> Option<serde_json::Value> { std::fs::read_to_string(base.join(name)).ok().and_then(|t| serde_json::from_str(&t).ok()) };
-    let tokenizer_json = std::fs::read_to_string(base.join("tokenizer.json")).map_err(|e| invalid(format!("tokenizer.json: {e}")))?;
+    // A weights-only directory (no tokenizer.json) gives a weights-only merged model.
+    let tokenizer_json = match std::fs::read_to_string(base.join("tokenizer.json")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(invalid(format!("tokenizer.json: {e}"))),
+    };
     let generation_config = read_json("generation_config.json").unwrap_or_else(|| {
         serde_json::json!({ "bos_token_id": config.get("bos_token_id"), "eos_token_id": config.get("eos_token_id") })
     });

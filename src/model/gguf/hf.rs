@@ -23,6 +23,8 @@ use crate::model::tokenizer::{GgufTokenizerSpec, TextTokenizer, TokenizerError};
 pub struct HfCheckpoint {
     pub config: Json,
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// Empty when the source has no tokenizer (a weights-only HF directory): then no tokenizer
+    /// files are written.
     pub tokenizer_json: String,
     pub tokenizer_config: Json,
     /// `generation_config.json`: bos, eos (a list when the model also has an end-of-turn token),
@@ -408,9 +410,11 @@ pub fn write_hf_dir(ckpt: &HfCheckpoint, out: &Path) -> Result<(), GgufError> {
     // the permissions an ordinary file gets here, like the JSON files beside them.
     let perms = std::fs::metadata(out.join("config.json")).map_err(werr(out.join("config.json")))?.permissions();
     std::fs::set_permissions(&st_path, perms).map_err(werr(st_path.clone()))?;
-    let tok_path = out.join("tokenizer.json");
-    std::fs::write(&tok_path, &ckpt.tokenizer_json).map_err(werr(tok_path.clone()))?;
-    write_json(&out.join("tokenizer_config.json"), &ckpt.tokenizer_config)?;
+    if !ckpt.tokenizer_json.is_empty() {
+        let tok_path = out.join("tokenizer.json");
+        std::fs::write(&tok_path, &ckpt.tokenizer_json).map_err(werr(tok_path.clone()))?;
+        write_json(&out.join("tokenizer_config.json"), &ckpt.tokenizer_config)?;
+    }
     write_json(&out.join("generation_config.json"), &ckpt.generation_config)
 }
 
