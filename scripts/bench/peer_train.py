@@ -75,15 +75,21 @@ else:
     workload = "prompts"
 
 secs, tokens, n = 0.0, 0, 0
+phases = {"forward_s": 0.0, "backward_s": 0.0, "update_s": 0.0}
 for i, b in enumerate(batches):
     start = time.perf_counter()
     loss = model(**b).loss
+    t1 = time.perf_counter()
     loss.backward()
+    t2 = time.perf_counter()
     opt.step()
     opt.zero_grad()
     el = time.perf_counter() - start
     if i > 0:
+        phases["forward_s"] += t1 - start
+        phases["backward_s"] += t2 - t1
+        phases["update_s"] += el - (t2 - start)
         secs += el
         tokens += int(b.get("attention_mask", torch.ones_like(b["input_ids"])).sum())
         n += b["input_ids"].shape[0]
-print(json.dumps({"workload": workload, "steps": len(batches) - 1, "seconds": secs, "tokens_per_s": tokens / secs, "samples_per_s": n / secs, "torch": torch.__version__}))
+print(json.dumps({"workload": workload, "steps": len(batches) - 1, "seconds": secs, "tokens_per_s": tokens / secs, "samples_per_s": n / secs, **phases, "torch": torch.__version__}))

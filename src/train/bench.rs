@@ -21,6 +21,10 @@ pub struct TrainBench {
     pub seconds: f64,
     pub tokens_per_s: f64,
     pub samples_per_s: f64,
+    /// Where the timed seconds went: forward passes (loss included), backward passes, the rest.
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub update_s: f64,
     pub peak_rss_mb: Option<f64>,
 }
 
@@ -88,6 +92,9 @@ pub fn run(model: &mut Llama, workload: &str, samples: &[Encoded], lora: &LoraCo
         seconds,
         tokens_per_s: tokens as f64 / seconds,
         samples_per_s: n as f64 / seconds,
+        forward_s: timed.iter().map(|r| r.forward_s).sum(),
+        backward_s: timed.iter().map(|r| r.backward_s).sum(),
+        update_s: timed.iter().map(|r| r.update_s).sum(),
         peak_rss_mb: peak_rss_mb(),
     })
 }

@@ -152,7 +152,8 @@ pub fn train_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
     Ok(())
 }
 
-/// The training log as a table: step, epoch, loss, lr, grad_norm, tokens, samples, tokens_per_s, valid_loss.
+/// The training log as a table: step, epoch, loss, lr, grad_norm, tokens, samples, tokens_per_s,
+/// forward_s, backward_s, update_s, valid_loss.
 pub fn write_log(log: &[LogRow], path: &Path) -> Result<(), StageError> {
     let col = |n: &str, v: Vec<f64>| Column::new(n.into(), v);
     let mut df = table::frame(vec![
@@ -164,6 +165,9 @@ pub fn write_log(log: &[LogRow], path: &Path) -> Result<(), StageError> {
         Column::new("tokens".into(), log.iter().map(|r| r.tokens).collect::<Vec<_>>()),
         Column::new("samples".into(), log.iter().map(|r| r.samples).collect::<Vec<_>>()),
         col("tokens_per_s", log.iter().map(|r| r.tokens_per_s).collect()),
+        col("forward_s", log.iter().map(|r| r.forward_s).collect()),
+        col("backward_s", log.iter().map(|r| r.backward_s).collect()),
+        col("update_s", log.iter().map(|r| r.update_s).collect()),
         Column::new("valid_loss".into(), log.iter().map(|r| r.valid_loss).collect::<Vec<_>>()),
     ])?;
     Ok(table::write_parquet(&mut df, path)?)

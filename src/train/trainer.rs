@@ -44,6 +44,14 @@ pub struct LogRow {
     pub tokens: u64,
     pub samples: u64,
     pub tokens_per_s: f64,
+    /// Seconds of the step in the forward passes (loss included), the backward passes, and the
+    /// rest (gradients to the host, clipping, AdamW, attaching the factors).
+    #[serde(default)]
+    pub forward_s: f64,
+    #[serde(default)]
+    pub backward_s: f64,
+    #[serde(default)]
+    pub update_s: f64,
     /// Validation loss, when validated after this step.
     pub valid_loss: Option<f64>,
 }
@@ -156,13 +164,18 @@ pub fn train(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &Lor
             let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
             // One attachment per step: the micro-batches reuse the same leaves.
             ck.state.attach(model, lora.dropout, true);
+            let (mut forward_s, mut backward_s) = (0.0f64, 0.0f64);
             for batch_idx in group {
                 let samples: Vec<&Encoded> = batch_idx.iter().map(|&i| &train[i]).collect();
                 let batch = TrainBatch::new(&samples, pad_id, &device);
                 tokens += batch.tokens;
+                let t = Instant::now();
                 let loss = nll_sum(model, &batch).div_scalar(group_targets as f64);
-                let grads = loss.backward();
                 let value: f32 = loss.clone().without_autodiff().into_scalar();
+                forward_s += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let grads = loss.backward();
+                backward_s += t.elapsed().as_secs_f64();
                 if !value.is_finite() {
                     return Err(TrainError::NonFinite { step: ck.step + 1, samples: batch_idx.clone(), value });
                 }
@@ -194,6 +207,9 @@ pub fn train(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &Lor
                 tokens: tokens as u64,
                 samples: group.iter().map(Vec::len).sum::<usize>() as u64,
                 tokens_per_s: tokens as f64 / secs,
+                forward_s,
+                backward_s,
+                update_s: (secs - forward_s - backward_s).max(0.0),
                 valid_loss: None,
             };
             let validate = !valid.is_empty() && (ck.step % cfg.eval_every.max(1) == 0 || ck.step == total);
