@@ -197,8 +197,7 @@ pub fn token_entropy_of_answer(model: &Llama, tok: &TextTokenizer, prompt: &[u32
     let device = model.device();
     let n = prompt.len();
     let mut cache = KvCache::default();
-    let input = ForwardInput { key_padding: None, ..pad_batch(model, &[prompt.to_vec()], 0, Padding::Right).input };
-    let last = model.hidden(&input, Some(&mut cache)).narrow(1, n - 1, 1);
+    let last = model.hidden(&ForwardInput::sequence(prompt, 0, &device), Some(&mut cache)).narrow(1, n - 1, 1);
     let plain = model.valid();
     let mut plain_cache = cache.without_autodiff();
     let first = plain.logits(last.clone().without_autodiff()).into_data().try_to_vec::<f32>().expect("f32 tensor");
@@ -208,17 +207,7 @@ pub fn token_entropy_of_answer(model: &Llama, tok: &TextTokenizer, prompt: &[u32
     let Some(&furthest) = positions.last() else { return (None, answer) };
     // Row j predicts answer token j: row 0 is the prompt's last position, row j > 0 the position
     // of answer token j - 1 (fed now, up to the furthest token scored).
-    let rows = if furthest == 0 {
-        last
-    } else {
-        let input = ForwardInput {
-            ids: Tensor::<2, Int>::from_data(TensorData::new(answer[..furthest].iter().map(|&t| t as i64).collect(), [1, furthest]), &device),
-            positions: Tensor::<2, Int>::from_data(TensorData::new((n..n + furthest).map(|p| p as i64).collect(), [1, furthest]), &device),
-            key_padding: None,
-            visibility: None,
-        };
-        Tensor::cat(vec![last, model.hidden(&input, Some(&mut cache))], 1)
-    };
+    let rows = if furthest == 0 { last } else { Tensor::cat(vec![last, model.hidden(&ForwardInput::sequence(&answer[..furthest], n, &device), Some(&mut cache))], 1) };
     let [_, count, h] = rows.dims();
     let k = positions.len();
     let picked = rows.reshape([count, h]).select(0, Tensor::<1, Int>::from_data(TensorData::new(positions.iter().map(|&p| p as i64).collect(), [k]), &device));
@@ -228,15 +217,10 @@ pub fn token_entropy_of_answer(model: &Llama, tok: &TextTokenizer, prompt: &[u32
 
 /// The objective of one prompt at weights `w`, attached trainable (for a step) or not.
 fn objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], w: &BTreeMap<(usize, Proj), Vec<f64>>, p: &AdaptPrompt, s: &EntropySettings, trainable: bool) -> Option<Tensor<1>> {
+    attach_weighted(model, adapters, w, trainable);
     match s.objective {
-        EntropyObjective::CandidateEntropy => {
-            attach_weighted(model, adapters, w, trainable);
-            (p.candidates.len() > 1).then(|| candidate_entropy(model, p, s.mean_scores))
-        }
-        EntropyObjective::TokenEntropy => {
-            attach_weighted(model, adapters, w, trainable);
-            token_entropy_of_answer(model, tok, &p.prompt, s).0
-        }
+        EntropyObjective::CandidateEntropy => (p.candidates.len() > 1).then(|| candidate_entropy(model, p, s.mean_scores)),
+        EntropyObjective::TokenEntropy => token_entropy_of_answer(model, tok, &p.prompt, s).0,
     }
 }
 

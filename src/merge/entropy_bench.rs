@@ -10,14 +10,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use serde::Serialize;
 
 use super::bench::synthetic;
 use super::entropy::{AdaptPrompt, EntropySettings, attach_weighted, candidate_entropy, covered_modules, greedy_answer, title_token_positions, token_entropy, token_entropy_of_answer, weight_grads};
 use crate::exec::backbone::Prompter;
 use crate::model::Llama;
-use crate::model::generate::{Padding, pad_batch};
 use crate::model::llama::{ForwardInput, KvCache};
 use crate::model::lora::Proj;
 use crate::model::peft::PeftAdapter;
@@ -83,8 +82,7 @@ pub fn token_entropy_while_generating(model: &Llama, tok: &TextTokenizer, prompt
     let device = model.device();
     let n = prompt.len();
     let mut cache = KvCache::default();
-    let input = ForwardInput { key_padding: None, ..pad_batch(model, &[prompt.to_vec()], 0, Padding::Right).input };
-    let hidden = model.hidden(&input, Some(&mut cache));
+    let hidden = model.hidden(&ForwardInput::sequence(prompt, 0, &device), Some(&mut cache));
     let v = model.lm_head.shape().dims::<2>()[1];
     let mut logits = model.logits(hidden.narrow(1, n - 1, 1)).reshape([v]);
     let (mut entropies, mut out) = (Vec::new(), Vec::new());
@@ -96,13 +94,7 @@ pub fn token_entropy_while_generating(model: &Llama, tok: &TextTokenizer, prompt
             break;
         }
         out.push(next);
-        let input = ForwardInput {
-            ids: Tensor::<2, Int>::from_data(TensorData::new(vec![next as i64], [1, 1]), &device),
-            positions: Tensor::<2, Int>::from_data(TensorData::new(vec![(n + out.len() - 1) as i64], [1, 1]), &device),
-            key_padding: None,
-            visibility: None,
-        };
-        logits = model.forward(&input, Some(&mut cache)).reshape([v]);
+        logits = model.forward(&ForwardInput::sequence(&[next], n + out.len() - 1, &device), Some(&mut cache)).reshape([v]);
     }
     let positions = title_token_positions(tok, &out, &s.separator, s.first_k_tokens);
     if positions.is_empty() {

@@ -127,14 +127,9 @@ fn pick(logits: &[f32], cfg: &GenerationConfig, rng: &mut SplitMix) -> u32 {
 /// (given the tokens so far). Returns the new tokens (EOS excluded).
 pub fn generate(model: &Llama, prompt: &[u32], cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
     let mut cache = KvCache::default();
-    let n = prompt.len();
-    let logits = {
-        let batch = pad_batch(model, &[prompt.to_vec()], 0, Padding::Right);
-        let input = ForwardInput { key_padding: None, ..batch.input };
-        let all = model.forward(&input, Some(&mut cache));
-        let v = all.dims()[2];
-        all.narrow(1, n - 1, 1).reshape([v]).into_data().try_to_vec::<f32>().expect("f32 tensor")
-    };
+    let hidden = model.hidden(&ForwardInput::sequence(prompt, 0, &model.device()), Some(&mut cache));
+    // The LM head only at the last position: the one whose logits pick the first token.
+    let logits = model.logits(hidden.narrow(1, prompt.len() - 1, 1)).into_data().try_to_vec::<f32>().expect("f32 tensor");
     continue_generation(model, &mut cache, logits, cfg, stop)
 }
 
@@ -154,15 +149,8 @@ pub fn continue_generation(model: &Llama, cache: &mut KvCache, mut logits: Vec<f
         if stop(&out) || step + 1 == cfg.max_new_tokens || n + out.len() >= model.max_positions() {
             break;
         }
-        let input = ForwardInput {
-            ids: Tensor::<2, Int>::from_data(TensorData::new(vec![next as i64], [1, 1]), &device),
-            positions: Tensor::<2, Int>::from_data(TensorData::new(vec![(n + out.len() - 1) as i64], [1, 1]), &device),
-            key_padding: None,
-            visibility: None,
-        };
-        let l = model.forward(&input, Some(cache));
-        let v = l.dims()[2];
-        logits = l.reshape([v]).into_data().try_to_vec::<f32>().expect("f32 tensor");
+        let l = model.forward(&ForwardInput::sequence(&[next], n + out.len() - 1, &device), Some(cache));
+        logits = l.into_data().try_to_vec::<f32>().expect("f32 tensor");
     }
     out
 }
@@ -188,9 +176,7 @@ pub fn continuation_logprob_tensor(model: &Llama, prompt: &[u32], continuations:
     let c = continuations.len();
     let width = continuations.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let mut cache = KvCache::default();
-    let prompt_batch = pad_batch(model, &[prompt.to_vec()], 0, Padding::Right);
-    let input = ForwardInput { key_padding: None, ..prompt_batch.input };
-    let hidden = model.hidden(&input, Some(&mut cache));
+    let hidden = model.hidden(&ForwardInput::sequence(prompt, 0, &device), Some(&mut cache));
     // Row 0: the prompt's last position, which scores every continuation's first token.
     let v = model.lm_head.shape().dims::<2>()[1];
     let mut rows = vec![log_softmax(model.logits(hidden.narrow(1, n - 1, 1)), 2).reshape([1, v])];
@@ -205,18 +191,20 @@ pub fn continuation_logprob_tensor(model: &Llama, prompt: &[u32], continuations:
         };
         rows.push(log_softmax(model.forward(&input, Some(&mut cache)), 2).reshape([l, v]));
     }
-    // Row r of the table scores what follows node r - 1; one extra zero entry fills the padding.
+    // Row r of the table scores what follows node r - 1. Entries past a continuation's end pick
+    // entry 0 and are zeroed by the mask.
     let table = Tensor::cat(rows, 0);
-    let zero_slot = table.dims()[0] * v;
-    let flat = Tensor::cat(vec![table.reshape([zero_slot]), Tensor::<1>::zeros([1], &device)], 0);
-    let mut index = vec![zero_slot as i64; c * width];
+    let entries = table.dims()[0] * v;
+    let (mut index, mut mask) = (vec![0i64; c * width], vec![0f32; c * width]);
     for (i, s) in continuations.iter().enumerate() {
         for (j, &tok) in s.iter().enumerate() {
             let row = if j == 0 { 0 } else { tree.paths[i][j - 1] + 1 };
             index[i * width + j] = (row * v + tok as usize) as i64;
+            mask[i * width + j] = 1.0;
         }
     }
-    flat.select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [c * width]), &device)).reshape([c, width])
+    let picked = table.reshape([entries]).select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [c * width]), &device));
+    (picked * Tensor::<1>::from_data(TensorData::new(mask, [c * width]), &device)).reshape([c, width])
 }
 
 /// Continuations packed into one row as a prefix tree: each distinct prefix of a continuation

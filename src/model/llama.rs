@@ -104,6 +104,20 @@ pub struct ForwardInput {
     pub visibility: Option<Tensor<2, Bool>>,
 }
 
+impl ForwardInput {
+    /// One unpadded sequence `ids` at positions `start..start + ids.len()`, causal: a prompt
+    /// (`start` 0) or tokens that continue a cache of `start` positions.
+    pub fn sequence(ids: &[u32], start: usize, device: &Device) -> ForwardInput {
+        let n = ids.len();
+        ForwardInput {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect(), [1, n]), device),
+            positions: Tensor::<2, Int>::from_data(TensorData::new((start..start + n).map(|p| p as i64).collect(), [1, n]), device),
+            key_padding: None,
+            visibility: None,
+        }
+    }
+}
+
 /// Rotary tables [max_pos, head_dim] in HF's layout (frequencies repeated over both halves).
 pub fn rope_tables(cfg: &ModelConfig, max_pos: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
     let inv: Vec<f32> = cfg.rope_inv_freq().into_iter().map(|f| f as f32).collect();
