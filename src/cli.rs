@@ -238,6 +238,9 @@ pub struct BenchModel {
     backend: BackendChoice,
     #[arg(long)]
     threads: Option<u32>,
+    /// Device: cpu, cuda, cuda:N or auto (CUDA needs the tch backend and a CUDA libtorch).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -353,15 +356,15 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Bench { what: Some(BenchCommand::Eval { users, candidates, history, k, max_new_tokens, on: BenchModel { model, titles, template, backend, threads } }), .. } => {
-            let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
+        Command::Bench { what: Some(BenchCommand::Eval { users, candidates, history, k, max_new_tokens, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
+            let runtime = backend::select(backend, device, threads)?;
             let spec = crate::eval::bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: "||".into(), seed: 42 };
             let r = crate::eval::bench::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device)?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "eval": r }))
         }
-        Command::Bench { what: Some(BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, backend, threads } }), .. } => {
-            let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
+        Command::Bench { what: Some(BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
+            let runtime = backend::select(backend, device, threads)?;
             let spec = crate::eval::bench::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: "||".into(), seed: 42 };
             let r = crate::merge::entropy_bench::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device)?;
             eprintln!("{}", r.line());
