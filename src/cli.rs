@@ -94,6 +94,9 @@ pub enum Command {
         /// A prompts stage's `train.parquet` (rendered samples) for `--workload train`.
         #[arg(long)]
         prompts: Option<PathBuf>,
+        /// Device: cpu, cuda, cuda:N or auto (CUDA needs the tch backend and a CUDA libtorch).
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
     },
     /// Merge PEFT adapters of one base model into one adapter (or, with --dense, a merged HF model),
     /// exactly on the LoRA products s_i B_i A_i; writes merge.json beside the output.
@@ -180,6 +183,10 @@ pub enum BenchCommand {
         k: u32,
         #[arg(long, default_value_t = 60)]
         max_new_tokens: usize,
+        /// Also write the token ids fed to both protocols as JSON, for
+        /// `scripts/bench/peer_eval.py` to time PyTorch on the same work.
+        #[arg(long)]
+        dump: Option<PathBuf>,
         #[command(flatten)]
         on: BenchModel,
     },
@@ -356,12 +363,12 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Bench { what: Some(BenchCommand::Eval { users, candidates, history, k, max_new_tokens, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
+        Command::Bench { what: Some(BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
             let runtime = backend::select(backend, device, threads)?;
             let spec = crate::eval::bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: "||".into(), seed: 42 };
-            let r = crate::eval::bench::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device)?;
+            let r = crate::eval::bench::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dump.as_deref())?;
             eprintln!("{}", r.line());
-            print_json(&serde_json::json!({ "backend": runtime.backend, "eval": r }))
+            print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "eval": r }))
         }
         Command::Bench { what: Some(BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
             let runtime = backend::select(backend, device, threads)?;
@@ -370,9 +377,9 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "entropy": r }))
         }
-        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, prompts } if workload == "train" => {
+        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, prompts, device } if workload == "train" => {
             let model = model.ok_or_else(|| Error::Usage("bench needs --model PATH".into()))?;
-            let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
+            let runtime = backend::select(backend, device, threads)?;
             let r = crate::train::bench::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "train": r }))
         }
@@ -382,12 +389,12 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
             print_json(&crate::merge::bench::run(layers, hidden, intermediate, rank, truncate)?)
         }
-        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, .. } => {
+        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, device, .. } => {
             if workload != "forward" {
                 return Err(Error::Usage(format!("unknown --workload `{workload}`: expected `forward` or `train`")));
             }
             let model = model.ok_or_else(|| Error::Usage("bench needs --model".into()))?;
-            let runtime = backend::select(backend, DeviceSpec::Cpu, threads)?;
+            let runtime = backend::select(backend, device, threads)?;
             let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
             let r = crate::model::bench::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "forward": r }))

@@ -135,3 +135,38 @@ fn model_commands_reject_bad_inputs_with_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("bogus.gguf"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn bench_eval_times_both_protocols_and_dumps_the_token_ids_it_fed() {
+    let dir = std::env::temp_dir().join(format!("reccocktail-bench-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    reccocktail::model::tiny::write_tiny_chat_model(&dir.join("model"), reccocktail::model::tiny::TinySpec::default(), 3).unwrap();
+    let dump = dir.join("inputs.json");
+    let model = dir.join("model");
+    let args = ["bench", "eval", "--model", model.to_str().unwrap(), "--users", "2", "--candidates", "4", "--history", "2", "--max-new-tokens", "3", "--backend", "flex", "--threads", "1"];
+    let out = reccocktail(&[&args[..], &["--dump", dump.to_str().unwrap()]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &r["eval"];
+    assert_eq!((e["users"].as_u64(), e["candidates"].as_u64(), r["device"].as_str()), (Some(2), Some(4), Some("cpu")));
+    for key in ["prompt_s_per_user", "ratio", "candidate_share"] {
+        assert!(e[key].as_f64().is_some_and(f64::is_finite), "{key}: {e}");
+    }
+    assert!(e["likelihood"]["users_per_s"].as_f64().unwrap() > 0.0 && e["generate"]["users_per_s"].as_f64().unwrap() > 0.0);
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    assert_eq!((d["max_new_tokens"].as_u64(), d["eos"].as_array().map(Vec::len)), (Some(3), Some(1)));
+    let users = d["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2);
+    for u in users {
+        let prompt = u["prompt"].as_array().unwrap();
+        assert!(prompt.len() as f64 <= e["mean_prompt_tokens"].as_f64().unwrap() * 2.0 && !prompt.is_empty());
+        let titles = u["titles"].as_array().unwrap();
+        assert_eq!(titles.len(), 4);
+        assert!(titles.iter().all(|t| !t.as_array().unwrap().is_empty()));
+        assert!(u["target_slot"].as_u64().unwrap() < 4);
+    }
+    // A CUDA device on a CPU build is refused with a message, not a panic.
+    let out = reccocktail(&[&args[..], &["--device", "cuda"]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

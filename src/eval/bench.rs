@@ -90,31 +90,79 @@ pub struct EvalBench {
     pub mean_prompt_tokens: f64,
     pub max_new_tokens: usize,
     pub mean_generated_items: f64,
+    /// New tokens per generated list (EOS excluded).
+    pub mean_new_tokens: f64,
     pub likelihood: ProtocolTiming,
     pub generate: ProtocolTiming,
     /// likelihood users/s over generate users/s.
     pub ratio: f64,
+    /// Seconds per user of the prompt pass alone (the KV cache and the last position's
+    /// log-probabilities, as both protocols start), timed on the same users.
+    pub prompt_s_per_user: f64,
+    /// What scoring the candidates adds to the prompt pass: (likelihood − prompt) / prompt.
+    pub candidate_share: f64,
 }
 
 /// The whole benchmark from files: titles (`movies.csv`), a prompt template and a model (HF
 /// directory or `.gguf`, with its chat template and the default system prompt).
-pub fn from_files(model: &Path, titles: &Path, template: &Path, spec: &PromptSpec, max_new_tokens: usize, device: &burn::tensor::Device) -> Result<EvalBench, crate::Error> {
+/// `dump`: also write the token ids the benchmark feeds (see [`dump_inputs`]) for a peer to time
+/// the same work.
+pub fn from_files(model: &Path, titles: &Path, template: &Path, spec: &PromptSpec, max_new_tokens: usize, device: &burn::tensor::Device, dump: Option<&Path>) -> Result<EvalBench, crate::Error> {
     use crate::Error;
     let titles = read_titles(titles).map_err(|e| Error::Usage(e.to_string()))?;
     let template = PromptTemplate::load(template).map_err(|e| Error::Usage(e.to_string()))?;
     let users = synthetic_users(&titles, &template, spec).map_err(|e| Error::Usage(e.to_string()))?;
     let mut m = load_text_model(model, device).map_err(Error::Model)?;
     let prompter = Prompter::with_defaults(m.chat.take());
+    if let Some(path) = dump {
+        dump_inputs(&m, &prompter, &users, max_new_tokens, path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    }
     run(&m, &prompter, &users, max_new_tokens, &spec.separator, spec.seed).map_err(|e| Error::Model(crate::model::ModelError::Other(format!("benchmark: {e}"))))
+}
+
+/// The benchmark's inputs as JSON, token ids only: `{"max_new_tokens", "eos": [ids], "users":
+/// [{"prompt": [ids], "titles": [[ids]...], "target_slot"}]}`. `scripts/bench/peer_eval.py`
+/// times PyTorch + transformers on exactly these.
+pub fn dump_inputs(m: &TextModel, prompter: &Prompter, users: &[TestUser], max_new_tokens: usize, path: &Path) -> Result<(), StageError> {
+    let mut rows = Vec::with_capacity(users.len());
+    for u in users {
+        let titles = u.titles.iter().map(|t| prompter.title_ids(&m.tokenizer, t)).collect::<Result<Vec<_>, _>>()?;
+        rows.push(serde_json::json!({ "prompt": prompter.prompt_ids(&m.tokenizer, &u.instruction)?, "titles": titles, "target_slot": u.target_slot }));
+    }
+    let doc = serde_json::json!({ "max_new_tokens": max_new_tokens, "eos": m.tokenizer.eos_ids(), "users": rows });
+    std::fs::write(path, serde_json::to_vec(&doc).map_err(|e| StageError::Failed(e.to_string()))?).map_err(|e| StageError::Failed(e.to_string()))
 }
 
 impl EvalBench {
     /// The side-by-side line.
     pub fn line(&self) -> String {
         format!(
-            "likelihood {:.3} users/s | generate {:.3} users/s ({} new tokens max, {:.1} items) | ratio {:.2}x ({} users, {} candidates, {:.0} prompt tokens)",
-            self.likelihood.users_per_s, self.generate.users_per_s, self.max_new_tokens, self.mean_generated_items, self.ratio, self.users, self.candidates, self.mean_prompt_tokens
+            "likelihood {:.3} users/s | generate {:.3} users/s ({:.1} new tokens of {} max, {:.1} items) | ratio {:.2}x ({} users, {} candidates, {:.0} prompt tokens) | prompt pass {:.3} s/user, candidates add {:.0}%",
+            self.likelihood.users_per_s,
+            self.generate.users_per_s,
+            self.mean_new_tokens,
+            self.max_new_tokens,
+            self.mean_generated_items,
+            self.ratio,
+            self.users,
+            self.candidates,
+            self.mean_prompt_tokens,
+            self.prompt_s_per_user,
+            100.0 * self.candidate_share
         )
+    }
+}
+
+/// The prompt pass of each prompt as the protocols run it: encode into a fresh KV cache, then
+/// the log-probabilities at the last position, read back to the host (which also waits for an
+/// asynchronous device).
+fn prompt_pass(model: &crate::model::Llama, prompts: &[Vec<u32>]) {
+    use crate::model::llama::{ForwardInput, KvCache};
+    for p in prompts {
+        let mut cache = KvCache::default();
+        let hidden = model.hidden(&ForwardInput::sequence(p, 0, &model.device()), Some(&mut cache));
+        let last = burn::tensor::activation::log_softmax(model.logits(hidden.narrow(1, p.len() - 1, 1)), 2);
+        std::hint::black_box(last.into_data());
     }
 }
 
@@ -122,7 +170,7 @@ impl EvalBench {
 pub fn run(m: &TextModel, prompter: &Prompter, users: &[TestUser], max_new_tokens: usize, separator: &str, seed: u64) -> Result<EvalBench, StageError> {
     let params = |protocol| EvalParams { protocol, scoring: Scoring::Sum, ks: vec![1], metrics: vec![Metric::Hr], max_new_tokens, fuzzy_match: false, seed, separator: separator.to_string() };
     let model = &m.backbone.model;
-    let timing = |protocol| -> Result<(ProtocolTiming, f64), StageError> {
+    let timing = |protocol| -> Result<(ProtocolTiming, f64, f64), StageError> {
         let p = params(protocol);
         evaluate_users(model, &m.tokenizer, prompter, &users[..1.min(users.len())], &p, &mut |_| {})?;
         let start = Instant::now();
@@ -130,21 +178,31 @@ pub fn run(m: &TextModel, prompter: &Prompter, users: &[TestUser], max_new_token
         let seconds = start.elapsed().as_secs_f64();
         let hits = r.iter().filter(|r| r.rank == Some(1)).count() as f64;
         let items = r.iter().map(|r| r.generated_items).sum::<usize>() as f64;
+        let tokens = r.iter().map(|r| r.generated_tokens).sum::<usize>() as f64;
         let n = users.len().max(1) as f64;
-        Ok((ProtocolTiming { seconds, users_per_s: users.len() as f64 / seconds.max(1e-9), hr_at_1: hits / n }, items / n))
+        Ok((ProtocolTiming { seconds, users_per_s: users.len() as f64 / seconds.max(1e-9), hr_at_1: hits / n }, items / n, tokens / n))
     };
-    let (likelihood, _) = timing(Protocol::Likelihood)?;
-    let (generate, items) = timing(Protocol::Generate)?;
-    let mut tokens = 0usize;
+    let (likelihood, _, _) = timing(Protocol::Likelihood)?;
+    let (generate, items, new_tokens) = timing(Protocol::Generate)?;
+    let mut prompts = Vec::with_capacity(users.len());
     for u in users {
-        tokens += prompter.prompt_ids(&m.tokenizer, &u.instruction)?.len();
+        prompts.push(prompter.prompt_ids(&m.tokenizer, &u.instruction)?);
     }
+    let tokens: usize = prompts.iter().map(Vec::len).sum();
+    prompt_pass(model, &prompts[..1.min(prompts.len())]);
+    let start = Instant::now();
+    prompt_pass(model, &prompts);
+    let prompt_s_per_user = start.elapsed().as_secs_f64() / users.len().max(1) as f64;
+    let likelihood_s_per_user = likelihood.seconds / users.len().max(1) as f64;
     Ok(EvalBench {
+        prompt_s_per_user,
+        candidate_share: (likelihood_s_per_user - prompt_s_per_user) / prompt_s_per_user.max(1e-12),
         users: users.len(),
         candidates: users.first().map_or(0, |u| u.items.len()),
         mean_prompt_tokens: tokens as f64 / users.len().max(1) as f64,
         max_new_tokens,
         mean_generated_items: items,
+        mean_new_tokens: new_tokens,
         ratio: likelihood.users_per_s / generate.users_per_s.max(1e-12),
         likelihood,
         generate,

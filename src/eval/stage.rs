@@ -70,6 +70,8 @@ pub struct UserResult {
     pub scores: Option<Vec<f64>>,
     pub generated: Option<String>,
     pub generated_items: usize,
+    /// Tokens the model generated (`generate`; 0 for `likelihood`).
+    pub generated_tokens: usize,
     pub valid_items: usize,
 }
 
@@ -79,7 +81,7 @@ pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, u
     let mut out = Vec::with_capacity(users.len());
     for (done, u) in users.iter().enumerate() {
         let prompt = prompter.prompt_ids(tok, &u.instruction)?;
-        let base = UserResult { user: u.user.clone(), target: u.target.clone(), target_title: u.target_title.clone(), rank: None, ranked: Vec::new(), scores: None, generated: None, generated_items: 0, valid_items: 0 };
+        let base = UserResult { user: u.user.clone(), target: u.target.clone(), target_title: u.target_title.clone(), rank: None, ranked: Vec::new(), scores: None, generated: None, generated_items: 0, generated_tokens: 0, valid_items: 0 };
         let r = match p.protocol {
             Protocol::Likelihood => {
                 let titles = u.titles.iter().map(|t| prompter.title_ids(tok, t)).collect::<Result<Vec<_>, _>>()?;
@@ -106,7 +108,7 @@ pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, u
                 let ids = generate_list(model, &prompt, p.max_new_tokens, tok.eos_ids(), p.seed);
                 let text = tok.decode(&ids, true).map_err(|e| EvalError::Tokenizer(e.to_string()))?;
                 let g = ground(&text, &p.separator, &u.titles, p.fuzzy_match);
-                UserResult { rank: g.rank_of(u.target_slot), generated_items: g.generated, valid_items: g.valid(), ranked: g.ranked, generated: Some(text), ..base }
+                UserResult { rank: g.rank_of(u.target_slot), generated_items: g.generated, generated_tokens: ids.len(), valid_items: g.valid(), ranked: g.ranked, generated: Some(text), ..base }
             }
         };
         out.push(r);

@@ -124,8 +124,8 @@ fn evaluate_outputs_are_readable_tables() {
     let titles = ["A", "B", "C"];
     let users = vec![user("x", "y", &titles, 0), TestUser { user: "u2".into(), ..user("x", "y", &titles, 2) }];
     let results = vec![
-        super::stage::UserResult { user: "u1".into(), target: "i0".into(), target_title: "A".into(), rank: Some(2), ranked: vec![1, 0, 2], scores: Some(vec![-2.0, -1.0, -3.0]), generated: None, generated_items: 3, valid_items: 3 },
-        super::stage::UserResult { user: "u2".into(), target: "i2".into(), target_title: "C".into(), rank: None, ranked: vec![0], scores: None, generated: Some("A || Z".into()), generated_items: 2, valid_items: 1 },
+        super::stage::UserResult { user: "u1".into(), target: "i0".into(), target_title: "A".into(), rank: Some(2), ranked: vec![1, 0, 2], scores: Some(vec![-2.0, -1.0, -3.0]), generated: None, generated_items: 3, generated_tokens: 0, valid_items: 3 },
+        super::stage::UserResult { user: "u2".into(), target: "i2".into(), target_title: "C".into(), rank: None, ranked: vec![0], scores: None, generated: Some("A || Z".into()), generated_items: 2, generated_tokens: 5, valid_items: 1 },
     ];
     let p = EvalParams { protocol: Protocol::Generate, scoring: Scoring::Sum, ks: vec![1, 3], metrics: vec![Metric::Hr, Metric::Mrr, Metric::ValidRatio], max_new_tokens: 8, fuzzy_match: false, seed: 1, separator: "||".into() };
     write_outputs(&out, &users, &results, &p, 2.0).unwrap();

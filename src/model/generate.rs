@@ -155,9 +155,9 @@ pub fn continue_generation(model: &Llama, cache: &mut KvCache, mut logits: Vec<f
     out
 }
 
-/// Log-probability of every token of each continuation after `prompt`. The prompt is encoded
-/// once; the continuations then run together as one packed row over its cache, with shared
-/// prefixes computed once (see [`PrefixTree`]).
+/// Log-probability of every token of each continuation after `prompt`. The prompt and all
+/// continuations run as one packed row in one forward pass, with shared prefixes computed once
+/// (see [`PrefixTree`]).
 pub fn continuation_logprobs(model: &Llama, prompt: &[u32], continuations: &[Vec<u32>]) -> Vec<Vec<f32>> {
     if continuations.is_empty() {
         return Vec::new();
@@ -175,25 +175,25 @@ pub fn continuation_logprob_tensor(model: &Llama, prompt: &[u32], continuations:
     let n = prompt.len();
     let c = continuations.len();
     let width = continuations.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let mut cache = KvCache::default();
-    let hidden = model.hidden(&ForwardInput::sequence(prompt, 0, &device), Some(&mut cache));
-    // Row 0: the prompt's last position, which scores every continuation's first token.
-    let v = model.lm_head.shape().dims::<2>()[1];
-    let mut rows = vec![log_softmax(model.logits(hidden.narrow(1, n - 1, 1)), 2).reshape([1, v])];
+    // One forward pass over the prompt and the prefix tree packed behind it: the prompt's rows
+    // are causal, each node sees the prompt and its own ancestors. No KV cache, and on a GPU one
+    // pass of kernel launches instead of two.
     let tree = PrefixTree::build(continuations);
-    if !tree.is_empty() {
-        let l = tree.len();
-        let input = ForwardInput {
-            ids: Tensor::<2, Int>::from_data(TensorData::new(tree.ids.iter().map(|&t| t as i64).collect(), [1, l]), &device),
-            positions: Tensor::<2, Int>::from_data(TensorData::new(tree.depth.iter().map(|&d| (n + d) as i64).collect(), [1, l]), &device),
-            key_padding: None,
-            visibility: Some(Tensor::<2, Bool>::from_data(TensorData::new(tree.hidden_keys(n), [l, n + l]), &device)),
-        };
-        rows.push(log_softmax(model.forward(&input, Some(&mut cache)), 2).reshape([l, v]));
-    }
-    // Row r of the table scores what follows node r - 1. Entries past a continuation's end pick
-    // entry 0 and are zeroed by the mask.
-    let table = Tensor::cat(rows, 0);
+    let l = tree.len();
+    let ids: Vec<i64> = prompt.iter().chain(&tree.ids).map(|&t| t as i64).collect();
+    let positions: Vec<i64> = (0..n).chain(tree.depth.iter().map(|&d| n + d)).map(|p| p as i64).collect();
+    let input = ForwardInput {
+        ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n + l]), &device),
+        positions: Tensor::<2, Int>::from_data(TensorData::new(positions, [1, n + l]), &device),
+        key_padding: None,
+        visibility: Some(Tensor::<2, Bool>::from_data(TensorData::new(tree.hidden_keys_behind_causal_prompt(n), [n + l, n + l]), &device)),
+    };
+    let hidden = model.hidden(&input, None);
+    // Row 0: the prompt's last position, which scores every continuation's first token; row
+    // r > 0: node r - 1. The LM head runs on these rows only.
+    let v = model.lm_head.shape().dims::<2>()[1];
+    let table = log_softmax(model.logits(hidden.narrow(1, n - 1, 1 + l)), 2).reshape([1 + l, v]);
+    // Entries past a continuation's end pick entry 0 and are zeroed by the mask.
     let entries = table.dims()[0] * v;
     let (mut index, mut mask) = (vec![0i64; c * width], vec![0f32; c * width]);
     for (i, s) in continuations.iter().enumerate() {
@@ -269,6 +269,19 @@ impl PrefixTree {
         }
         hidden
     }
+
+    /// Attention mask `[past + nodes, past + nodes]`, true where a key is hidden, for the prompt
+    /// (`past` tokens, causal) and the tree packed behind it in one sequence: prompt rows see
+    /// earlier prompt positions only, node rows as in [`PrefixTree::hidden_keys`].
+    pub fn hidden_keys_behind_causal_prompt(&self, past: usize) -> Vec<bool> {
+        let keys = past + self.len();
+        let mut hidden = vec![true; past * keys];
+        for q in 0..past {
+            hidden[q * keys..q * keys + q + 1].fill(false);
+        }
+        hidden.extend(self.hidden_keys(past));
+        hidden
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +302,20 @@ mod tests {
         assert_eq!(rows[0], vec![true, true, true, false, false]);
         assert_eq!(rows[1], vec![true, true, true, true, false]);
         assert_eq!(rows[2], vec![true, true, true, true, true]);
+    }
+
+    #[test]
+    fn packed_mask_is_causal_over_the_prompt_then_the_tree() {
+        let tree = PrefixTree::build(&[vec![5, 6, 7], vec![8, 1]]);
+        // Prompt of 2, nodes 5, 5>6, 8.
+        let h = tree.hidden_keys_behind_causal_prompt(2);
+        let rows: Vec<Vec<bool>> = h.chunks(5).map(|r| r.iter().map(|x| !x).collect()).collect();
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[0], vec![true, false, false, false, false]);
+        assert_eq!(rows[1], vec![true, true, false, false, false]);
+        assert_eq!(rows[2], vec![true, true, true, false, false]);
+        assert_eq!(rows[3], vec![true, true, true, true, false]);
+        assert_eq!(rows[4], vec![true, true, false, false, true]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn evaluate_dir(root: &Path, id: &str, ranks: &[usize]) -> PathBuf {
         .map(|(u, &r)| {
             let mut ranked: Vec<usize> = (1..4).collect();
             ranked.insert(r - 1, 0);
-            UserResult { user: format!("u{u}"), target: "a".into(), target_title: "A".into(), rank: Some(r), ranked, scores: Some(vec![0.0; 4]), generated: None, generated_items: 4, valid_items: 4 }
+            UserResult { user: format!("u{u}"), target: "a".into(), target_title: "A".into(), rank: Some(r), ranked, scores: Some(vec![0.0; 4]), generated: None, generated_items: 4, generated_tokens: 0, valid_items: 4 }
         })
         .collect();
     let p = EvalParams { protocol: Protocol::Likelihood, scoring: Scoring::Sum, ks: KS.to_vec(), metrics: METRICS.to_vec(), max_new_tokens: 0, fuzzy_match: false, seed: 42, separator: "||".into() };
