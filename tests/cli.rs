@@ -106,6 +106,12 @@ fn run_reports_failed_stages_and_goes_on_with_the_others() {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     assert!(std::fs::read_to_string(run.join("run.log")).unwrap().contains("no_model/config.json"));
+    // The commit the binary was built from: 40 hex digits, `-dirty` when tracked files had
+    // uncommitted changes (a checkout without git says `unknown`).
+    let env: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("environment.json")).unwrap()).unwrap();
+    let commit = env["git_commit"].as_str().unwrap();
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(commit == "unknown" || (hash.len() == 40 && hash.chars().all(|c| c.is_ascii_hexdigit())), "{commit}");
     let out = reccocktail(&["run", "recipes/quickstart.toml", "--only", "no-such-stage", "--results", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -65,15 +65,11 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Facts about the machine and build, recorded with every run.
 pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option<u32>) -> serde_json::Value {
-    let git = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     serde_json::json!({
         "reccocktail": env!("CARGO_PKG_VERSION"),
-        "git_commit": git,
+        // The commit the binary was built from (see build.rs), not the one of the directory the
+        // run was started in: a binary built elsewhere, or from uncommitted code, says so.
+        "git_commit": env!("RECCOCKTAIL_BUILD_COMMIT"),
         "os": std::env::consts::OS,
         "arch": std::env::consts::ARCH,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
