@@ -96,10 +96,12 @@ pub struct EvalBench {
     pub generate: ProtocolTiming,
     /// likelihood users/s over generate users/s.
     pub ratio: f64,
-    /// Seconds per user of the prompt pass alone (the KV cache and the last position's
-    /// log-probabilities, as both protocols start), timed on the same users.
+    /// Seconds per user of the prompt pass alone (into a KV cache, with the last position's
+    /// log-probabilities, as `generate` starts), timed on the same users: the least any protocol
+    /// can cost.
     pub prompt_s_per_user: f64,
-    /// What scoring the candidates adds to the prompt pass: (likelihood − prompt) / prompt.
+    /// What `likelihood` costs beyond the prompt pass, relative to it: (likelihood − prompt) /
+    /// prompt. `likelihood` runs the prompt and the candidates in one pass.
     pub candidate_share: f64,
 }
 
@@ -153,8 +155,8 @@ impl EvalBench {
     }
 }
 
-/// The prompt pass of each prompt as the protocols run it: encode into a fresh KV cache, then
-/// the log-probabilities at the last position, read back to the host (which also waits for an
+/// The prompt pass of each prompt as `generate` runs it: encode into a fresh KV cache, then the
+/// log-probabilities at the last position, read back to the host (which also waits for an
 /// asynchronous device).
 fn prompt_pass(model: &crate::model::Llama, prompts: &[Vec<u32>]) {
     use crate::model::llama::{ForwardInput, KvCache};
