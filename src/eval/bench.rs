@@ -159,12 +159,9 @@ impl EvalBench {
 /// log-probabilities at the last position, read back to the host (which also waits for an
 /// asynchronous device).
 fn prompt_pass(model: &crate::model::Llama, prompts: &[Vec<u32>]) {
-    use crate::model::llama::{ForwardInput, KvCache};
     for p in prompts {
-        let mut cache = KvCache::default();
-        let hidden = model.hidden(&ForwardInput::sequence(p, 0, &model.device()), Some(&mut cache));
-        let last = burn::tensor::activation::log_softmax(model.logits(hidden.narrow(1, p.len() - 1, 1)), 2);
-        std::hint::black_box(last.into_data());
+        let (_cache, logits) = crate::model::generate::prefill(model, p);
+        std::hint::black_box(burn::tensor::activation::log_softmax(logits, 2).into_data());
     }
 }
 

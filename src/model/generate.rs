@@ -126,11 +126,16 @@ fn pick(logits: &[f32], cfg: &GenerationConfig, rng: &mut SplitMix) -> u32 {
 /// Generate after `prompt`; stops at an EOS id, after `max_new_tokens`, or when `stop` says so
 /// (given the tokens so far). Returns the new tokens (EOS excluded).
 pub fn generate(model: &Llama, prompt: &[u32], cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
+    let (mut cache, logits) = prefill(model, prompt);
+    continue_generation(model, &mut cache, logits.into_data().try_to_vec::<f32>().expect("f32 tensor"), cfg, stop)
+}
+
+/// The prompt step of generation: `prompt` encoded into a fresh KV cache, and the next-token
+/// logits `[1, 1, vocab]` at its last position (the LM head runs there only).
+pub fn prefill(model: &Llama, prompt: &[u32]) -> (KvCache, Tensor<3>) {
     let mut cache = KvCache::default();
     let hidden = model.hidden(&ForwardInput::sequence(prompt, 0, &model.device()), Some(&mut cache));
-    // The LM head only at the last position: the one whose logits pick the first token.
-    let logits = model.logits(hidden.narrow(1, prompt.len() - 1, 1)).into_data().try_to_vec::<f32>().expect("f32 tensor");
-    continue_generation(model, &mut cache, logits, cfg, stop)
+    (cache, model.logits(hidden.narrow(1, prompt.len() - 1, 1)))
 }
 
 /// Generation from an encoded prompt: `cache` holds its keys and values, `logits` the next-token
