@@ -70,20 +70,34 @@ fn runs_caches_fails_atomically_and_resumes() {
     *fail_at.borrow_mut() = None;
     ran.borrow_mut().clear();
     let summary = exec::run_with(&resolved, &plan, &runtime, &opts, &body).unwrap();
-    assert_eq!(summary.cached.len(), first, "completed stages are not redone");
-    assert_eq!(summary.executed.len() + summary.cached.len(), plan.stages.len());
+    assert_eq!(summary.cached.len() + summary.unneeded.len(), first, "completed stages are not redone");
+    assert_eq!(summary.executed.len() + summary.cached.len() + summary.unneeded.len(), plan.stages.len());
+    // Only what the failed stage's rerun reads is visited; upstream of cached artifacts, nothing.
+    assert!(summary.unneeded.contains(&"fetch:ml-100k".to_string()), "{:?}", summary.unneeded);
+    assert!(summary.cached.contains(&"fetch:smollm2-135m-instruct".to_string()), "train:drama reads the backbone");
     assert_eq!(ran.borrow()[0], "train:drama", "the run resumes at the failed stage");
     let out = std::fs::read_to_string(cache.dir(&failed.key).join("out.txt")).unwrap();
     assert!(out.ends_with("|resumed"));
     assert!(!cache.scratch(&failed.key).exists(), "scratch space dropped once complete");
     assert!(plan.stages.iter().all(|s| cache.status(&s.key) == CacheStatus::Cached));
 
+    // Raw data gone (say, a machine without network): the cached artifacts built on it still
+    // serve, and nothing tries to fetch it again.
+    let fetch = plan.stage("fetch:ml-100k").unwrap();
+    std::fs::remove_dir_all(cache.dir(&fetch.key)).unwrap();
+    ran.borrow_mut().clear();
+    let summary = exec::run_with(&resolved, &plan, &runtime, &opts, &body).unwrap();
+    assert!(ran.borrow().is_empty(), "{:?}", ran.borrow());
+    assert!(summary.unneeded.contains(&"fetch:ml-100k".to_string()));
+    assert!(plan.render(&|k| cache.status(k)).lines().any(|l| l.starts_with("  [no need]") && l.contains("fetch:ml-100k")));
+
     // `--only` runs a stage's closure; here everything is cached already.
     let only = RunOptions { results_dir: results.clone(), only: Some("merge:fixed_0.5".into()) };
     ran.borrow_mut().clear();
     let summary = exec::run_with(&resolved, &plan, &runtime, &only, &body).unwrap();
     assert!(ran.borrow().is_empty());
-    assert!(summary.cached.contains(&"train:base_spirit".to_string()) && !summary.cached.contains(&"report".to_string()));
+    assert_eq!(summary.cached, ["merge:fixed_0.5"], "a cached target needs nothing upstream");
+    assert!(summary.unneeded.contains(&"train:base_spirit".to_string()) && !summary.unneeded.contains(&"report".to_string()));
     std::fs::remove_dir_all(&results).unwrap();
 }
 

@@ -66,6 +66,8 @@ pub struct RunSummary {
     pub cached: Vec<String>,
     /// Stages not run because a stage they need failed.
     pub skipped: Vec<String>,
+    /// Stages not visited at all: every stage that reads them is cached (see [`crate::plan::needed_ids`]).
+    pub unneeded: Vec<String>,
 }
 
 /// The function that performs one stage (the real one is [`stages::run_stage`]; tests inject others).
@@ -81,6 +83,8 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         None => plan.stages.iter().collect(),
     };
     let cache = Cache::new(&opts.results_dir);
+    let needed = crate::plan::needed_ids(&stages, |s| cache.status(&s.key) == CacheStatus::Cached);
+    let (stages, unneeded): (Vec<&Stage>, Vec<&Stage>) = stages.into_iter().partition(|s| needed.contains(&s.id));
     let run_dir = RunDir::create(&opts.results_dir, &resolved.experiment.name, &resolved.recipe_hash)?;
     run_dir.write_json("resolved.json", resolved)?;
     run_dir.write_json("plan.json", &plan.to_json(&|k| cache.status(k)))?;
@@ -99,7 +103,10 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
     };
     log(&format!("run {} of `{}` (recipe {}) on {}", run_dir.path.display(), resolved.experiment.name, resolved.recipe_hash, runtime.describe()));
 
-    let mut summary = RunSummary { run_dir: run_dir.path.clone(), executed: Vec::new(), cached: Vec::new(), skipped: Vec::new() };
+    let mut summary = RunSummary { run_dir: run_dir.path.clone(), executed: Vec::new(), cached: Vec::new(), skipped: Vec::new(), unneeded: unneeded.iter().map(|s| s.id.clone()).collect() };
+    if !unneeded.is_empty() {
+        log(&format!("not needed (every stage reading them is cached): {}", summary.unneeded.join(", ")));
+    }
     let mut failures: Vec<StageFailure> = Vec::new();
     // Failed or skipped stages -> why (naming the failed stage at the root).
     let mut bad: BTreeMap<String, String> = BTreeMap::new();
@@ -147,7 +154,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         bar.inc(1);
     }
     bar.finish_and_clear();
-    log(&format!("finished: {} stages run, {} cached, {} failed, {} skipped", summary.executed.len(), summary.cached.len(), failures.len(), summary.skipped.len()));
+    log(&format!("finished: {} stages run, {} cached, {} failed, {} skipped, {} not needed", summary.executed.len(), summary.cached.len(), failures.len(), summary.skipped.len(), summary.unneeded.len()));
     if failures.is_empty() { Ok(summary) } else { Err(RunError::Failed { summary, failures }) }
 }
 

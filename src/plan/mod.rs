@@ -112,3 +112,22 @@ impl Plan {
         Some(self.stages.iter().filter(|s| needed.contains(&s.id)).collect())
     }
 }
+
+/// Of `stages` (in dependency order), the ids that a run must visit, as `make` would: the final
+/// stages (those no other stage in the list reads) always, and the inputs of every visited stage
+/// that is not cached. A cached stage's own inputs are not needed: an artifact never reads its
+/// inputs again. So a run whose downstream artifacts are all cached needs neither the raw data nor
+/// the network that fetched it.
+pub fn needed_ids(stages: &[&Stage], is_cached: impl Fn(&Stage) -> bool) -> std::collections::BTreeSet<String> {
+    let read: std::collections::BTreeSet<&str> = stages.iter().flat_map(|s| s.inputs.iter().map(String::as_str)).collect();
+    let mut needed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for stage in stages.iter().rev() {
+        if !read.contains(stage.id.as_str()) {
+            needed.insert(stage.id.clone());
+        }
+        if needed.contains(&stage.id) && !is_cached(stage) {
+            needed.extend(stage.inputs.iter().cloned());
+        }
+    }
+    needed
+}

@@ -21,10 +21,15 @@ impl Plan {
     pub fn render(&self, status: &dyn Fn(&str) -> CacheStatus) -> String {
         let mut out = String::new();
         let cached = self.stages.iter().filter(|s| status(&s.key) == CacheStatus::Cached).count();
-        let _ = writeln!(out, "plan `{}` (recipe {}): {} stages, {} cached", self.experiment, self.recipe_hash, self.stages.len(), cached);
+        let all: Vec<&super::Stage> = self.stages.iter().collect();
+        let needed = super::needed_ids(&all, |s| status(&s.key) == CacheStatus::Cached);
+        let unneeded = self.stages.len() - needed.len();
+        let tail = if unneeded == 0 { String::new() } else { format!(", {unneeded} not needed (every stage reading them is cached)") };
+        let _ = writeln!(out, "plan `{}` (recipe {}): {} stages, {} cached{tail}", self.experiment, self.recipe_hash, self.stages.len(), cached);
         let width = self.stages.iter().map(|s| s.id.len()).max().unwrap_or(0);
         for s in &self.stages {
             let mark = match status(&s.key) {
+                _ if !needed.contains(&s.id) => "no need",
                 CacheStatus::Cached => "cached ",
                 CacheStatus::Partial => "partial",
                 CacheStatus::Missing => "todo   ",
