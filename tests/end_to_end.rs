@@ -88,7 +88,7 @@ merge = {{ method = "task_arithmetic", lambda = 0.7 }}
 
 [[arms]]
 name = "entropy"
-merge = {{ method = "entropy", granularity = "layer", lr = 0.05, objective = "candidate_entropy", adaptation = {{ source = "domain", size = 3 }} }}
+merge = {{ method = "entropy", granularity = "layer", lr_grid = [0.05, 0.5], objective = "candidate_entropy", adaptation = {{ source = "domain", size = 3 }} }}
 
 [evaluation]
 protocol = "likelihood"
@@ -146,6 +146,16 @@ fn tiny_experiment_runs_end_to_end_and_is_reproducible() {
     assert!(coefficients.lines().skip(1).all(|l| l.starts_with("entropy,entropy,")), "{coefficients}");
     let plot = std::fs::read_to_string(run_dir(&results).join("plot_coefficients.svg")).unwrap();
     assert_eq!(plot.matches("<polyline").count(), 2, "one line per adapter");
+    // The learning rate was chosen on validation MRR among the grid, each rate's score recorded.
+    let summaries: Vec<serde_json::Value> = std::fs::read_dir(results.join(".cache")).unwrap().filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("entropy.json")).ok()).map(|t| serde_json::from_str(&t).unwrap()).collect();
+    assert!(!summaries.is_empty(), "no entropy.json in the cache");
+    for summary in &summaries {
+        let grid: Vec<(f64, f64)> = summary["lr_grid"].as_array().unwrap().iter().map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap())).collect();
+        assert_eq!(grid.iter().map(|g| g.0).collect::<Vec<_>>(), [0.05, 0.5], "{summary}");
+        let best = grid.iter().fold(grid[0], |b, g| if g.1 > b.1 { *g } else { b });
+        assert_eq!(summary["lr"].as_f64(), Some(best.0), "the first rate with the best validation MRR: {summary}");
+        assert_eq!(summary["steps"].as_u64(), Some(3), "the chosen rate's own run is kept: one step per prompt, {summary}");
+    }
     // Everything is cached the second time, and the table is the same byte for byte.
     let out = run(&results);
     assert_eq!(out.status.code(), Some(0));

@@ -142,36 +142,47 @@ pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeCon
         separator,
         max_new_tokens: ev.max_new_tokens.unwrap_or(48) as usize,
     };
-    // The learning rate: chosen on labelled validation samples when a grid is given.
-    let mut grid_scores = Vec::new();
-    let mut valid_n = 0;
-    if lr_grid.len() > 1 {
-        let split = split.as_ref().ok_or_else(|| fail(format!("stage `{}` needs its domain's split to choose the learning rate", ctx.stage.id)))?;
-        let valid = from_split(ctx, &sm, split, size.max(8), "lr-validation")?;
-        valid_n = valid.len();
-        let mut best: Option<(f64, f64)> = None;
-        for &candidate in lr_grid {
-            s.lr = candidate;
-            let a = entropy::adapt(&mut sm.text.backbone.model, &sm.text.tokenizer, adapters, &prompts, &s, &mut |_| {});
-            let mrr = validation_mrr(&mut sm.text.backbone.model, adapters, &a.learnable, &valid, s.mean_scores);
-            (ctx.log)(&format!("{}: lr {candidate}: validation MRR {mrr:.4}", ctx.stage.id));
-            grid_scores.push((candidate, Some(mrr)));
-            if best.is_none_or(|(_, b)| mrr > b) {
-                best = Some((candidate, mrr));
-            }
-        }
-        s.lr = best.map(|b| b.0).unwrap_or(*lr);
-    }
-    let total = prompts.len() as u64 * *epochs as u64;
+    // The learning rate: chosen on labelled validation samples when a grid is given. Adapting is
+    // deterministic, so the run at the chosen rate is kept rather than repeated.
+    let lrs: Vec<f64> = if lr_grid.len() > 1 { lr_grid.clone() } else { vec![*lr] };
+    let total = prompts.len() as u64 * *epochs as u64 * lrs.len() as u64;
     let pb = ctx.progress.add(indicatif::ProgressBar::new(total));
     pb.set_style(indicatif::ProgressStyle::with_template("  {prefix} {bar:24} {pos}/{len} prompts [{elapsed_precise}<{eta_precise}] {msg}").expect("static template"));
     pb.set_prefix(ctx.stage.id.clone());
-    let mut progress = |r: &StepRow| {
-        pb.set_position(r.step);
-        pb.set_message(format!("entropy {:.4}", r.objective));
+    let valid = if lrs.len() > 1 {
+        let split = split.as_ref().ok_or_else(|| fail(format!("stage `{}` needs its domain's split to choose the learning rate", ctx.stage.id)))?;
+        from_split(ctx, &sm, split, size.max(8), "lr-validation")?
+    } else {
+        Vec::new()
     };
-    let adapted = entropy::adapt(&mut sm.text.backbone.model, &sm.text.tokenizer, adapters, &prompts, &s, &mut progress);
+    let model = &mut sm.text.backbone.model;
+    let before = entropy::initial_objective(model, &sm.text.tokenizer, adapters, &prompts, &s);
+    let mut grid_scores = Vec::new();
+    let mut best: Option<(entropy::Adapted, f64, f64)> = None;
+    for (i, &candidate) in lrs.iter().enumerate() {
+        s.lr = candidate;
+        let offset = i as u64 * prompts.len() as u64 * *epochs as u64;
+        let mut progress = |r: &StepRow| {
+            pb.set_position(offset + r.step);
+            pb.set_message(format!("lr {candidate}: entropy {:.4}", r.objective));
+        };
+        let a = entropy::adapt_from(model, &sm.text.tokenizer, adapters, &prompts, &s, before, &mut progress);
+        if lrs.len() == 1 {
+            grid_scores.push((candidate, None));
+            best = Some((a, candidate, f64::NAN));
+            break;
+        }
+        let mrr = validation_mrr(model, adapters, &a.learnable, &valid, s.mean_scores);
+        (ctx.log)(&format!("{}: lr {candidate}: validation MRR {mrr:.4}", ctx.stage.id));
+        grid_scores.push((candidate, Some(mrr)));
+        if best.as_ref().is_none_or(|(_, _, b)| mrr > *b) {
+            best = Some((a, candidate, mrr));
+        }
+    }
     pb.finish_and_clear();
+    let (adapted, chosen, _) = best.expect("at least one learning rate");
+    s.lr = chosen;
+    let valid_n = valid.len();
     (ctx.log)(&format!("{}: mean entropy {:.4} -> {:.4} on {} prompts (lr {})", ctx.stage.id, adapted.objective_before, adapted.objective_after, prompts.len(), s.lr));
     let h = &adapted.history;
     let mut df = table::frame(vec![
@@ -180,9 +191,6 @@ pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeCon
         Column::new("objective".into(), h.iter().map(|r| r.objective).collect::<Vec<_>>()),
     ])?;
     table::write_parquet(&mut df, &ctx.out.join("entropy_log.parquet"))?;
-    if lr_grid.len() <= 1 {
-        grid_scores.push((s.lr, None));
-    }
     let summary = EntropySummary {
         adaptation_prompts: prompts.len(),
         source: adaptation.source,

@@ -234,9 +234,21 @@ pub fn mean_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAd
 /// Learn the coefficients on `prompts` (one Adam step per prompt, `epochs` passes). `model`
 /// must live on an autodiff device.
 pub fn adapt(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
+    let before = initial_objective(model, tok, adapters, prompts, s);
+    adapt_from(model, tok, adapters, prompts, s, before, progress)
+}
+
+/// The mean objective at the initial coefficients, which depend on the settings but not on the
+/// learning rate: computed once for a whole learning-rate grid.
+pub fn initial_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
+    let l = Learnable::new(covered_modules(model, adapters), adapters.len(), s.granularity, s.parameterization, s.temperature, &s.init);
+    mean_objective(model, tok, adapters, &l, prompts, s)
+}
+
+/// [`adapt`] given the [`initial_objective`] `before`.
+pub fn adapt_from(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, before: f64, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
     let modules = covered_modules(model, adapters);
     let mut l = Learnable::new(modules.clone(), adapters.len(), s.granularity, s.parameterization, s.temperature, &s.init);
-    let before = mean_objective(model, tok, adapters, &l, prompts, s);
     let mut history = Vec::new();
     let mut step = 0;
     for epoch in 0..s.epochs {
