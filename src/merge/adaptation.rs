@@ -166,6 +166,7 @@ pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeCon
             pb.set_position(offset + r.step);
             pb.set_message(format!("lr {candidate}: entropy {:.4}", r.objective));
         };
+        let started = std::time::Instant::now();
         let a = entropy::adapt_from(model, &sm.text.tokenizer, adapters, &prompts, &s, before, &mut progress);
         if lrs.len() == 1 {
             grid_scores.push((candidate, None));
@@ -173,15 +174,16 @@ pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeCon
             break;
         }
         let mrr = validation_mrr(model, adapters, &a.learnable, &valid, s.mean_scores);
-        (ctx.log)(&format!("{}: lr {candidate}: validation MRR {mrr:.4}", ctx.stage.id));
+        (ctx.log)(&format!("{}: lr {candidate}: validation MRR {mrr:.4} ({:.0}s)", ctx.stage.id, started.elapsed().as_secs_f64()));
         grid_scores.push((candidate, Some(mrr)));
         if best.as_ref().is_none_or(|(_, _, b)| mrr > *b) {
             best = Some((a, candidate, mrr));
         }
     }
     pb.finish_and_clear();
-    let (adapted, chosen, _) = best.expect("at least one learning rate");
+    let (mut adapted, chosen, _) = best.expect("at least one learning rate");
     s.lr = chosen;
+    adapted.objective_after = entropy::mean_objective(model, &sm.text.tokenizer, adapters, &adapted.learnable, &prompts, &s);
     let valid_n = valid.len();
     (ctx.log)(&format!("{}: mean entropy {:.4} -> {:.4} on {} prompts (lr {})", ctx.stage.id, adapted.objective_before, adapted.objective_after, prompts.len(), s.lr));
     let h = &adapted.history;

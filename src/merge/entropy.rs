@@ -235,7 +235,9 @@ pub fn mean_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAd
 /// must live on an autodiff device.
 pub fn adapt(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
     let before = initial_objective(model, tok, adapters, prompts, s);
-    adapt_from(model, tok, adapters, prompts, s, before, progress)
+    let mut adapted = adapt_from(model, tok, adapters, prompts, s, before, progress);
+    adapted.objective_after = mean_objective(model, tok, adapters, &adapted.learnable, prompts, s);
+    adapted
 }
 
 /// The mean objective at the initial coefficients, which depend on the settings but not on the
@@ -245,7 +247,8 @@ pub fn initial_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[Pef
     mean_objective(model, tok, adapters, &l, prompts, s)
 }
 
-/// [`adapt`] given the [`initial_objective`] `before`.
+/// [`adapt`] given the [`initial_objective`] `before`, without measuring the objective after
+/// (`objective_after` is NaN): a learning-rate grid measures it only for the rate it keeps.
 pub fn adapt_from(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, before: f64, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
     let modules = covered_modules(model, adapters);
     let mut l = Learnable::new(modules.clone(), adapters.len(), s.granularity, s.parameterization, s.temperature, &s.init);
@@ -264,6 +267,5 @@ pub fn adapt_from(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapte
             history.push(row);
         }
     }
-    let after = mean_objective(model, tok, adapters, &l, prompts, s);
-    Adapted { learnable: l, history, objective_before: before, objective_after: after }
+    Adapted { learnable: l, history, objective_before: before, objective_after: f64::NAN }
 }
