@@ -53,6 +53,10 @@ pub enum Command {
         /// Run only this stage (by id, see `plan`) and the stages it needs.
         #[arg(long)]
         only: Option<String>,
+        /// Compute nothing: write the result tables from the stages already cached, listing the
+        /// arms whose stages are not as not run (for a look at a long run's finished part).
+        #[arg(long)]
+        cached_only: bool,
         /// Device: auto, cpu, cuda, cuda:N (overrides the recipe).
         #[arg(long)]
         device: Option<DeviceSpec>,
@@ -318,7 +322,7 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Run { recipe, only, device, backend, threads, results } => {
+        Command::Run { recipe, only, cached_only, device, backend, threads, results } => {
             let resolved = resolve(&recipe)?;
             let plan = plan::compile(&resolved)?;
             let e = &resolved.experiment;
@@ -327,7 +331,7 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 None => e.device.parse::<DeviceSpec>().map_err(Error::Usage)?,
             };
             let runtime = backend::select(backend.unwrap_or(e.backend), device, threads.or(e.threads))?;
-            let outcome = exec::run(&resolved, &plan, &runtime, &RunOptions { results_dir: results, only });
+            let outcome = exec::run(&resolved, &plan, &runtime, &RunOptions { results_dir: results, only, cached_only });
             let run_dir = match &outcome {
                 Ok(summary) | Err(exec::RunError::Failed { summary, .. }) => Some(summary.run_dir.clone()),
                 Err(_) => None,

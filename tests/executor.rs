@@ -20,7 +20,7 @@ fn runs_caches_fails_atomically_and_resumes() {
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
     let results = std::env::temp_dir().join(format!("reccocktail-exec-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&results);
-    let opts = RunOptions { results_dir: results.clone(), only: None };
+    let opts = RunOptions { results_dir: results.clone(), only: None, cached_only: false };
     let cache = exec::Cache::new(&results);
 
     // Every stage writes a file derived from its inputs' files: order matters.
@@ -67,6 +67,15 @@ fn runs_caches_fails_atomically_and_resumes() {
     let first = plan.stages.iter().filter(|s| cache.status(&s.key) == CacheStatus::Cached).count();
     assert_eq!(first, ran.borrow().len() - 1, "everything that ran is cached but the report");
 
+    // --cached-only computes nothing but the report, which lists what is not cached as not run.
+    ran.borrow_mut().clear();
+    let cached_only = RunOptions { results_dir: results.clone(), only: None, cached_only: true };
+    let summary = exec::run_with(&resolved, &plan, &runtime, &cached_only, &body).unwrap();
+    assert_eq!(*ran.borrow(), ["report"]);
+    assert!(summary.skipped.contains(&"train:drama".to_string()) && summary.skipped.contains(&"evaluate:fixed_0.5:warm".to_string()));
+    assert_eq!(cache.status(&failed.key), CacheStatus::Partial, "checkpoints untouched");
+    assert_eq!(cache.status(&plan.stage("report").unwrap().key), CacheStatus::Missing);
+
     *fail_at.borrow_mut() = None;
     ran.borrow_mut().clear();
     let summary = exec::run_with(&resolved, &plan, &runtime, &opts, &body).unwrap();
@@ -92,7 +101,7 @@ fn runs_caches_fails_atomically_and_resumes() {
     assert!(plan.render(&|k| cache.status(k)).lines().any(|l| l.starts_with("  [no need]") && l.contains("fetch:ml-100k")));
 
     // `--only` runs a stage's closure; here everything is cached already.
-    let only = RunOptions { results_dir: results.clone(), only: Some("merge:fixed_0.5".into()) };
+    let only = RunOptions { results_dir: results.clone(), only: Some("merge:fixed_0.5".into()), cached_only: false };
     ran.borrow_mut().clear();
     let summary = exec::run_with(&resolved, &plan, &runtime, &only, &body).unwrap();
     assert!(ran.borrow().is_empty());
@@ -109,7 +118,7 @@ fn a_failed_evaluate_stage_reaches_the_report_and_the_others_continue() {
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
     let results = std::env::temp_dir().join(format!("reccocktail-exec-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&results);
-    let opts = RunOptions { results_dir: results.clone(), only: None };
+    let opts = RunOptions { results_dir: results.clone(), only: None, cached_only: false };
     let seen = RefCell::new(None);
     let body = |ctx: &StageContext<'_>| -> Result<(), StageError> {
         if ctx.stage.id == "evaluate:entropy:warm" {
@@ -153,7 +162,7 @@ fn real_evaluate_and_report_on_a_tiny_model() {
     resolved.evaluation.settings.retain(|s| s.name == "warm" || s.name == "cold");
     let plan = plan::compile(&resolved).unwrap();
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
-    let opts = RunOptions { results_dir: root.join("results"), only: None };
+    let opts = RunOptions { results_dir: root.join("results"), only: None, cached_only: false };
     let body = |ctx: &StageContext<'_>| -> Result<(), StageError> {
         match ctx.stage.kind {
             StageKind::Train | StageKind::Import | StageKind::Merge => Err(StageError::Failed("no training in this test".into())),

@@ -57,6 +57,9 @@ pub struct RunOptions {
     pub results_dir: PathBuf,
     /// Run only this stage and what it needs.
     pub only: Option<String>,
+    /// Execute no stage but the report, which lists the arms whose stages are not cached as not run
+    /// (and is then not cached itself).
+    pub cached_only: bool,
 }
 
 #[derive(Debug)]
@@ -64,7 +67,7 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
     pub executed: Vec<String>,
     pub cached: Vec<String>,
-    /// Stages not run because a stage they need failed.
+    /// Stages not run because a stage they need failed (or, with `cached_only`, was not cached).
     pub skipped: Vec<String>,
     /// Stages not visited at all: every stage that reads them is cached (see [`crate::plan::needed_ids`]).
     pub unneeded: Vec<String>,
@@ -122,6 +125,13 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
             continue;
         }
         let status = cache.status(&stage.key);
+        if opts.cached_only && status != CacheStatus::Cached && stage.kind != StageKind::Report {
+            log(&format!("not run  {} (not cached; --cached-only)", stage.id));
+            bad.insert(stage.id.clone(), "not run: not cached (--cached-only)".into());
+            summary.skipped.push(stage.id.clone());
+            bar.inc(1);
+            continue;
+        }
         if status == CacheStatus::Cached && failed_inputs.is_empty() {
             log(&format!("cached   {} [{}]", stage.id, stage.key));
             if stage.kind == StageKind::Report {

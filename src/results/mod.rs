@@ -5,8 +5,8 @@
 //! experiment (str), recipe_hash (str), seed (u64), arm (str; `random` and `popularity` are the
 //! references), setting (str), protocol (str: `likelihood`, `generate`, or `reference`), metric
 //! (str), k (u32, null for mrr and valid_ratio), value (f64, null when the arm failed), users
-//! (u64, null when failed), status (`ok`, `failed` or `skipped`). `report.json` lists each failed
-//! or skipped arm with the reason; `summary.md` and `plot_<metric>.svg` are rendered from these.
+//! (u64, null when failed), status (`ok`, `failed`, `skipped`, or `not_run` in a `run --cached-only`
+//! report). `report.json` lists each arm without results with the reason; `summary.md` and `plot_<metric>.svg` are rendered from these.
 
 pub mod coefficients;
 mod plot;
@@ -120,7 +120,7 @@ pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBu
         let protocol = if is_ref { "reference" } else { e.protocol };
         let Some(dir) = dirs.get(&row.stage) else {
             let reason = failed.get(&row.stage).cloned().unwrap_or_else(|| "no output".into());
-            let status = if reason.starts_with("skipped") { "skipped" } else { "failed" };
+            let status = if reason.ends_with("(--cached-only)") { "not_run" } else if reason.starts_with("skipped") { "skipped" } else { "failed" };
             for arm in arms {
                 for (metric, k, _) in metric_rows(e.metrics, e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0) {
                     out.records.push(record(&arm, &row.setting, protocol, metric, k, None, None, status));
