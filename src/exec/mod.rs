@@ -62,6 +62,10 @@ pub struct RunOptions {
     pub cached_only: bool,
 }
 
+/// Ends the reason of every stage that `--cached-only` left unrun (and of the stages needing them),
+/// so that the report can tell them from failures.
+pub const NOT_RUN_MARK: &str = "(--cached-only)";
+
 #[derive(Debug)]
 pub struct RunSummary {
     pub run_dir: PathBuf,
@@ -127,7 +131,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         let status = cache.status(&stage.key);
         if opts.cached_only && status != CacheStatus::Cached && stage.kind != StageKind::Report {
             log(&format!("not run  {} (not cached; --cached-only)", stage.id));
-            bad.insert(stage.id.clone(), "not run: not cached (--cached-only)".into());
+            bad.insert(stage.id.clone(), format!("not run: not cached {NOT_RUN_MARK}"));
             summary.skipped.push(stage.id.clone());
             bar.inc(1);
             continue;

@@ -7,6 +7,8 @@
 mod compile;
 mod render;
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -102,7 +104,7 @@ impl Plan {
     /// The stage `id` and everything it depends on, in dependency order.
     pub fn closure(&self, id: &str) -> Option<Vec<&Stage>> {
         let target = self.stage(id)?;
-        let mut needed = std::collections::BTreeSet::new();
+        let mut needed = BTreeSet::new();
         let mut todo = vec![target.id.clone()];
         while let Some(s) = todo.pop() {
             if needed.insert(s.clone()) {
@@ -118,9 +120,9 @@ impl Plan {
 /// that is not cached. A cached stage's own inputs are not needed: an artifact never reads its
 /// inputs again. So a run whose downstream artifacts are all cached needs neither the raw data nor
 /// the network that fetched it.
-pub fn needed_ids(stages: &[&Stage], is_cached: impl Fn(&Stage) -> bool) -> std::collections::BTreeSet<String> {
-    let read: std::collections::BTreeSet<&str> = stages.iter().flat_map(|s| s.inputs.iter().map(String::as_str)).collect();
-    let mut needed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+pub fn needed_ids(stages: &[&Stage], is_cached: impl Fn(&Stage) -> bool) -> BTreeSet<String> {
+    let read: BTreeSet<&str> = stages.iter().flat_map(|s| s.inputs.iter().map(String::as_str)).collect();
+    let mut needed = BTreeSet::new();
     for stage in stages.iter().rev() {
         if !read.contains(stage.id.as_str()) {
             needed.insert(stage.id.clone());

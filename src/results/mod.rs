@@ -120,7 +120,7 @@ pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBu
         let protocol = if is_ref { "reference" } else { e.protocol };
         let Some(dir) = dirs.get(&row.stage) else {
             let reason = failed.get(&row.stage).cloned().unwrap_or_else(|| "no output".into());
-            let status = if reason.ends_with("(--cached-only)") { "not_run" } else if reason.starts_with("skipped") { "skipped" } else { "failed" };
+            let status = if reason.ends_with(crate::exec::NOT_RUN_MARK) { "not_run" } else if reason.starts_with("skipped") { "skipped" } else { "failed" };
             for arm in arms {
                 for (metric, k, _) in metric_rows(e.metrics, e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0) {
                     out.records.push(record(&arm, &row.setting, protocol, metric, k, None, None, status));
