@@ -244,3 +244,42 @@ fn mixture_adaptation_sets_and_history_token_budget() {
     assert!(json(&dirs["eval-set:warm"].join("eval_set.json"))["budget_truncated"].as_u64().unwrap() > 0, "the budget binds on this data");
     std::fs::remove_dir_all(&results).unwrap();
 }
+
+/// `max_users` on the ingredient: its samples come from that many users only (validation ones
+/// too), and every other user of the domain is cold. Without it the stage keys do not change.
+#[test]
+fn ingredient_max_users_sets_the_cold_population() {
+    let results = tempdir("max-users");
+    let base = std::fs::read_to_string(RECIPE).unwrap();
+    let text = base.replace("max_samples = 60\nmax_valid_samples = 10", "max_samples = 60\nmax_valid_samples = 10\nmax_users = 12");
+    assert_ne!(text, base);
+    let loaded = recipe::check_bytes("max_users.toml", text.as_bytes(), Path::new("tests/recipes")).unwrap();
+    let (resolved, plan) = compiled(&loaded);
+    let (plain_resolved, plain_plan) = setup();
+    let key = |p: &Plan, id: &str| p.stages.iter().find(|s| s.id == id).unwrap().key.clone();
+    assert_ne!(key(&plan, "prompts:drama"), key(&plain_plan, "prompts:drama"));
+    assert_eq!(key(&plan, "prompts:base_spirit"), key(&plain_plan, "prompts:base_spirit"));
+    assert_ne!(resolved.recipe_hash, plain_resolved.recipe_hash);
+    let dirs = run_plan(&resolved, &plan, &results);
+
+    let prompts = &dirs["prompts:drama"];
+    let seen = table::read_parquet(&prompts.join("seen_users.parquet")).unwrap();
+    let seen: HashSet<String> = table::strs(&seen, "user").unwrap().into_iter().collect();
+    assert!(!seen.is_empty() && seen.len() <= 12, "{} users seen", seen.len());
+    for file in ["train.parquet", "valid.parquet"] {
+        let t = table::read_parquet(&prompts.join(file)).unwrap();
+        let users: HashSet<String> = table::strs(&t, "user").unwrap().into_iter().collect();
+        if file == "train.parquet" {
+            assert_eq!(users, seen, "the seen users are the training users");
+        }
+        assert!(users.is_subset(&seen), "{file}: samples from users outside the chosen ones");
+    }
+    // The cold setting is every other user with a test item (capped at the setting's 20).
+    let (split, _) = DomainSplit::read(&dirs["split:drama"]).unwrap();
+    let cold = json(&dirs["eval-set:cold"].join("eval_set.json"));
+    assert_eq!(cold["eligible"].as_u64().unwrap() as usize, split.users.len() - seen.len(), "{cold}");
+    assert_eq!(cold["test"], serde_json::json!(20));
+    let p = table::read_parquet(&dirs["eval-set:cold"].join("prompts.parquet")).unwrap();
+    assert!(table::strs(&p, "user").unwrap().iter().all(|u| !seen.contains(u)));
+    std::fs::remove_dir_all(&results).unwrap();
+}

@@ -296,6 +296,22 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
     let domain = plan_of(&text.replace("adaptation = { size = 8 }", "adaptation = { source = \"domain\", size = 8 }"));
     assert_eq!(domain.stage("eval-set:warm").unwrap().params["adaptation"], serde_json::json!({ "disjoint": null, "from_test": null }));
 
+    // The entropy merge reads the evaluation's mean scoring and answer length: its keys follow
+    // them; `calibrated` (validated by summed log-probabilities, as `sum`) keeps them.
+    let scoring = |s: &str| plan_of(&text.replace("protocol = \"likelihood\"\nscoring = \"sum\"", s));
+    let mean = scoring("protocol = \"likelihood\"\nscoring = \"mean\"");
+    let calibrated = scoring("protocol = \"likelihood\"\nscoring = \"calibrated\"");
+    let generate = scoring("protocol = \"generate\"\nmax_new_tokens = 32");
+    for id in ["merge:entropy:warm", "merge:entropy:cold"] {
+        assert_ne!(key(&mean, id), key(&base, id), "{id}");
+        assert_ne!(key(&generate, id), key(&base, id), "{id}");
+        assert_eq!(key(&calibrated, id), key(&base, id), "{id}");
+        assert_eq!(mean.stage(id).unwrap().params["mean_scores"], serde_json::json!(true));
+        assert_eq!(generate.stage(id).unwrap().params["max_new_tokens"], serde_json::json!(32));
+    }
+    assert_eq!(key(&mean, "merge:fixed_0.5"), key(&base, "merge:fixed_0.5"));
+    assert_ne!(key(&calibrated, "evaluate:entropy:warm"), key(&base, "evaluate:entropy:warm"));
+
     // A history token budget: the prompt stages read the backbone's tokenizer, keys follow it.
     let budget = |n: u32| plan_of(&text.replace("max_history = 8\n", &format!("max_history = 8\nhistory_token_budget = {n}\n")));
     let (b40, b50) = (budget(40), budget(50));

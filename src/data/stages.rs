@@ -181,22 +181,23 @@ pub fn prompts(ctx: &StageContext<'_>) -> Result<(), DataError> {
     for (input_id, domain) in ctx.stage.inputs.iter().filter(|i| i.starts_with("split:")).zip(&a.domains) {
         let (split, _) = DomainSplit::read(&ctx.inputs[input_id])?;
         let cap = a.samples_per_user.map(|c| c as usize).unwrap_or(usize::MAX);
-        let pool: Vec<(usize, usize)> = (0..split.users.len()).flat_map(|u| split.positions(u).train.into_iter().take(cap).map(move |p| (u, p))).collect();
-        splits.push((domain, split, pool));
+        let users = adapter_users(&split, a.max_users, &mut Rng::derive(seed, &["train-users", name, domain]));
+        let pool: Vec<(usize, usize)> = users.iter().flat_map(|&u| split.positions(u).train.into_iter().take(cap).map(move |p| (u, p))).collect();
+        splits.push((domain, split, pool, users));
     }
     // Samples per domain: its share of the mixture, or everything up to `max_samples` each.
     let quotas: Vec<Option<usize>> = match &a.mixture {
         Some(w) => mixture_quotas(w, &splits.iter().map(|s| s.2.len()).collect::<Vec<_>>(), a.max_samples).into_iter().map(Some).collect(),
         None => vec![a.max_samples.map(|m| m as usize); splits.len()],
     };
-    for ((domain, split, pool), quota) in splits.into_iter().zip(quotas) {
+    for ((domain, split, pool, adapter_users), quota) in splits.into_iter().zip(quotas) {
         let r = Renderer::new(&split, &tmpl, sep, k, seed).with_budget(budget.as_ref());
         let shortfall = a.mixture.as_ref().and(quota).map(|q| q.saturating_sub(pool.len()));
         if let Some(n) = shortfall.filter(|n| *n > 0) {
             (ctx.log)(&format!("adapter `{name}`: domain `{domain}` has {} training samples, {n} short of its mixture share", pool.len()));
         }
         let chosen = sample_keep_order(pool, quota.map(|q| q as u32), &mut Rng::derive(seed, &["train-samples", name, domain]));
-        let valid_chosen: Vec<(usize, usize)> = (0..split.users.len()).map(|u| (u, split.positions(u).valid)).collect();
+        let valid_chosen: Vec<(usize, usize)> = adapter_users.iter().map(|&u| (u, split.positions(u).valid)).collect();
         let valid_chosen = sample_keep_order(valid_chosen, Some(a.max_valid_samples), &mut Rng::derive(seed, &["valid-samples", name, domain]));
         let mut dp = DomainPrompts { domain: domain.clone(), quota: a.mixture.as_ref().and(quota), shortfall, ..Default::default() };
         let (mut users, mut items) = (HashSet::new(), HashSet::new());
@@ -249,6 +250,18 @@ pub fn prompts(ctx: &StageContext<'_>) -> Result<(), DataError> {
     let budget_truncated = budget.is_some().then_some(budget_truncated);
     let summary = PromptsSummary { adapter: name.into(), k, train: train.len(), valid: valid.len(), domains, budget_truncated, example: train.example() };
     table::write_json(&ctx.out.join("prompts.json"), &summary)
+}
+
+/// The users (indices, ascending) whose histories an adapter may sample in one domain: every user,
+/// or `max_users` drawn by seeded sampling among those with a training position.
+fn adapter_users(split: &DomainSplit, max_users: Option<u32>, rng: &mut Rng) -> Vec<usize> {
+    match max_users {
+        None => (0..split.users.len()).collect(),
+        Some(n) => {
+            let with_train: Vec<usize> = (0..split.users.len()).filter(|&u| !split.positions(u).train.is_empty()).collect();
+            sample_keep_order(with_train, Some(n), rng)
+        }
+    }
 }
 
 /// Users and items a `prompts` stage trained on, for one domain.

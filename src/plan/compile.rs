@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{CODE_SALT, Plan, ResultRow, Stage, StageKind};
 use crate::recipe::resolve::{AdapterRole, MergeConfig, ResolvedRecipe, Source};
+use crate::recipe::types::Scoring;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -114,11 +115,15 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
             None => {
                 let mut inputs: Vec<String> = a.domains.iter().map(|d| split_ids[d].clone()).collect();
                 inputs.extend(tokenizer_inputs.clone());
-                let params = json!({
+                let mut params = json!({
                     "adapter": a.name, "role": a.role, "domains": a.domains, "template": template_ids[&a.template],
                     "samples_per_user": a.samples_per_user, "max_samples": a.max_samples, "mixture": a.mixture,
                     "max_valid_samples": a.max_valid_samples, "seed": seed, "k": prompt_k, "tokenizer": tokenizer,
                 });
+                // Only when set: the stages of recipes without it keep their keys (and caches).
+                if let Some(n) = a.max_users {
+                    params["max_users"] = json!(n);
+                }
                 let prompts = b.add(StageKind::Prompts, format!("prompts:{}", a.name), inputs, params);
                 prompt_ids.insert(a.name.clone(), prompts.clone());
                 let mut inputs = backbone_inputs.clone();
@@ -187,11 +192,21 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     let mut learned_merges: Vec<String> = Vec::new();
     for arm in &r.arms {
         let adapters: Vec<String> = arm.adapters.iter().map(|a| adapter_ids[a].clone()).collect();
-        let params = |setting: Option<&str>| {
-            json!({ "adapters": arm.adapters, "merge": arm.merge, "rank": arm.rank, "setting": setting, "backbone": backbone })
-        };
         let adaptive = arm.merge.is_adaptive();
         let entropy = matches!(arm.merge, MergeConfig::Entropy { .. });
+        let params = |setting: Option<&str>| {
+            let mut p = json!({ "adapters": arm.adapters, "merge": arm.merge, "rank": arm.rank, "setting": setting, "backbone": backbone });
+            // An entropy merge also reads two evaluation settings: mean scoring (candidate entropy
+            // and the validation MRR) and the answer length it generates. Keyed only when they
+            // differ from the defaults, so that other recipes keep their keys.
+            if entropy && ev.scoring == Some(Scoring::Mean) {
+                p["mean_scores"] = json!(true);
+            }
+            if let Some(n) = ev.max_new_tokens.filter(|_| entropy) {
+                p["max_new_tokens"] = json!(n);
+            }
+            p
+        };
         let shared_merge = (!adaptive).then(|| {
             let mut inputs = adapters.clone();
             let mut p = params(None);

@@ -117,6 +117,9 @@ pub struct ResolvedAdapter {
     pub template: String,
     pub samples_per_user: Option<u32>,
     pub max_samples: Option<u32>,
+    /// Absent from the serialized form when unset, so that recipes without it keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<u32>,
     /// Normalized mixture weights, one per domain in `domains` order (base spirit only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mixture: Option<Vec<f64>>,
@@ -453,6 +456,7 @@ impl ResolvedRecipe {
                 template: a.template.clone(),
                 samples_per_user: a.samples_per_user,
                 max_samples: a.max_samples,
+                max_users: a.max_users,
                 mixture: a.mixture.as_ref().map(|m| {
                     let total: f64 = a.domains.iter().filter_map(|d| m.get(d)).sum();
                     a.domains.iter().map(|d| m.get(d).copied().unwrap_or(0.0) / total).collect()

@@ -381,6 +381,12 @@ pub struct AdapterSpec {
     /// the mixture's total. Default: no cap.
     #[schemars(range(min = 1))]
     pub max_samples: Option<u32>,
+    /// Cap on the users per domain whose histories give training (and validation) samples, chosen
+    /// by seeded sampling before `samples_per_user` and `max_samples` apply. The domain's other
+    /// users are never seen by this adapter: for an ingredient they are the `unseen_users` (cold)
+    /// evaluation users, so this sets the size of the cold setting. Default: every user.
+    #[schemars(range(min = 1))]
+    pub max_users: Option<u32>,
     /// Base spirit only: the weight of each domain in the mixture, e.g.
     /// `mixture = { comedy = 0.5, action = 0.3, thriller = 0.2 }` (every domain of `domains` once,
     /// weights greater than 0, normalized to sum to 1). Each domain then contributes its share of
