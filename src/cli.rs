@@ -453,7 +453,7 @@ fn fetch(names: &[String], results: &Path) -> Result<(), Error> {
         chosen = crate::assets::ASSETS.iter().collect();
     }
     for a in chosen {
-        let (dir, cached) = crate::data::fetch::fetch_into_cache(results, a).map_err(crate::data::DataError::from)?;
+        let (dir, cached) = crate::exec::fetch_into_cache(results, a).map_err(crate::data::DataError::from)?;
         println!("{} {} -> {} ({})", if cached { "cached " } else { "fetched" }, a.name, dir.display(), a.license);
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 use crate::backend::BackendError;
 use crate::data::inspect::InspectError;
-use crate::exec::{RunError, StageError};
+use crate::exec::RunError;
 use crate::plan::PlanError;
 use crate::recipe::RecipeError;
 
@@ -43,12 +43,8 @@ impl Error {
             Error::Recipe(_) | Error::Resolve(_) | Error::Plan(_) | Error::Backend(_) | Error::Usage(_) => 2,
             Error::Run(RunError::UnknownStage(_)) => 2,
             Error::Data(e) | Error::Inspect(InspectError::Data(e)) if e.is_input_problem() => 2,
-            Error::Run(RunError::Stage { source: StageError::Data(e), .. }) | Error::Inspect(InspectError::Run(RunError::Stage { source: StageError::Data(e), .. }))
-                if e.is_input_problem() =>
-            {
-                2
-            }
-            Error::Run(RunError::Failed { failures, .. }) if failures.iter().all(|f| matches!(&f.error, StageError::Data(e) if e.is_input_problem())) => 2,
+            Error::Run(RunError::Stage { source, .. }) | Error::Inspect(InspectError::Run(RunError::Stage { source, .. })) if source.is_input_problem() => 2,
+            Error::Run(RunError::Failed { failures, .. }) if failures.iter().all(|f| f.error.is_input_problem()) => 2,
             Error::Results(e) if e.is_input_problem() => 2,
             Error::Model(e) if e.is_input_problem() => 2,
             Error::Gguf(e) if e.is_input_problem() => 2,

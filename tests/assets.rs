@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use reccocktail::assets;
-use reccocktail::data::fetch::fetch_into_cache;
+use reccocktail::exec::fetch_into_cache;
 use reccocktail::data::loaders::{self, LoadOptions};
 use reccocktail::data::table;
 

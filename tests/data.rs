@@ -37,10 +37,10 @@ fn run(results: &Path) -> BTreeMap<String, PathBuf> {
     run_plan(&resolved, &plan, results)
 }
 
-fn run_plan(resolved: &ResolvedRecipe, plan: &Plan, results: &Path) -> BTreeMap<String, PathBuf> {
+fn run_plan(_resolved: &ResolvedRecipe, plan: &Plan, results: &Path) -> BTreeMap<String, PathBuf> {
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
     let ids: Vec<&str> = plan.stages.iter().filter(|s| ["data", "split", "prompts", "eval-set", "baselines"].contains(&s.kind.name())).map(|s| s.id.as_str()).collect();
-    exec::ensure(resolved, plan, &runtime, results, &ids, &|_| {}).unwrap()
+    exec::ensure(plan, &runtime, results, &ids, &|_| {}).unwrap()
 }
 
 #[test]

@@ -138,7 +138,8 @@ fn a_failed_evaluate_stage_reaches_the_report_and_the_others_continue() {
     assert_eq!(summary.executed.len(), plan.stages.len() - 1);
     let (inputs, failed) = seen.borrow().clone().expect("the report ran");
     assert_eq!(failed.keys().collect::<Vec<_>>(), ["evaluate:entropy:warm"]);
-    assert!(failed["evaluate:entropy:warm"].contains("simulated evaluation crash"));
+    assert!(failed["evaluate:entropy:warm"].reason.contains("simulated evaluation crash"));
+    assert_eq!(failed["evaluate:entropy:warm"].status, reccocktail::exec::InputStatus::Failed);
     assert_eq!(inputs.len(), plan.stage("report").unwrap().inputs.len() - 1);
     assert!(!inputs.contains(&"evaluate:entropy:warm".to_string()));
     let log = std::fs::read_to_string(summary.run_dir.join("run.log")).unwrap();

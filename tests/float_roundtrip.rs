@@ -11,7 +11,7 @@ use reccocktail::model::lora::Proj;
 use reccocktail::train::checkpoint::{self, Checkpoint};
 use reccocktail::train::lora_state::{LoraState, ModuleFactors};
 use reccocktail::train::optim::Moments;
-use reccocktail::train::trainer::LogRow;
+use reccocktail::train::log::LogRow;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rc-floats-{name}-{}", std::process::id()));

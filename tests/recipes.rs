@@ -86,8 +86,8 @@ fn sweeps_expand_in_place_and_shared_stages_appear_once() {
     // Every stage's inputs come before it, and keys are unique.
     let mut seen = std::collections::BTreeSet::new();
     for s in &plan.stages {
-        for i in &s.inputs {
-            assert!(seen.contains(i.as_str()), "{} needs {i} first", s.id);
+        for i in s.input_ids() {
+            assert!(seen.contains(i), "{} needs {i} first", s.id);
         }
         seen.insert(s.id.as_str());
     }
@@ -279,11 +279,11 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
     assert_ne!(key(&mixed, "prompts:base_spirit"), key(&base, "prompts:base_spirit"));
     assert_eq!(key(&mixed, "prompts:drama"), key(&base, "prompts:drama"));
     assert_eq!(key(&mixed, "eval-set:warm"), key(&base, "eval-set:warm"));
-    let params = &mixed.stage("prompts:base_spirit").unwrap().params;
+    let params = mixed.stage("prompts:base_spirit").unwrap().params.to_json();
     assert_eq!(params["mixture"], serde_json::json!([0.5, 0.3, 0.2]));
 
     // The entropy arm adapts on 8 prompts of users disjoint from the test users (the default).
-    assert_eq!(base.stage("eval-set:warm").unwrap().params["adaptation"], serde_json::json!({ "disjoint": 8, "from_test": null }));
+    assert_eq!(base.stage("eval-set:warm").unwrap().params.to_json()["adaptation"], serde_json::json!({ "disjoint": 8, "from_test": null }));
     for changed in ["adaptation = { size = 12 }", "adaptation = { size = 8, disjoint_from_test = false }"] {
         let p = plan_of(&text.replace("adaptation = { size = 8 }", changed));
         assert_ne!(key(&p, "eval-set:warm"), key(&base, "eval-set:warm"), "{changed}");
@@ -294,10 +294,9 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
     assert_eq!(key(&plan_of(&smaller), "eval-set:warm"), key(&base, "eval-set:warm"));
     // Domain-level adaptation does not come from the evaluation sets.
     let domain = plan_of(&text.replace("adaptation = { size = 8 }", "adaptation = { source = \"domain\", size = 8 }"));
-    assert_eq!(domain.stage("eval-set:warm").unwrap().params["adaptation"], serde_json::json!({ "disjoint": null, "from_test": null }));
+    assert_eq!(domain.stage("eval-set:warm").unwrap().params.to_json()["adaptation"], serde_json::json!({ "disjoint": null, "from_test": null }));
 
-    // The entropy merge reads the evaluation's mean scoring and answer length: its keys follow
-    // them; `calibrated` (validated by summed log-probabilities, as `sum`) keeps them.
+    // The entropy merge reads the evaluation's scoring rule and answer length: its keys follow them.
     let scoring = |s: &str| plan_of(&text.replace("protocol = \"likelihood\"\nscoring = \"sum\"", s));
     let mean = scoring("protocol = \"likelihood\"\nscoring = \"mean\"");
     let calibrated = scoring("protocol = \"likelihood\"\nscoring = \"calibrated\"");
@@ -305,9 +304,9 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
     for id in ["merge:entropy:warm", "merge:entropy:cold"] {
         assert_ne!(key(&mean, id), key(&base, id), "{id}");
         assert_ne!(key(&generate, id), key(&base, id), "{id}");
-        assert_eq!(key(&calibrated, id), key(&base, id), "{id}");
-        assert_eq!(mean.stage(id).unwrap().params["mean_scores"], serde_json::json!(true));
-        assert_eq!(generate.stage(id).unwrap().params["max_new_tokens"], serde_json::json!(32));
+        assert_ne!(key(&calibrated, id), key(&base, id), "{id}");
+        assert_eq!(mean.stage(id).unwrap().params.to_json()["entropy"]["scoring"], serde_json::json!("mean"));
+        assert_eq!(generate.stage(id).unwrap().params.to_json()["entropy"]["answer_tokens"], serde_json::json!(32));
     }
     assert_eq!(key(&mean, "merge:fixed_0.5"), key(&base, "merge:fixed_0.5"));
     assert_ne!(key(&calibrated, "evaluate:entropy:warm"), key(&base, "evaluate:entropy:warm"));
@@ -317,8 +316,8 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
     let (b40, b50) = (budget(40), budget(50));
     for id in ["prompts:drama", "prompts:base_spirit", "eval-set:warm"] {
         assert_ne!(key(&b40, id), key(&b50, id), "{id}");
-        assert!(b40.stage(id).unwrap().inputs.iter().any(|i| i == "fetch:smollm2-135m-instruct"), "{id}");
-        assert!(!base.stage(id).unwrap().inputs.iter().any(|i| i == "fetch:smollm2-135m-instruct"), "{id}");
+        assert!(b40.stage(id).unwrap().input_ids().any(|i| i == "fetch:smollm2-135m-instruct"), "{id}");
+        assert!(!base.stage(id).unwrap().input_ids().any(|i| i == "fetch:smollm2-135m-instruct"), "{id}");
     }
 }
 

@@ -13,20 +13,17 @@ use serde_json::json;
 use super::domain::DomainSplit;
 use super::{DataError, table};
 use crate::eval::metrics::{expected, metric_rows, rank_of};
+use super::params::BaselinesParams;
 use crate::exec::StageContext;
-use crate::recipe::types::{Baseline, Metric};
+use crate::plan::Role;
+use crate::recipe::types::Baseline;
 
-pub fn baselines(ctx: &StageContext<'_>) -> Result<(), DataError> {
-    let params = &ctx.stage.params;
-    let which: Vec<Baseline> = serde_json::from_value(params["baselines"].clone()).map_err(|e| DataError::Invalid(format!("baselines: {e}")))?;
-    let ks: Vec<u32> = serde_json::from_value(params["k"].clone()).map_err(|e| DataError::Invalid(format!("k: {e}")))?;
-    let metrics: Vec<Metric> = serde_json::from_value(params["metrics"].clone()).map_err(|e| DataError::Invalid(format!("metrics: {e}")))?;
-    let dir = |prefix: &str| {
-        ctx.inputs.iter().find(|(id, _)| id.starts_with(prefix)).map(|(_, p)| p.clone()).ok_or_else(|| DataError::Invalid(format!("no {prefix} input")))
-    };
-    let (split, _) = DomainSplit::read(&dir("split:")?)?;
+pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), DataError> {
+    let (which, ks, metrics) = (&p.baselines, &p.ks, &p.metrics);
+    let dir = |role: Role| ctx.optional_input(role).ok_or_else(|| DataError::Invalid(format!("stage `{}` has no {} input", ctx.stage.id, role.name())));
+    let (split, _) = DomainSplit::read(dir(Role::Split)?)?;
     let popularity: HashMap<&str, u64> = split.items.iter().map(String::as_str).zip(split.train_counts()).collect();
-    let cands = table::read_parquet(&dir("eval-set:")?.join("candidates.parquet"))?;
+    let cands = table::read_parquet(&dir(Role::EvalSet)?.join("candidates.parquet"))?;
     let (set, user, item, is_target) = (table::strs(&cands, "set")?, table::strs(&cands, "user")?, table::strs(&cands, "item")?, table::opt_i64s(&cands, "is_target")?);
     // Test lists in file order (slot order within a user).
     let mut lists: Vec<(String, Vec<(u64, bool)>)> = Vec::new();
@@ -67,7 +64,7 @@ pub fn baselines(ctx: &StageContext<'_>) -> Result<(), DataError> {
             total / ranks.len() as f64
         };
         // Baselines always rank the candidates themselves: every item is valid.
-        let rows = metric_rows(&metrics, &ks, &per_user, 1.0);
+        let rows = metric_rows(metrics, ks, &per_user, 1.0);
         let mut m = serde_json::Map::new();
         for (metric, k, v) in rows {
             m.insert(k.map(|k| format!("{metric}@{k}")).unwrap_or_else(|| metric.clone()), json!(v));

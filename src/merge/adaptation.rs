@@ -10,13 +10,16 @@ use serde::Serialize;
 use super::entropy::{self, AdaptPrompt, EntropySettings, StepRow};
 use super::learnable::Learnable;
 use super::Coefficients;
+use super::params::EntropyParams;
 use crate::data::domain::DomainSplit;
 use crate::data::rng::Rng;
 use crate::data::samples::Renderer;
+use crate::data::stages::history_budget;
 use crate::data::table;
 use crate::exec::backbone::{self, StageModel};
 use crate::exec::{StageContext, StageError};
 use crate::model::peft::PeftAdapter;
+use crate::plan::Role;
 use crate::prompt::PromptTemplate;
 use crate::recipe::resolve::MergeConfig;
 use crate::recipe::types::{AdaptationSource, Scoring};
@@ -53,17 +56,16 @@ fn from_eval_set(sm: &StageModel, dir: &std::path::Path, kind: &str, size: usize
     Ok(out)
 }
 
-/// Prompts rendered at the validation position of up to `size` users of a domain split (seeded
-/// choice of users, `label` separating independent draws). With labels: the target's index.
-fn from_split(ctx: &StageContext<'_>, sm: &StageModel, split: &DomainSplit, size: usize, label: &str) -> Result<Vec<Labelled>, StageError> {
-    let ev = &ctx.resolved.evaluation;
-    let t = ctx.resolved.templates.get(&ev.template).ok_or_else(|| fail(format!("unknown template `{}`", ev.template)))?;
-    let tmpl = PromptTemplate::load(&t.path).map_err(|e| fail(e.to_string()))?;
-    let seed = ctx.resolved.experiment.seed;
-    let k = ev.k.iter().copied().max().unwrap_or(1);
-    let r = Renderer::new(split, &tmpl, &t.separator, k, seed);
+/// Prompts rendered at the validation position of up to `size` users of a domain split, as the
+/// evaluation renders them (template, K, history token budget), for a seeded choice of users
+/// (`label` separating independent draws). With labels: the target's index.
+fn from_split(ctx: &StageContext<'_>, e: &EntropyParams, sm: &StageModel, split: &DomainSplit, size: usize, label: &str) -> Result<Vec<Labelled>, StageError> {
+    let render = &e.render;
+    let tmpl = PromptTemplate::load(&render.template.path).map_err(|err| fail(err.to_string()))?;
+    let budget = history_budget(ctx, render)?;
+    let r = Renderer::new(split, &tmpl, &render.template.separator, render.k, render.seed).with_budget(budget.as_ref());
     let mut users: Vec<usize> = (0..split.users.len()).collect();
-    Rng::derive(seed, &["entropy", label, &ctx.stage.id]).shuffle(&mut users);
+    Rng::derive(render.seed, &["entropy", label, &e.draw]).shuffle(&mut users);
     let tok = &sm.text.tokenizer;
     let mut out = Vec::new();
     for u in users {
@@ -108,27 +110,25 @@ struct EntropySummary {
 }
 
 /// Learn the coefficients of an `entropy` arm (writes `entropy_log.parquet` and `entropy.json`).
-pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeConfig) -> Result<Coefficients, StageError> {
+pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter], config: &MergeConfig, e: &EntropyParams) -> Result<Coefficients, StageError> {
     let MergeConfig::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, adaptation } = config else {
         return Err(fail("the entropy learner got another merge method".into()));
     };
     let device = ctx.runtime.device.clone().autodiff();
-    let mut sm = backbone::load(ctx, &device)?;
-    let ev = &ctx.resolved.evaluation;
+    let mut sm = backbone::load(ctx, &e.backbone, &e.format, &device)?;
     let size = adaptation.size as usize;
-    let split = match backbone::input_dir(ctx, "split:") {
-        Ok(dir) => Some(DomainSplit::read(dir)?.0),
-        Err(_) => None,
+    let split = match ctx.optional_input(Role::Split) {
+        Some(dir) => Some(DomainSplit::read(dir)?.0),
+        None => None,
     };
-    let prompts: Vec<AdaptPrompt> = match (adaptation.source, backbone::input_dir(ctx, "eval-set:"), &split) {
-        (AdaptationSource::Setting, Ok(dir), _) => from_eval_set(&sm, dir, if adaptation.disjoint_from_test { "disjoint" } else { "from_test" }, size)?,
-        (_, _, Some(split)) => from_split(ctx, &sm, split, size, "adaptation")?.into_iter().map(|l| l.prompt).collect(),
+    let prompts: Vec<AdaptPrompt> = match (adaptation.source, ctx.optional_input(Role::EvalSet), &split) {
+        (AdaptationSource::Setting, Some(dir), _) => from_eval_set(&sm, dir, if adaptation.disjoint_from_test { "disjoint" } else { "from_test" }, size)?,
+        (_, _, Some(split)) => from_split(ctx, e, &sm, split, size, "adaptation")?.into_iter().map(|l| l.prompt).collect(),
         _ => return Err(fail(format!("stage `{}` has neither an eval-set nor a split input to adapt on", ctx.stage.id))),
     };
     if prompts.is_empty() {
         return Err(fail(format!("stage `{}`: no unlabeled adaptation prompt (the setting leaves no user outside its test users; lower `max_users` or set `adaptation.disjoint_from_test = false`)", ctx.stage.id)));
     }
-    let separator = ctx.resolved.templates.get(&ev.template).map(|t| t.separator.clone()).unwrap_or_else(|| "||".into());
     let mut s = EntropySettings {
         granularity: *granularity,
         parameterization: *parameterization,
@@ -138,9 +138,9 @@ pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeCon
         epochs: *epochs,
         objective: *objective,
         first_k_tokens: *first_k_tokens as usize,
-        mean_scores: ev.scoring == Some(Scoring::Mean),
-        separator,
-        max_new_tokens: ev.max_new_tokens.unwrap_or(48) as usize,
+        mean_scores: e.scoring == Scoring::Mean,
+        separator: e.separator.clone(),
+        max_new_tokens: e.answer_tokens as usize,
     };
     // The learning rate: chosen on labelled validation samples when a grid is given. Adapting is
     // deterministic, so the run at the chosen rate is kept rather than repeated.
@@ -151,7 +151,7 @@ pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeCon
     pb.set_prefix(ctx.stage.id.clone());
     let valid = if lrs.len() > 1 {
         let split = split.as_ref().ok_or_else(|| fail(format!("stage `{}` needs its domain's split to choose the learning rate", ctx.stage.id)))?;
-        from_split(ctx, &sm, split, size.max(8), "lr-validation")?
+        from_split(ctx, e, &sm, split, size.max(8), "lr-validation")?
     } else {
         Vec::new()
     };
@@ -204,6 +204,5 @@ pub fn learn(ctx: &StageContext<'_>, adapters: &[PeftAdapter], config: &MergeCon
         steps: h.len(),
     };
     table::write_json(&ctx.out.join("entropy.json"), &summary)?;
-    let names = ctx.stage.params["adapters"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
-    Ok(Coefficients { adapters: names, values: adapted.learnable.weights() })
+    Ok(Coefficients { adapters: names.to_vec(), values: adapted.learnable.weights() })
 }

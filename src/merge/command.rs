@@ -150,7 +150,7 @@ pub fn run(args: &MergeArgs) -> Result<MergeSummary, MergeError> {
         output.adapter.save(&args.out)?;
     }
     let seconds = start.elapsed().as_secs_f64();
-    let mut meta = super::stage::summary_json(None, &config, &output, seconds);
+    let mut meta = super::summary_json(&config, &output, seconds);
     meta["dense"] = args.dense.into();
     meta["sources"] = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().into();
     crate::data::table::write_json(&args.out.join("merge.json"), &meta)?;

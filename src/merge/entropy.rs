@@ -19,7 +19,6 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Gradients, Int, Tensor, TensorData};
 
 use super::learnable::Learnable;
-pub use super::adaptation::learn;
 use crate::model::generate::{GenerationConfig, Padding, continuation_logprob_tensor, continue_generation, generate, pad_batch};
 use crate::model::llama::{ForwardInput, KvCache};
 use crate::model::lora::{LoraFactors, Proj, transpose};

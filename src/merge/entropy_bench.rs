@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::bench::synthetic;
 use super::entropy::{AdaptPrompt, EntropySettings, attach_weighted, candidate_entropy, covered_modules, greedy_answer, title_token_positions, token_entropy, token_entropy_of_answer, weight_grads};
-use crate::exec::backbone::Prompter;
+use crate::prompt::Prompter;
 use crate::model::Llama;
 use crate::model::llama::{ForwardInput, KvCache};
 use crate::model::lora::Proj;

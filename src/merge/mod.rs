@@ -23,6 +23,7 @@ pub mod fixed;
 pub mod learnable;
 pub mod linalg;
 pub mod lowrank;
+pub mod params;
 pub mod stage;
 pub mod task_arithmetic;
 pub mod ties;
@@ -317,3 +318,26 @@ pub fn registry_help() -> String {
 
 #[cfg(test)]
 mod tests;
+
+impl From<MergeError> for crate::exec::StageError {
+    fn from(e: MergeError) -> Self {
+        crate::exec::StageError::domain(e, false)
+    }
+}
+
+/// `merge.json`: method, parameters, adapters, output rank, dropped energy, seconds.
+pub fn summary_json(config: &MergeConfig, output: &MergeOutput, seconds: f64) -> serde_json::Value {
+    let r = &output.report;
+    serde_json::json!({
+        "method": r.method,
+        "params": config,
+        "adapters": r.adapters,
+        "output_rank": { "min": r.output_rank.0, "max": r.output_rank.1 },
+        "modules": r.modules,
+        "rank": r.rank,
+        "dropped_energy": r.dropped_energy,
+        "exact": r.exact,
+        "note": r.note,
+        "seconds": seconds,
+    })
+}

@@ -37,8 +37,10 @@ pub enum GgufError {
     Metadata { path: PathBuf, key: String, message: String },
     #[error("{path}: architecture `{arch}` is not supported (supported: llama, qwen2)")]
     UnsupportedArchitecture { path: PathBuf, arch: String },
-    #[error("{path}: tokenizer: {source}")]
-    Tokenizer { path: PathBuf, source: crate::model::tokenizer::TokenizerError },
+    /// The tokenizer built from the metadata failed (its error as text: the tokenizer module
+    /// reads GGUF metadata, so GGUF does not import its error type back).
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
 }

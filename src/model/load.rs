@@ -10,6 +10,13 @@ use super::llama::Llama;
 use super::weights::{self, StateDict};
 use super::ModelError;
 
+/// A backbone as stages' parameters name it: where its file is and the dtype it runs in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackboneRef {
+    pub source: crate::assets::SourceRef,
+    pub dtype: crate::recipe::types::Dtype,
+}
+
 /// A loaded backbone: its configuration, its weights on a device, and where it came from.
 pub struct Backbone {
     pub config: ModelConfig,

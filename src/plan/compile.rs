@@ -1,14 +1,22 @@
-//! ResolvedRecipe -> Plan.
+//! ResolvedRecipe -> Plan. The only place that reads the resolved recipe for execution: every
+//! stage gets a typed parameter struct built here, and reads nothing else.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{CODE_SALT, Plan, ResultRow, Stage, StageKind};
+use super::{CODE_SALT, Input, Plan, ResultRow, Role, RowSource, Stage, StageKind, StageParams};
+use crate::assets::{FetchParams, SourceRef};
+use crate::data::params::{AdaptationRequest, BaselinesParams, DataParams, EvalSetParams, HistoryBudgetParams, PromptsParams, RenderParams, SplitParams};
+use crate::eval::params::{EvalParams, EvalSettings};
+use crate::merge::params::{EntropyParams, MergeParams};
+use crate::model::load::BackboneRef;
+use crate::prompt::{PromptFormat, TemplateRef};
 use crate::recipe::resolve::{AdapterRole, MergeConfig, ResolvedRecipe, Source};
-use crate::recipe::types::Scoring;
+use crate::results::params::{LearnedMerge, ReportParams};
+use crate::train::params::{ImportParams, TrainParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -24,9 +32,10 @@ struct Builder {
 
 impl Builder {
     /// Add a stage (or find the identical one); returns the id to refer to it by.
-    fn add(&mut self, kind: StageKind, id: String, inputs: Vec<String>, params: Json) -> String {
-        let input_keys: Vec<&str> = inputs.iter().map(|i| self.key_of(i)).collect();
-        let key = stage_key(kind, &params, &input_keys);
+    fn add(&mut self, id: String, inputs: Vec<Input>, params: StageParams) -> String {
+        let input_keys: Vec<&str> = inputs.iter().map(|i| self.key_of(&i.stage)).collect();
+        let kind = params.kind();
+        let key = stage_key(kind, &params.to_json(), &input_keys);
         if let Some(&i) = self.by_key.get(&key) {
             let existing = &mut self.stages[i];
             if existing.id != id && !existing.aliases.contains(&id) {
@@ -44,15 +53,19 @@ impl Builder {
     }
 }
 
+fn input(role: Role, stage: &str) -> Input {
+    Input { role, stage: stage.to_string() }
+}
+
 /// The content key of a stage: hash(salt, kind, params, input keys).
-pub fn stage_key(kind: StageKind, params: &Json, input_keys: &[&str]) -> String {
+pub fn stage_key(kind: StageKind, params: &serde_json::Value, input_keys: &[&str]) -> String {
     let material = json!({ "salt": CODE_SALT, "kind": kind.name(), "params": params, "inputs": input_keys });
     hash_hex(&serde_json::to_vec(&material).expect("plain JSON"))
 }
 
-/// Parameters of the `fetch:<asset>` stage of a known asset.
-pub fn fetch_params(asset: &crate::assets::Asset) -> Json {
-    json!({ "asset": asset.name, "requirement": asset.requirement(), "files": asset.files })
+/// The key of the `fetch` stage of a known asset (what `reccocktail fetch` fills).
+pub fn fetch_key(asset: &crate::assets::Asset) -> String {
+    stage_key(StageKind::Fetch, &StageParams::Fetch(FetchParams::of(asset)).to_json(), &[])
 }
 
 /// Compile the plan. Reads local files (models, datasets, templates, adapters) to hash them.
@@ -61,82 +74,94 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     let seed = r.experiment.seed;
 
     // Assets and local sources. A local source has no stage; its content hash enters the keys.
-    let source_ref = |b: &mut Builder, src: &Source| -> Result<(Vec<String>, Json), PlanError> {
+    let source_ref = |b: &mut Builder, src: &Source, role: Role| -> Result<(Vec<Input>, SourceRef), PlanError> {
         Ok(match src {
             Source::Asset { name, requirement } => {
                 let params = match crate::assets::find(name) {
-                    Some(a) => fetch_params(a),
-                    None => json!({ "asset": name, "requirement": requirement, "files": [] }),
+                    Some(a) => FetchParams::of(a),
+                    None => FetchParams { asset: name.clone(), requirement: requirement.clone(), files: Vec::new() },
                 };
-                let id = b.add(StageKind::Fetch, format!("fetch:{name}"), vec![], params);
-                (vec![id], json!({ "asset": name }))
+                let id = b.add(format!("fetch:{name}"), vec![], StageParams::Fetch(params));
+                (vec![input(role, &id)], SourceRef::Asset { asset: name.clone() })
             }
-            Source::Path { path } => (vec![], json!({ "path": path, "content": content_hash(path)? })),
+            Source::Path { path } => (vec![], SourceRef::Path { path: path.clone(), content: content_hash(path)? }),
         })
     };
 
-    let (backbone_inputs, backbone_id) = source_ref(&mut b, &r.backbone.source)?;
-    let backbone = json!({ "source": backbone_id, "dtype": r.backbone.dtype });
+    let (backbone_inputs, backbone_source) = source_ref(&mut b, &r.backbone.source, Role::Backbone)?;
+    let backbone = BackboneRef { source: backbone_source.clone(), dtype: r.backbone.dtype };
+    let format = PromptFormat { system_prompt: r.backbone.system_prompt.clone(), chat_template: r.backbone.chat_template };
 
     let mut dataset_ids = BTreeMap::new();
     for (name, d) in &r.datasets {
-        let (inputs, src) = source_ref(&mut b, &d.source)?;
-        let mut params = serde_json::to_value(d).expect("plain data");
-        params["source"] = src;
-        dataset_ids.insert(name.clone(), b.add(StageKind::Data, format!("data:{name}"), inputs, params));
+        let (inputs, source) = source_ref(&mut b, &d.source, Role::Asset)?;
+        let params = DataParams {
+            source,
+            format: d.format,
+            columns: d.columns.clone(),
+            order: d.order,
+            strict: d.strict,
+            min_rating: d.min_rating,
+            k_core: d.k_core,
+            dedup: d.dedup,
+            min_history: d.min_history,
+        };
+        dataset_ids.insert(name.clone(), b.add(format!("data:{name}"), inputs, StageParams::Data(params)));
     }
 
     let mut split_ids = BTreeMap::new();
     for (name, d) in &r.domains {
-        let params = json!({ "domain": d, "data": r.data, "seed": seed });
-        split_ids.insert(name.clone(), b.add(StageKind::Split, format!("split:{name}"), vec![dataset_ids[&d.dataset].clone()], params));
+        let params = SplitParams { domain: name.clone(), spec: d.clone(), data: r.data.clone() };
+        split_ids.insert(name.clone(), b.add(format!("split:{name}"), vec![input(Role::Data, &dataset_ids[&d.dataset])], StageParams::Split(params)));
     }
 
-    let mut template_ids = BTreeMap::new();
+    let mut templates = BTreeMap::new();
     for (name, t) in &r.templates {
-        template_ids.insert(name.clone(), json!({ "separator": t.separator, "content": content_hash(&t.path)? }));
+        templates.insert(name.clone(), TemplateRef { path: t.path.clone(), content: content_hash(&t.path)?, separator: t.separator.clone() });
     }
 
-    // Prompts ask for the top K with K the largest evaluation cut-off: it is part of their text.
-    let prompt_k = r.evaluation.k.iter().copied().max().unwrap_or(1);
+    let ev = &r.evaluation;
     // A history token budget counts tokens with the backbone's tokenizer: the stages that render
-    // prompts then read the backbone (its tokenizer only) and its identity enters their keys.
-    let (tokenizer_inputs, tokenizer) = match r.data.history_token_budget {
-        Some(_) => (backbone_inputs.clone(), backbone.clone()),
-        None => (Vec::new(), Json::Null),
-    };
+    // prompts then read the backbone (its tokenizer only).
+    let history_budget = r.data.history_token_budget.map(|tokens| HistoryBudgetParams { tokens, tokenizer: backbone_source.clone() });
+    let tokenizer_inputs: Vec<Input> = if history_budget.is_some() { backbone_inputs.clone() } else { Vec::new() };
+    let render = |template: &str| RenderParams { template: templates[template].clone(), k: ev.prompt_k(), seed, history_budget: history_budget.clone() };
 
     // Adapters: prompts -> train, or import for pretrained ones.
     let mut adapter_ids = BTreeMap::new();
     let mut prompt_ids = BTreeMap::new();
     for a in &r.adapters {
         let id = match &a.pretrained {
-            Some(dir) => b.add(StageKind::Import, format!("import:{}", a.name), backbone_inputs.clone(), json!({ "adapter": a.name, "path": dir, "content": content_hash(dir)?, "backbone": backbone })),
+            Some(dir) => {
+                let params = ImportParams { adapter: a.name.clone(), path: dir.clone(), content: content_hash(dir)?, backbone: backbone.clone() };
+                b.add(format!("import:{}", a.name), backbone_inputs.clone(), StageParams::Import(params))
+            }
             None => {
-                let mut inputs: Vec<String> = a.domains.iter().map(|d| split_ids[d].clone()).collect();
+                let mut inputs: Vec<Input> = a.domains.iter().map(|d| input(Role::Split, &split_ids[d])).collect();
                 inputs.extend(tokenizer_inputs.clone());
-                let mut params = json!({
-                    "adapter": a.name, "role": a.role, "domains": a.domains, "template": template_ids[&a.template],
-                    "samples_per_user": a.samples_per_user, "max_samples": a.max_samples, "mixture": a.mixture,
-                    "max_valid_samples": a.max_valid_samples, "seed": seed, "k": prompt_k, "tokenizer": tokenizer,
-                });
-                // Only when set: the stages of recipes without it keep their keys (and caches).
-                if let Some(n) = a.max_users {
-                    params["max_users"] = json!(n);
-                }
-                let prompts = b.add(StageKind::Prompts, format!("prompts:{}", a.name), inputs, params);
+                let params = PromptsParams {
+                    adapter: a.name.clone(),
+                    role: a.role,
+                    domains: a.domains.clone(),
+                    render: render(&a.template),
+                    samples_per_user: a.samples_per_user,
+                    max_samples: a.max_samples,
+                    max_users: a.max_users,
+                    mixture: a.mixture.clone(),
+                    max_valid_samples: a.max_valid_samples,
+                };
+                let prompts = b.add(format!("prompts:{}", a.name), inputs, StageParams::Prompts(params));
                 prompt_ids.insert(a.name.clone(), prompts.clone());
                 let mut inputs = backbone_inputs.clone();
-                inputs.push(prompts);
-                let params = json!({ "backbone": backbone, "system_prompt": r.backbone.system_prompt, "chat_template": r.backbone.chat_template, "lora": a.lora, "training": a.training, "seed": seed });
-                b.add(StageKind::Train, format!("train:{}", a.name), inputs, params)
+                inputs.push(input(Role::Prompts, &prompts));
+                let params = TrainParams { adapter: a.name.clone(), backbone: backbone.clone(), format: format.clone(), lora: a.lora.clone(), training: a.training.clone(), seed };
+                b.add(format!("train:{}", a.name), inputs, StageParams::Train(params))
             }
         };
         adapter_ids.insert(a.name.clone(), id);
     }
 
     // Evaluation settings: users, candidate lists and prompts, fixed once for every arm.
-    let ev = &r.evaluation;
     // Unlabeled adaptation prompts that the adaptive entropy arms take from every setting: the
     // largest size asked for, of users disjoint from the test users and of the test users.
     let adaptation_size = |disjoint: bool| {
@@ -144,75 +169,95 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
             .iter()
             .filter(|a| a.merge.is_adaptive())
             .filter_map(|a| match &a.merge {
-                MergeConfig::Entropy { adaptation, .. } if adaptation.disjoint_from_test == disjoint => Some(adaptation.size),
+                MergeConfig::Entropy { adaptation, .. } if adaptation.disjoint_from_test == disjoint => Some(adaptation.size as usize),
                 _ => None,
             })
             .max()
     };
-    let adaptation = json!({ "disjoint": adaptation_size(true), "from_test": adaptation_size(false) });
+    let adaptation = AdaptationRequest { disjoint: adaptation_size(true), from_test: adaptation_size(false) };
     let mut eval_set_ids = BTreeMap::new();
     for s in &ev.settings {
-        let mut inputs = vec![split_ids[&s.domain].clone()];
+        let mut inputs = vec![input(Role::Split, &split_ids[&s.domain])];
         // Warm and cold are defined by the ingredient's training samples. (A pretrained
         // ingredient's training users are unknown: then every test user counts as unseen.)
         if let Some(p) = s.ingredient.as_ref().and_then(|ing| prompt_ids.get(ing)) {
-            inputs.push(p.clone());
+            inputs.push(input(Role::Prompts, p));
         }
         inputs.extend(tokenizer_inputs.clone());
-        let params = json!({ "setting": s, "template": template_ids[&ev.template], "data": r.data, "seed": seed, "k": prompt_k, "adaptation": adaptation, "tokenizer": tokenizer });
-        eval_set_ids.insert(s.name.clone(), b.add(StageKind::EvalSet, format!("eval-set:{}", s.name), inputs, params));
+        let params = EvalSetParams { setting: s.clone(), render: render(&ev.template), adaptation };
+        eval_set_ids.insert(s.name.clone(), b.add(format!("eval-set:{}", s.name), inputs, StageParams::EvalSet(params)));
     }
 
-    let eval_params = json!({
-        "backbone": backbone, "system_prompt": r.backbone.system_prompt, "chat_template": r.backbone.chat_template,
-        "protocol": ev.protocol, "scoring": ev.scoring, "k": ev.k, "metrics": ev.metrics,
-        "max_new_tokens": ev.max_new_tokens, "fuzzy_match": ev.fuzzy_match, "seed": seed,
-    });
+    let separator = templates[&ev.template].separator.clone();
+    let eval_params = EvalParams {
+        backbone: backbone.clone(),
+        format: format.clone(),
+        settings: EvalSettings {
+            protocol: ev.protocol,
+            scoring: ev.scoring_rule(),
+            ks: ev.k.clone(),
+            metrics: ev.metrics.clone(),
+            max_new_tokens: ev.new_tokens() as usize,
+            fuzzy_match: ev.fuzzy_match,
+            seed,
+            separator: separator.clone(),
+        },
+    };
     let mut rows = Vec::new();
-    let evaluate = |b: &mut Builder, label: &str, setting: &str, model_inputs: Vec<String>, rows: &mut Vec<ResultRow>| {
+    let evaluate = |b: &mut Builder, label: &str, setting: &str, merge: Option<&str>, rows: &mut Vec<ResultRow>| {
         let mut inputs = backbone_inputs.clone();
-        inputs.extend(model_inputs);
-        inputs.push(eval_set_ids[setting].clone());
-        let id = b.add(StageKind::Evaluate, format!("evaluate:{label}:{setting}"), inputs, eval_params.clone());
-        rows.push(ResultRow { arm: label.to_string(), setting: setting.to_string(), stage: id });
+        inputs.extend(merge.map(|m| input(Role::Merge, m)));
+        inputs.push(input(Role::EvalSet, &eval_set_ids[setting]));
+        let id = b.add(format!("evaluate:{label}:{setting}"), inputs, StageParams::Evaluate(eval_params.clone()));
+        rows.push(ResultRow { arm: label.to_string(), setting: setting.to_string(), stage: id, source: RowSource::Model });
     };
 
     for s in &ev.settings {
         if !ev.baselines.is_empty() {
-            let params = json!({ "baselines": ev.baselines, "k": ev.k, "metrics": ev.metrics, "seed": seed });
-            let id = b.add(StageKind::Baselines, format!("baselines:{}", s.name), vec![eval_set_ids[&s.name].clone(), split_ids[&s.domain].clone()], params);
-            rows.push(ResultRow { arm: "baselines".into(), setting: s.name.clone(), stage: id });
+            let params = BaselinesParams { baselines: ev.baselines.clone(), ks: ev.k.clone(), metrics: ev.metrics.clone() };
+            let inputs = vec![input(Role::EvalSet, &eval_set_ids[&s.name]), input(Role::Split, &split_ids[&s.domain])];
+            let id = b.add(format!("baselines:{}", s.name), inputs, StageParams::Baselines(params));
+            rows.push(ResultRow { arm: "baselines".into(), setting: s.name.clone(), stage: id, source: RowSource::Baselines });
         }
         if ev.backbone {
-            evaluate(&mut b, "backbone", &s.name, vec![], &mut rows);
+            evaluate(&mut b, "backbone", &s.name, None, &mut rows);
         }
     }
 
     // Merge stages whose coefficients are learned: the report tabulates and plots them.
-    let mut learned_merges: Vec<String> = Vec::new();
+    let mut learned: Vec<LearnedMerge> = Vec::new();
     for arm in &r.arms {
-        let adapters: Vec<String> = arm.adapters.iter().map(|a| adapter_ids[a].clone()).collect();
-        let adaptive = arm.merge.is_adaptive();
+        let adapters: Vec<Input> = arm.adapters.iter().map(|a| input(Role::Adapter, &adapter_ids[a])).collect();
         let entropy = matches!(arm.merge, MergeConfig::Entropy { .. });
-        let params = |setting: Option<&str>| {
-            let mut p = json!({ "adapters": arm.adapters, "merge": arm.merge, "rank": arm.rank, "setting": setting, "backbone": backbone });
-            // An entropy merge also reads two evaluation settings: mean scoring (candidate entropy
-            // and the validation MRR) and the answer length it generates. Keyed only when they
-            // differ from the defaults, so that other recipes keep their keys.
-            if entropy && ev.scoring == Some(Scoring::Mean) {
-                p["mean_scores"] = json!(true);
-            }
-            if let Some(n) = ev.max_new_tokens.filter(|_| entropy) {
-                p["max_new_tokens"] = json!(n);
-            }
-            p
+        let params = |id: &str| MergeParams {
+            adapters: arm.adapters.clone(),
+            merge: arm.merge.clone(),
+            rank: arm.rank,
+            entropy: entropy.then(|| EntropyParams {
+                backbone: backbone.clone(),
+                format: format.clone(),
+                render: render(&ev.template),
+                scoring: ev.scoring_rule(),
+                answer_tokens: ev.entropy_answer_tokens(),
+                separator: separator.clone(),
+                draw: id.to_string(),
+            }),
         };
-        let shared_merge = (!adaptive).then(|| {
+        let mut add_merge = |b: &mut Builder, id: String, mut inputs: Vec<Input>| {
+            if entropy {
+                inputs.splice(0..0, backbone_inputs.clone());
+            }
+            let got = b.add(id.clone(), inputs, StageParams::Merge(params(&id)));
+            if entropy && got == id {
+                learned.push(LearnedMerge { stage: got.clone(), merge: got.strip_prefix("merge:").unwrap_or(&got).to_string(), arm: arm.name.clone() });
+            }
+            got
+        };
+        let shared_merge = (!arm.merge.is_adaptive()).then(|| {
             let mut inputs = adapters.clone();
-            let mut p = params(None);
             if entropy {
                 // Domain-level adaptation: unlabeled prompts of the arm's target domain (its
-                // ingredient's), rendered with the evaluation template.
+                // ingredient's), rendered as the evaluation renders them.
                 let domain = arm
                     .adapters
                     .iter()
@@ -220,46 +265,45 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
                     .find(|a| a.role == AdapterRole::Ingredient)
                     .map(|a| a.domains[0].clone())
                     .unwrap_or_else(|| ev.settings[0].domain.clone());
-                inputs.splice(0..0, backbone_inputs.clone());
-                inputs.push(split_ids[&domain].clone());
-                p["adaptation_domain"] = json!(domain);
-                p["template"] = template_ids[&ev.template].clone();
+                inputs.push(input(Role::Split, &split_ids[&domain]));
             }
-            b.add(StageKind::Merge, format!("merge:{}", arm.name), inputs, p)
+            add_merge(&mut b, format!("merge:{}", arm.name), inputs)
         });
-        if let Some(id) = shared_merge.as_ref().filter(|_| entropy) {
-            learned_merges.push(id.clone());
-        }
         for s in &ev.settings {
             let merge = match &shared_merge {
                 Some(id) => id.clone(),
                 None => {
-                    let mut inputs = backbone_inputs.clone();
-                    inputs.extend(adapters.clone());
-                    inputs.push(eval_set_ids[&s.name].clone());
+                    let mut inputs = adapters.clone();
+                    inputs.push(input(Role::EvalSet, &eval_set_ids[&s.name]));
                     // The domain's split: labelled validation samples to choose the learning rate.
-                    inputs.push(split_ids[&s.domain].clone());
-                    let id = b.add(StageKind::Merge, format!("merge:{}:{}", arm.name, s.name), inputs, params(Some(&s.name)));
-                    if entropy {
-                        learned_merges.push(id.clone());
-                    }
-                    id
+                    inputs.push(input(Role::Split, &split_ids[&s.domain]));
+                    add_merge(&mut b, format!("merge:{}:{}", arm.name, s.name), inputs)
                 }
             };
-            evaluate(&mut b, &arm.name, &s.name, vec![merge], &mut rows);
+            evaluate(&mut b, &arm.name, &s.name, Some(&merge), &mut rows);
         }
     }
 
-    let eval_stages: Vec<String> = {
-        let mut v: Vec<String> = rows.iter().map(|r| r.stage.clone()).collect();
-        v.sort();
-        v.dedup();
-        v
+    let mut report_inputs: Vec<Input> = Vec::new();
+    for row in &rows {
+        if !report_inputs.iter().any(|i| i.stage == row.stage) {
+            report_inputs.push(input(Role::Evaluation, &row.stage));
+        }
+    }
+    report_inputs.sort_by(|a, b| a.stage.cmp(&b.stage));
+    report_inputs.extend(learned.iter().map(|m| input(Role::LearnedMerge, &m.stage)));
+    let report = ReportParams {
+        experiment: r.experiment.name.clone(),
+        recipe_hash: r.recipe_hash.clone(),
+        seed,
+        rows: rows.clone(),
+        learned,
+        ks: ev.k.clone(),
+        metrics: ev.metrics.clone(),
+        protocol: ev.protocol,
+        baselines: ev.baselines.clone(),
     };
-    let report_params = json!({ "rows": rows, "k": ev.k, "metrics": ev.metrics, "recipe_hash": r.recipe_hash });
-    let mut report_inputs = eval_stages;
-    report_inputs.extend(learned_merges);
-    b.add(StageKind::Report, "report".into(), report_inputs, report_params);
+    b.add("report".into(), report_inputs, StageParams::Report(report));
     Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows })
 }
 

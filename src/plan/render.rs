@@ -36,7 +36,7 @@ impl Plan {
             };
             let mut line = format!("  [{mark}] {}  {:<width$}", s.key, s.id);
             if !s.inputs.is_empty() {
-                let _ = write!(line, "  <- {}", s.inputs.join(", "));
+                let _ = write!(line, "  <- {}", s.input_ids().collect::<Vec<_>>().join(", "));
             }
             if !s.aliases.is_empty() {
                 let _ = write!(line, "  (also: {})", s.aliases.join(", "));

@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+/// A template as stages' parameters name it: its file, the hash of its content (editing the file
+/// changes the keys of the stages that render it) and its item separator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateRef {
+    pub path: PathBuf,
+    pub content: String,
+    pub separator: String,
+}
+
 /// Blocks every prompt template must define.
 pub const BLOCKS: [&str; 2] = ["instruction", "response"];
 

@@ -24,6 +24,13 @@ pub const RESERVED_NAMES: &[&str] = &[BASE_SPIRIT, "backbone", "random", "popula
 pub const DEFAULT_SEED: u64 = 42;
 pub const DEFAULT_CANDIDATES: u32 = 10;
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful recommendation assistant.";
+/// `evaluation.scoring` of the `likelihood` protocol.
+pub const DEFAULT_SCORING: Scoring = Scoring::Sum;
+/// `evaluation.max_new_tokens` of the `generate` protocol.
+pub const DEFAULT_MAX_NEW_TOKENS: u32 = 64;
+/// The answer length an entropy merge generates (`token_entropy`) when neither the merge nor a
+/// `generate` evaluation sets one.
+pub const DEFAULT_ENTROPY_ANSWER_TOKENS: u32 = 48;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ResolvedRecipe {
@@ -386,6 +393,29 @@ fn source(asset: &Option<String>, path: &Option<PathBuf>, base: &Path) -> Source
     }
 }
 
+impl ResolvedEvaluation {
+    /// The scoring rule candidates are ranked by (`likelihood`; `generate` ranks by its list).
+    pub fn scoring_rule(&self) -> Scoring {
+        self.scoring.unwrap_or(DEFAULT_SCORING)
+    }
+
+    /// The K every prompt asks for: the largest evaluation cut-off.
+    pub fn prompt_k(&self) -> u32 {
+        self.k.iter().copied().max().unwrap_or(1)
+    }
+
+    /// Tokens `generate` may write.
+    pub fn new_tokens(&self) -> u32 {
+        self.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS)
+    }
+
+    /// The answer length of an entropy merge: the evaluation's own under `generate`, else the
+    /// default.
+    pub fn entropy_answer_tokens(&self) -> u32 {
+        self.max_new_tokens.unwrap_or(DEFAULT_ENTROPY_ANSWER_TOKENS)
+    }
+}
+
 impl ResolvedRecipe {
     /// Resolve a validated recipe. Fails only on problems `validate` already reports.
     pub fn from_loaded(loaded: &LoadedRecipe) -> Result<ResolvedRecipe, String> {
@@ -506,13 +536,13 @@ impl ResolvedRecipe {
         }
         let evaluation = ResolvedEvaluation {
             protocol,
-            scoring: (protocol == Protocol::Likelihood).then(|| ev.scoring.unwrap_or(Scoring::Sum)),
+            scoring: (protocol == Protocol::Likelihood).then(|| ev.scoring.unwrap_or(DEFAULT_SCORING)),
             template: ev.template.clone(),
             k,
             metrics,
             backbone: ev.backbone.unwrap_or(true),
             baselines: ev.baselines.clone().unwrap_or_else(|| vec![Baseline::Random, Baseline::Popularity]),
-            max_new_tokens: (protocol == Protocol::Generate).then(|| ev.max_new_tokens.unwrap_or(64)),
+            max_new_tokens: (protocol == Protocol::Generate).then(|| ev.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS)),
             fuzzy_match: ev.fuzzy_match.unwrap_or(false),
             settings,
         };

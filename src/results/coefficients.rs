@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{Column, CsvWriter, SerWriter};
 
 use super::ResultsError;
+use super::params::LearnedMerge;
 use crate::data::{DataError, table};
 
 const PALETTE: [&str; 6] = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2"];
@@ -26,20 +27,22 @@ pub struct Coefficient {
     pub value: f64,
 }
 
-/// The coefficients of every merge stage among `dirs` (stage id -> output directory) whose id
-/// starts with `merge:`, in stage-id order.
-pub fn gather(dirs: &BTreeMap<String, PathBuf>) -> Result<Vec<Coefficient>, ResultsError> {
+/// The coefficients of the learned merges (in stage-id order) whose artifacts are among `dirs`
+/// (stage id -> output directory; a merge that failed has none).
+pub fn gather(learned: &[LearnedMerge], dirs: &BTreeMap<String, PathBuf>) -> Result<Vec<Coefficient>, ResultsError> {
+    let mut learned: Vec<&LearnedMerge> = learned.iter().collect();
+    learned.sort_by(|a, b| a.stage.cmp(&b.stage));
     let mut out = Vec::new();
-    for (id, dir) in dirs {
-        let Some(merge) = id.strip_prefix("merge:") else { continue };
-        let bad = |e: DataError| ResultsError::Input { stage: id.clone(), message: e.to_string() };
+    for m in learned {
+        let Some(dir) = dirs.get(&m.stage) else { continue };
+        let bad = |e: DataError| ResultsError::Input { stage: m.stage.clone(), message: e.to_string() };
         let df = table::read_parquet(&dir.join("coefficients.parquet")).map_err(bad)?;
-        let (arm, module, adapter) = (table::strs(&df, "arm").map_err(bad)?, table::strs(&df, "module").map_err(bad)?, table::strs(&df, "adapter").map_err(bad)?);
+        let (module, adapter) = (table::strs(&df, "module").map_err(bad)?, table::strs(&df, "adapter").map_err(bad)?);
         let (layer, value) = (table::opt_i64s(&df, "layer").map_err(bad)?, table::opt_f64s(&df, "value").map_err(bad)?);
-        for i in 0..arm.len() {
+        for i in 0..module.len() {
             out.push(Coefficient {
-                merge: merge.to_string(),
-                arm: arm[i].clone(),
+                merge: m.merge.clone(),
+                arm: m.arm.clone(),
                 layer: layer[i].unwrap_or(0) as u32,
                 module: module[i].clone(),
                 adapter: adapter[i].clone(),
@@ -179,7 +182,8 @@ mod tests {
         write(&rows, &dir).unwrap();
         std::fs::copy(dir.join("coefficients.parquet"), merge_dir.join("coefficients.parquet")).unwrap();
         let dirs = BTreeMap::from([("merge:entropy".to_string(), merge_dir.clone()), ("evaluate:x".to_string(), PathBuf::from("/nonexistent"))]);
-        let back = gather(&dirs).unwrap();
+        let learned = [LearnedMerge { stage: "merge:entropy".into(), merge: "entropy".into(), arm: "entropy".into() }];
+        let back = gather(&learned, &dirs).unwrap();
         assert_eq!(back, rows);
         let csv = std::fs::read_to_string(dir.join("coefficients.csv")).unwrap();
         std::fs::remove_dir_all(&root).unwrap();

@@ -9,6 +9,7 @@
 //! report). `report.json` lists each arm without results with the reason; `summary.md` and `plot_<metric>.svg` are rendered from these.
 
 pub mod coefficients;
+pub mod params;
 mod plot;
 mod summary;
 #[cfg(test)]
@@ -22,9 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{DataError, table};
 use crate::eval::metrics::metric_rows;
-use crate::exec::StageContext;
-use crate::plan::ResultRow;
+use crate::exec::{MissingInput, StageContext};
 use crate::recipe::types::{Baseline, Metric};
+use params::{ReportParams, ResultRow, RowSource};
 pub use plot::svg_plot;
 pub use summary::markdown;
 
@@ -99,7 +100,7 @@ fn baseline_name(b: Baseline) -> String {
 
 /// Assemble the table from the artifact directories of the rows' stages (`dirs`, by stage id);
 /// a row whose stage is in `failed` (by stage id, with why) gets null values and its status.
-pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, String>) -> Result<Results, ResultsError> {
+pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, MissingInput>) -> Result<Results, ResultsError> {
     let mut out = Results { experiment: e.experiment.into(), recipe_hash: e.recipe_hash.into(), seed: e.seed, records: Vec::new(), failures: Vec::new() };
     let record = |arm: &str, setting: &str, protocol: &str, metric: String, k: Option<u32>, value: Option<f64>, users: Option<u64>, status: &str| Record {
         experiment: e.experiment.into(),
@@ -115,12 +116,14 @@ pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBu
         status: status.into(),
     };
     for row in rows {
-        let is_ref = row.stage.starts_with("baselines:");
+        let is_ref = row.source == RowSource::Baselines;
         let arms: Vec<String> = if is_ref { e.baselines.iter().map(|b| baseline_name(*b)).collect() } else { vec![row.arm.clone()] };
         let protocol = if is_ref { "reference" } else { e.protocol };
         let Some(dir) = dirs.get(&row.stage) else {
-            let reason = failed.get(&row.stage).cloned().unwrap_or_else(|| "no output".into());
-            let status = if reason.ends_with(crate::exec::NOT_RUN_MARK) { "not_run" } else if reason.starts_with("skipped") { "skipped" } else { "failed" };
+            let (status, reason) = match failed.get(&row.stage) {
+                Some(m) => (m.status.name(), m.reason.clone()),
+                None => ("failed", "no output".to_string()),
+            };
             for arm in arms {
                 for (metric, k, _) in metric_rows(e.metrics, e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0) {
                     out.records.push(record(&arm, &row.setting, protocol, metric, k, None, None, status));
@@ -230,14 +233,12 @@ impl Results {
 }
 
 /// The `report` stage: gather, write into the stage's output and the run directory, log the summary.
-pub fn report(ctx: &StageContext<'_>) -> Result<(), ResultsError> {
-    let ev = &ctx.resolved.evaluation;
-    let protocol = serde_json::to_value(ev.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let recipe_hash = ctx.stage.params["recipe_hash"].as_str().unwrap_or(&ctx.resolved.recipe_hash);
-    let e = Expect { experiment: &ctx.resolved.experiment.name, recipe_hash, seed: ctx.resolved.experiment.seed, ks: &ev.k, metrics: &ev.metrics, protocol: &protocol, baselines: &ev.baselines };
-    let results = gather(&e, &ctx.plan.rows, &ctx.inputs, ctx.failed_inputs)?;
+pub fn report(ctx: &StageContext<'_>, p: &ReportParams) -> Result<(), ResultsError> {
+    let protocol = serde_json::to_value(p.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let e = Expect { experiment: &p.experiment, recipe_hash: &p.recipe_hash, seed: p.seed, ks: &p.ks, metrics: &p.metrics, protocol: &protocol, baselines: &p.baselines };
+    let results = gather(&e, &p.rows, &ctx.inputs, ctx.failed_inputs)?;
     results.write(ctx.out)?;
-    let learned = coefficients::gather(&ctx.inputs)?;
+    let learned = coefficients::gather(&p.learned, &ctx.inputs)?;
     coefficients::write(&learned, ctx.out)?;
     if ctx.run_dir != ctx.out {
         results.write(ctx.run_dir)?;
@@ -245,4 +246,10 @@ pub fn report(ctx: &StageContext<'_>) -> Result<(), ResultsError> {
     }
     (ctx.log)(&markdown(&results));
     Ok(())
+}
+
+impl From<ResultsError> for crate::exec::StageError {
+    fn from(e: ResultsError) -> Self {
+        crate::exec::StageError::domain(e, false)
+    }
 }

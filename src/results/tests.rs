@@ -10,8 +10,10 @@ use polars::prelude::Column;
 use super::{Expect, Results, gather};
 use crate::data::table;
 use crate::eval::TestUser;
-use crate::eval::stage::{EvalParams, UserResult, write_outputs};
-use crate::plan::ResultRow;
+use crate::eval::params::EvalSettings;
+use crate::eval::stage::{UserResult, write_outputs};
+use super::params::{ResultRow, RowSource};
+use crate::exec::{InputStatus, MissingInput};
 use crate::recipe::types::{Baseline, Metric, Protocol, Scoring};
 
 const KS: [u32; 2] = [1, 3];
@@ -33,7 +35,7 @@ fn evaluate_dir(root: &Path, id: &str, ranks: &[usize]) -> PathBuf {
             UserResult { user: format!("u{u}"), target: "a".into(), target_title: "A".into(), rank: Some(r), ranked, scores: Some(vec![0.0; 4]), generated: None, generated_items: 4, generated_tokens: 0, valid_items: 4 }
         })
         .collect();
-    let p = EvalParams { protocol: Protocol::Likelihood, scoring: Scoring::Sum, ks: KS.to_vec(), metrics: METRICS.to_vec(), max_new_tokens: 0, fuzzy_match: false, seed: 42, separator: "||".into() };
+    let p = EvalSettings { protocol: Protocol::Likelihood, scoring: Scoring::Sum, ks: KS.to_vec(), metrics: METRICS.to_vec(), max_new_tokens: 0, fuzzy_match: false, seed: 42, separator: "||".into() };
     write_outputs(&dir, &users, &results, &p, 1.0).unwrap();
     dir
 }
@@ -67,7 +69,8 @@ fn baselines_dir(root: &Path, id: &str, users: u64) -> PathBuf {
 }
 
 fn row(arm: &str, setting: &str) -> ResultRow {
-    ResultRow { arm: arm.into(), setting: setting.into(), stage: if arm == "baselines" { format!("baselines:{setting}") } else { format!("evaluate:{arm}:{setting}") } }
+    let (stage, source) = if arm == "baselines" { (format!("baselines:{setting}"), RowSource::Baselines) } else { (format!("evaluate:{arm}:{setting}"), RowSource::Model) };
+    ResultRow { arm: arm.into(), setting: setting.into(), stage, source }
 }
 
 fn synthetic(root: &Path) -> Results {
@@ -80,8 +83,8 @@ fn synthetic(root: &Path) -> Results {
     dirs.insert("evaluate:ingredient:warm".to_string(), evaluate_dir(root, "evaluate:ingredient:warm", &[1, 1, 2, 4]));
     dirs.insert("evaluate:ingredient:cold".to_string(), evaluate_dir(root, "evaluate:ingredient:cold", &[1, 3]));
     let failed = BTreeMap::from([
-        ("evaluate:fixed:warm".to_string(), "failed: out of memory".to_string()),
-        ("evaluate:fixed:cold".to_string(), "skipped: `merge:fixed` failed: weights do not match".to_string()),
+        ("evaluate:fixed:warm".to_string(), MissingInput { status: InputStatus::Failed, reason: "failed: out of memory".into() }),
+        ("evaluate:fixed:cold".to_string(), MissingInput { status: InputStatus::Skipped, reason: "skipped: `merge:fixed` failed: weights do not match".into() }),
     ]);
     let e = Expect { experiment: "synthetic", recipe_hash: "0123456789abcdef", seed: 42, ks: &KS, metrics: &METRICS, protocol: "likelihood", baselines: &[Baseline::Random, Baseline::Popularity] };
     gather(&e, &rows, &dirs, &failed).unwrap()

@@ -118,7 +118,7 @@ pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, 
         Some(path) => {
             let df = crate::data::table::read_parquet(path).map_err(|e| e.to_string())?;
             let rows: Vec<(String, String)> = crate::data::table::strs(&df, "instruction").map_err(|e| e.to_string())?.into_iter().zip(crate::data::table::strs(&df, "response").map_err(|e| e.to_string())?).collect();
-            let prompter = crate::exec::backbone::Prompter::with_defaults(m.chat.take());
+            let prompter = crate::prompt::Prompter::with_defaults(m.chat.take());
             let (samples, _, _) = super::encode_rows(&prompter, &m.tokenizer, &rows, seq_len, Side::Left).map_err(|e| e.to_string())?;
             run(&mut m.backbone.model, "prompts", &samples, &lora, &bench_training(batch, steps, seq_len as u32), pad).map_err(|e| e.to_string())
         }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lora_state::LoraState;
 use super::optim::Moments;
-use super::trainer::LogRow;
+use super::log::LogRow;
 
 #[derive(Debug, Clone)]
 pub struct Checkpoint {

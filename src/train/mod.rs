@@ -5,24 +5,28 @@
 pub mod batches;
 pub mod bench;
 pub mod checkpoint;
+pub mod log;
 pub mod lora_state;
 pub mod optim;
+pub mod params;
 pub mod trainer;
 
 use std::path::Path;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
 
 use crate::data::table;
-use crate::exec::backbone::{self, Prompter, input_dir};
+use crate::exec::backbone;
 use crate::exec::{StageContext, StageError};
+use crate::plan::Role;
+use crate::prompt::Prompter;
+use params::{ImportParams, TrainParams};
 use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
 use batches::Encoded;
-use trainer::{LogRow, Progress, TrainOptions};
+use trainer::{Progress, TrainOptions};
 
 /// Where an adapter stage keeps its adapter.
 pub const ADAPTER_DIR: &str = "adapter";
@@ -77,14 +81,13 @@ pub fn pad_id(tok: &TextTokenizer) -> u32 {
     tok.eos_ids().first().copied().unwrap_or(0)
 }
 
-pub fn train_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
-    let name = ctx.stage.id.strip_prefix("train:").unwrap_or(&ctx.stage.id).to_string();
-    let adapter = ctx.resolved.adapter(&name).ok_or_else(|| StageError::Failed(format!("unknown adapter `{name}`")))?;
+pub fn train_stage(ctx: &StageContext<'_>, p: &TrainParams) -> Result<(), StageError> {
+    let name = p.adapter.clone();
     let started = Instant::now();
     let device = ctx.runtime.device.clone().autodiff();
-    let mut sm = backbone::load(ctx, &device)?;
-    let prompts = input_dir(ctx, "prompts:")?;
-    let t = &adapter.training;
+    let mut sm = backbone::load(ctx, &p.backbone, &p.format, &device)?;
+    let prompts = ctx.input(Role::Prompts)?;
+    let t = &p.training;
     let max_len = t.max_seq_len as usize;
     let tok = &sm.text.tokenizer;
     let (train, dropped, cut) = encode_rows(&sm.prompter, tok, &read_pairs(&prompts.join("train.parquet"))?, max_len, t.truncation)?;
@@ -93,7 +96,7 @@ pub fn train_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
         (ctx.log)(&format!("adapter `{name}`: {cut} samples cut to {max_len} tokens, {dropped} dropped"));
     }
     let pad = pad_id(tok);
-    let seed = ctx.resolved.experiment.seed;
+    let seed = p.seed;
     let n_batches = train.len().div_ceil(t.batch_size.max(1) as usize);
     let total = trainer::total_steps(n_batches, t);
     let pb = ctx.progress.add(ProgressBar::new(total));
@@ -109,13 +112,13 @@ pub fn train_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
         }
     };
     let opts = TrainOptions { checkpoint_dir: Some(ctx.scratch.join("checkpoint")), interrupt_after: None, progress: &mut progress, log: ctx.log };
-    let result = trainer::train(&mut sm.text.backbone.model, &train, &valid, &adapter.lora, t, seed, pad, opts);
+    let result = trainer::train(&mut sm.text.backbone.model, &train, &valid, &p.lora, t, seed, pad, opts);
     pb.finish_and_clear();
     let outcome = result.map_err(|e| StageError::Failed(format!("training `{name}`: {e}")))?;
 
-    let base = Some(backbone::backbone_path(ctx)?.display().to_string());
+    let base = Some(ctx.source_file(&p.backbone.source, Role::Backbone)?.display().to_string());
     outcome.adapter.to_peft(base).save(&ctx.out.join(ADAPTER_DIR))?;
-    write_log(&outcome.log, &ctx.out.join("train_log.parquet"))?;
+    log::write_log(&outcome.log, &ctx.out.join("train_log.parquet"))?;
     let seconds = started.elapsed().as_secs_f64();
     let tokens: u64 = outcome.log.iter().map(|r| r.tokens).sum();
     let samples: u64 = outcome.log.iter().map(|r| r.samples).sum();
@@ -152,33 +155,12 @@ pub fn train_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
     Ok(())
 }
 
-/// The training log as a table: step, epoch, loss, lr, grad_norm, tokens, samples, tokens_per_s,
-/// forward_s, backward_s, update_s, valid_loss.
-pub fn write_log(log: &[LogRow], path: &Path) -> Result<(), StageError> {
-    let col = |n: &str, v: Vec<f64>| Column::new(n.into(), v);
-    let mut df = table::frame(vec![
-        Column::new("step".into(), log.iter().map(|r| r.step).collect::<Vec<_>>()),
-        Column::new("epoch".into(), log.iter().map(|r| r.epoch).collect::<Vec<_>>()),
-        col("loss", log.iter().map(|r| r.loss).collect()),
-        col("lr", log.iter().map(|r| r.lr).collect()),
-        col("grad_norm", log.iter().map(|r| r.grad_norm).collect()),
-        Column::new("tokens".into(), log.iter().map(|r| r.tokens).collect::<Vec<_>>()),
-        Column::new("samples".into(), log.iter().map(|r| r.samples).collect::<Vec<_>>()),
-        col("tokens_per_s", log.iter().map(|r| r.tokens_per_s).collect()),
-        col("forward_s", log.iter().map(|r| r.forward_s).collect()),
-        col("backward_s", log.iter().map(|r| r.backward_s).collect()),
-        col("update_s", log.iter().map(|r| r.update_s).collect()),
-        Column::new("valid_loss".into(), log.iter().map(|r| r.valid_loss).collect::<Vec<_>>()),
-    ])?;
-    Ok(table::write_parquet(&mut df, path)?)
-}
-
 /// `import:<adapter>`: a pretrained PEFT adapter, checked against the backbone, copied in.
-pub fn import_stage(ctx: &StageContext<'_>) -> Result<(), StageError> {
-    let src = ctx.stage.params["path"].as_str().ok_or_else(|| StageError::Failed(format!("stage `{}` has no `path`", ctx.stage.id)))?;
-    let sm = backbone::load(ctx, &ctx.runtime.device)?;
-    let adapter = PeftAdapter::load(Path::new(src), &sm.text.backbone.model)?;
+pub fn import_stage(ctx: &StageContext<'_>, p: &ImportParams) -> Result<(), StageError> {
+    let src = &p.path;
+    let sm = backbone::load(ctx, &p.backbone, &crate::prompt::PromptFormat::default(), &ctx.runtime.device)?;
+    let adapter = PeftAdapter::load(src, &sm.text.backbone.model)?;
     adapter.save(&ctx.out.join(ADAPTER_DIR))?;
-    (ctx.log)(&format!("imported adapter {src}: rank {}, {} modules", adapter.config.r, adapter.modules.len()));
+    (ctx.log)(&format!("imported adapter `{}` from {}: rank {}, {} modules", p.adapter, src.display(), adapter.config.r, adapter.modules.len()));
     Ok(())
 }

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::Tensor;
-use serde::{Deserialize, Serialize};
+
 
 use super::batches::{Encoded, TrainBatch, epoch_batches};
 use super::checkpoint::{self, Checkpoint};
+pub use super::log::LogRow;
 use super::lora_state::LoraState;
 use super::optim::{AdamWConfig, Moments, lr_at};
 use crate::data::rng::Rng;
@@ -30,30 +31,6 @@ pub enum TrainError {
     PackUnsupported,
     #[error("checkpoint: {0}")]
     Checkpoint(String),
-}
-
-/// One optimizer step of the training log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogRow {
-    pub step: u64,
-    pub epoch: u32,
-    /// Mean loss per response token over the step's samples.
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens: u64,
-    pub samples: u64,
-    pub tokens_per_s: f64,
-    /// Seconds of the step in the forward passes (loss included), the backward passes, and the
-    /// rest (gradients to the host, clipping, AdamW, attaching the factors).
-    #[serde(default)]
-    pub forward_s: f64,
-    #[serde(default)]
-    pub backward_s: f64,
-    #[serde(default)]
-    pub update_s: f64,
-    /// Validation loss, when validated after this step.
-    pub valid_loss: Option<f64>,
 }
 
 /// What the caller sees while training runs.

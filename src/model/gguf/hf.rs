@@ -286,7 +286,7 @@ pub fn gguf_to_hf(path: &Path) -> Result<HfCheckpoint, GgufError> {
         "qwen2" => Arch::Qwen2,
         _ => return Err(GgufError::UnsupportedArchitecture { path: path.to_path_buf(), arch: arch_name }),
     };
-    let tok_err = |source| GgufError::Tokenizer { path: path.to_path_buf(), source };
+    let tok_err = |e: crate::model::tokenizer::TokenizerError| GgufError::Tokenizer { path: path.to_path_buf(), message: e.to_string() };
     let spec = GgufTokenizerSpec::from_metadata(&file.metadata).map_err(tok_err)?;
     let tokenizer = TextTokenizer::from_gguf_metadata(&file.metadata).map_err(tok_err)?;
     let tokenizer_json = tokenizer.to_json_string().map_err(tok_err)?;
