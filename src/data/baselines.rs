@@ -14,7 +14,7 @@ use super::domain::DomainSplit;
 use super::{DataError, table};
 use crate::eval::metrics::{expected, metric_rows, rank_of};
 use super::params::BaselinesParams;
-use crate::exec::StageContext;
+use crate::exec::context::StageContext;
 use crate::plan::Role;
 use crate::recipe::types::Baseline;
 

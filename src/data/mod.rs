@@ -58,9 +58,9 @@ impl DataError {
     }
 }
 
-impl From<DataError> for crate::exec::StageError {
+impl From<DataError> for crate::exec::context::StageError {
     fn from(e: DataError) -> Self {
         let input = e.is_input_problem();
-        crate::exec::StageError::domain(e, input)
+        crate::exec::context::StageError::domain(e, input)
     }
 }

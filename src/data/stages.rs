@@ -16,7 +16,7 @@ use super::samples::{HistoryBudget, Renderer, Sample, SampleTable};
 use super::params::{DataParams, EvalSetParams, PromptsParams, RenderParams, SplitParams};
 use super::{DataError, fetch, table};
 use crate::assets::FetchParams;
-use crate::exec::StageContext;
+use crate::exec::context::StageContext;
 use crate::plan::Role;
 use crate::prompt::PromptTemplate;
 use crate::recipe::resolve::ResolvedSetting;

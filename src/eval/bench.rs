@@ -11,7 +11,7 @@ use super::TestUser;
 use super::params::EvalSettings;
 use super::stage::evaluate_users;
 use crate::data::rng::Rng;
-use crate::exec::StageError;
+use crate::exec::context::StageError;
 use crate::prompt::Prompter;
 use crate::model::load::{TextModel, load_text_model};
 use crate::prompt::{PromptContext, PromptTemplate};

@@ -111,8 +111,8 @@ pub fn read_test_users(dir: &Path) -> Result<Vec<TestUser>, EvalError> {
     Ok(users)
 }
 
-impl From<EvalError> for crate::exec::StageError {
+impl From<EvalError> for crate::exec::context::StageError {
     fn from(e: EvalError) -> Self {
-        crate::exec::StageError::domain(e, false)
+        crate::exec::context::StageError::domain(e, false)
     }
 }

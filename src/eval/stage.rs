@@ -20,7 +20,7 @@ use super::{EvalError, TestUser, read_test_users};
 use crate::data::{DataError, table};
 use super::params::{EvalParams, EvalSettings};
 use crate::exec::backbone::load;
-use crate::exec::{StageContext, StageError};
+use crate::exec::context::{StageContext, StageError};
 use crate::plan::Role;
 use crate::prompt::Prompter;
 use crate::model::Llama;

@@ -17,7 +17,7 @@ use crate::data::samples::Renderer;
 use crate::data::stages::history_budget;
 use crate::data::table;
 use crate::exec::backbone::{self, StageModel};
-use crate::exec::{StageContext, StageError};
+use crate::exec::context::{StageContext, StageError};
 use crate::model::peft::PeftAdapter;
 use crate::plan::Role;
 use crate::prompt::PromptTemplate;

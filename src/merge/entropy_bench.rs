@@ -175,7 +175,7 @@ pub fn run(model: &mut Llama, tok: &TextTokenizer, prompts: &[AdaptPrompt], s: &
 }
 
 /// Adaptation prompts from rendered test users: prompt ids and candidate title ids.
-pub fn prompts_of(users: &[crate::eval::TestUser], prompter: &Prompter, tok: &TextTokenizer) -> Result<Vec<AdaptPrompt>, crate::exec::StageError> {
+pub fn prompts_of(users: &[crate::eval::TestUser], prompter: &Prompter, tok: &TextTokenizer) -> Result<Vec<AdaptPrompt>, crate::exec::context::StageError> {
     users
         .iter()
         .map(|u| Ok(AdaptPrompt { prompt: prompter.prompt_ids(tok, &u.instruction)?, candidates: u.titles.iter().map(|t| prompter.title_ids(tok, t)).collect::<Result<_, _>>()? }))

@@ -319,9 +319,9 @@ pub fn registry_help() -> String {
 #[cfg(test)]
 mod tests;
 
-impl From<MergeError> for crate::exec::StageError {
+impl From<MergeError> for crate::exec::context::StageError {
     fn from(e: MergeError) -> Self {
-        crate::exec::StageError::domain(e, false)
+        crate::exec::context::StageError::domain(e, false)
     }
 }
 

@@ -10,7 +10,7 @@ use polars::prelude::Column;
 use super::params::MergeParams;
 use super::{MergeOutput, adaptation, check_compatible, from_coefficients, merge, summary_json};
 use crate::data::table::{frame, write_json, write_parquet};
-use crate::exec::{StageContext, StageError};
+use crate::exec::context::{StageContext, StageError};
 use crate::model::peft::PeftAdapter;
 use crate::plan::Role;
 use crate::recipe::resolve::MergeConfig;
@@ -107,7 +107,8 @@ mod tests {
         let failed = std::collections::BTreeMap::new();
         let progress = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
         let ctx = StageContext { stage, inputs, failed_inputs: &failed, out: &out, scratch: tmp.join("scratch"), run_dir: &tmp, runtime: &runtime, log: &log, progress: &progress };
-        crate::exec::stages::run_stage(&ctx).unwrap();
+        let crate::plan::StageParams::Merge(params) = &stage.params else { panic!("a merge stage has merge parameters") };
+        run(&ctx, params).unwrap();
         let merged = PeftAdapter::read(&out.join("adapter")).unwrap();
         assert_eq!(merged.modules[&(0, crate::model::lora::Proj::Q)].a.shape[0], 5);
         let df = crate::data::table::read_parquet(&out.join("coefficients.parquet")).unwrap();

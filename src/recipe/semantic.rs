@@ -248,6 +248,10 @@ impl Checker<'_> {
             path
         };
         self.positive(field("lr"), t.lr, "learning rate");
+        if t.batching == Some(Batching::Pack) {
+            let help = Some("use `batching = \"length\"` (batches of similar length, little padding)".to_string());
+            self.err(field("batching"), "unsupported", "`batching = \"pack\"` is not implemented: the trainer has no block-diagonal attention over packed rows", help);
+        }
         if let Some(b) = t.betas {
             if b.iter().any(|x| !(0.0..1.0).contains(x)) {
                 self.err(field("betas"), "out-of-range", "AdamW betas must be in [0, 1)", None);

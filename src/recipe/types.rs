@@ -138,8 +138,10 @@ pub struct Dataset {
 #[serde(rename_all = "snake_case")]
 pub enum DatasetFormat {
     /// GroupLens MovieLens-100K: `u.data` + `u.item`.
+    #[serde(rename = "movielens_100k")]
     Movielens100k,
     /// GroupLens MovieLens-1M: `ratings.dat` + `movies.dat`.
+    #[serde(rename = "movielens_1m")]
     Movielens1m,
     /// GroupLens MovieLens latest: `ratings.csv` + `movies.csv`.
     MovielensLatest,
@@ -148,8 +150,10 @@ pub enum DatasetFormat {
     /// Book-Crossing: `BX-Book-Ratings.csv` + `BX-Books.csv`.
     BookCrossing,
     /// Amazon 2014 5-core reviews + metadata (JSON lines).
+    #[serde(rename = "amazon_2014")]
     Amazon2014,
     /// Amazon 2018 reviews + metadata (JSON lines).
+    #[serde(rename = "amazon_2018")]
     Amazon2018,
     /// Generic CSV with the column names given in `columns`.
     Csv,

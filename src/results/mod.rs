@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{DataError, table};
 use crate::eval::metrics::metric_rows;
-use crate::exec::{MissingInput, StageContext};
+use crate::exec::context::{MissingInput, StageContext};
 use crate::recipe::types::{Baseline, Metric};
 use params::{ReportParams, ResultRow, RowSource};
 pub use plot::svg_plot;
@@ -248,8 +248,8 @@ pub fn report(ctx: &StageContext<'_>, p: &ReportParams) -> Result<(), ResultsErr
     Ok(())
 }
 
-impl From<ResultsError> for crate::exec::StageError {
+impl From<ResultsError> for crate::exec::context::StageError {
     fn from(e: ResultsError) -> Self {
-        crate::exec::StageError::domain(e, false)
+        crate::exec::context::StageError::domain(e, false)
     }
 }

@@ -13,7 +13,7 @@ use crate::eval::TestUser;
 use crate::eval::params::EvalSettings;
 use crate::eval::stage::{UserResult, write_outputs};
 use super::params::{ResultRow, RowSource};
-use crate::exec::{InputStatus, MissingInput};
+use crate::exec::context::{InputStatus, MissingInput};
 use crate::recipe::types::{Baseline, Metric, Protocol, Scoring};
 
 const KS: [u32; 2] = [1, 3];

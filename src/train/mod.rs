@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::table;
 use crate::exec::backbone;
-use crate::exec::{StageContext, StageError};
+use crate::exec::context::{StageContext, StageError};
 use crate::plan::Role;
 use crate::prompt::Prompter;
 use params::{ImportParams, TrainParams};
