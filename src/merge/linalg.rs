@@ -94,11 +94,6 @@ impl Mat {
         self.data.iter_mut().zip(&other.data).for_each(|(a, b)| *a += s * b);
     }
 
-    /// The first `k` columns.
-    pub fn first_cols(&self, k: usize) -> Mat {
-        Mat::from_fn(self.rows, k, |r, c| self[(r, c)])
-    }
-
     /// Each column `j` multiplied by `d[j]`.
     pub fn scale_cols(&self, d: &[f64]) -> Mat {
         Mat::from_fn(self.rows, d.len(), |r, c| self[(r, c)] * d[c])

@@ -300,10 +300,6 @@ pub const ENTROPY: Method = Method {
 /// Every merge method, in the order docs list them.
 pub const METHODS: [Method; 5] = [fixed::METHOD, task_arithmetic::METHOD, ties::METHOD, dare::METHOD, ENTROPY];
 
-pub fn find_method(name: &str) -> Option<&'static Method> {
-    METHODS.iter().find(|m| m.name == name)
-}
-
 /// The registry as text, for `--help`.
 pub fn registry_help() -> String {
     let mut s = String::from("Merge methods (exact on LoRA products s_i B_i A_i):\n");

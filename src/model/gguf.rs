@@ -333,12 +333,6 @@ impl GgufFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The raw bytes of one tensor.
-    pub fn read_tensor_bytes(&self, info: &TensorInfo) -> Result<Vec<u8>, GgufError> {
-        let mut file = File::open(&self.path).map_err(|source| GgufError::Io { path: self.path.clone(), source })?;
-        self.read_bytes_from(&mut file, info)
-    }
-
     fn read_bytes_from(&self, file: &mut File, info: &TensorInfo) -> Result<Vec<u8>, GgufError> {
         let n = info.n_bytes().ok_or_else(|| self.unsupported(info))?;
         let io = |source| GgufError::Io { path: self.path.clone(), source };
