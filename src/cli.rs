@@ -369,14 +369,14 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
         }
         Command::Bench { what: Some(BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
             let runtime = backend::select(backend, device, threads)?;
-            let spec = crate::eval::bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: "||".into(), seed: 42 };
+            let spec = crate::eval::bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
             let r = crate::eval::bench::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dump.as_deref())?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "eval": r }))
         }
         Command::Bench { what: Some(BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
             let runtime = backend::select(backend, device, threads)?;
-            let spec = crate::eval::bench::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: "||".into(), seed: 42 };
+            let spec = crate::eval::bench::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
             let r = crate::merge::entropy_bench::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device)?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "entropy": r }))

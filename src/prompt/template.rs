@@ -17,6 +17,9 @@ pub struct TemplateRef {
     pub separator: String,
 }
 
+/// A template's item separator unless the recipe sets one (`[templates.NAME] separator`).
+pub const DEFAULT_SEPARATOR: &str = "||";
+
 /// Blocks every prompt template must define.
 pub const BLOCKS: [&str; 2] = ["instruction", "response"];
 
@@ -46,7 +49,7 @@ impl PromptContext {
             target: "Casino (1995)".into(),
             k: 2,
             domain: "movies".into(),
-            separator: "||".into(),
+            separator: DEFAULT_SEPARATOR.into(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub const RESERVED_NAMES: &[&str] = &[BASE_SPIRIT, "backbone", "random", "popula
 pub const DEFAULT_SEED: u64 = 42;
 pub const DEFAULT_CANDIDATES: u32 = 10;
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful recommendation assistant.";
+pub use crate::prompt::template::DEFAULT_SEPARATOR;
 /// `evaluation.scoring` of the `likelihood` protocol.
 pub const DEFAULT_SCORING: Scoring = Scoring::Sum;
 /// `evaluation.max_new_tokens` of the `generate` protocol.
@@ -473,7 +474,7 @@ impl ResolvedRecipe {
         let templates = r
             .templates
             .iter()
-            .map(|(n, t)| (n.clone(), ResolvedTemplate { path: anchor(base, &t.path), separator: t.separator.clone().unwrap_or_else(|| "||".into()) }))
+            .map(|(n, t)| (n.clone(), ResolvedTemplate { path: anchor(base, &t.path), separator: t.separator.clone().unwrap_or_else(|| DEFAULT_SEPARATOR.into()) }))
             .collect();
         let mut adapters = Vec::new();
         let declared = r.base_spirit.iter().map(|a| (BASE_SPIRIT.to_string(), AdapterRole::BaseSpirit, a));
