@@ -17,6 +17,8 @@ pub mod plan;
 pub mod prompt;
 pub mod recipe;
 pub mod results;
+pub mod rng;
+pub mod table;
 pub mod train;
 
 pub use error::Error;

@@ -7,7 +7,7 @@ use std::path::Path;
 use reccocktail::assets;
 use reccocktail::exec::fetch_into_cache;
 use reccocktail::data::loaders::{self, LoadOptions};
-use reccocktail::data::table;
+use reccocktail::table;
 
 fn counts(asset: &str) -> (usize, usize, usize) {
     let results = Path::new("results");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use reccocktail::backend::{self, DeviceSpec};
 use reccocktail::data::domain::DomainSplit;
-use reccocktail::data::table;
+use reccocktail::table;
 use reccocktail::exec;
 use reccocktail::plan::{self, Plan};
 use reccocktail::recipe::types::BackendChoice;

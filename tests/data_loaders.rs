@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use reccocktail::data::loaders::{self, LoadOptions, Loaded};
-use reccocktail::data::table;
+use reccocktail::table;
 use reccocktail::recipe::types::{CsvColumns, DatasetFormat};
 
 fn load(format: DatasetFormat, dir: &str, strict: bool, columns: Option<&CsvColumns>) -> Result<Loaded, String> {

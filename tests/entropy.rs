@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use reccocktail::backend::{DeviceSpec, select};
-use reccocktail::data::rng::Rng;
+use reccocktail::rng::Rng;
 use reccocktail::merge::entropy::{self, AdaptPrompt, EntropySettings};
 use reccocktail::merge::learnable::Learnable;
 use reccocktail::model::load::{TextModel, load_text_model};

@@ -151,7 +151,7 @@ fn a_failed_evaluate_stage_reaches_the_report_and_the_others_continue() {
 /// training and merging are left out (they fail here), so the merge arm is skipped and reported.
 #[test]
 fn real_evaluate_and_report_on_a_tiny_model() {
-    use reccocktail::data::table;
+    use reccocktail::table;
     use reccocktail::recipe::resolve::Source;
     let root = std::env::temp_dir().join(format!("reccocktail-exec-tiny-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use polars::prelude::*;
-use reccocktail::data::table;
+use reccocktail::table;
 use reccocktail::model::lora::Proj;
 use reccocktail::train::checkpoint::{self, Checkpoint};
 use reccocktail::train::lora_state::{LoraState, ModuleFactors};

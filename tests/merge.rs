@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use reccocktail::data::rng::Rng;
+use reccocktail::rng::Rng;
 use reccocktail::model::lora::Proj;
 use reccocktail::model::peft::{LoraPair, PeftAdapter, PeftConfig};
 use reccocktail::model::weights::HostTensor;

@@ -11,7 +11,8 @@ use polars::prelude::Column;
 use serde_json::json;
 
 use super::domain::DomainSplit;
-use super::{DataError, table};
+use super::DataError;
+use crate::table;
 use crate::eval::metrics::{expected, metric_rows, rank_of};
 use super::params::BaselinesParams;
 use crate::exec::context::StageContext;
@@ -84,5 +85,5 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
     table::write_parquet(&mut ranks, &ctx.out.join("ranks.parquet"))?;
     let mut m = table::frame(vec![Column::new("baseline".into(), mb), Column::new("metric".into(), mm), Column::new("k".into(), mk), Column::new("value".into(), mv)])?;
     table::write_parquet(&mut m, &ctx.out.join("metrics.parquet"))?;
-    table::write_json(&ctx.out.join("baselines.json"), &json!({ "users": lists.len(), "metrics": summary }))
+    Ok(table::write_json(&ctx.out.join("baselines.json"), &json!({ "users": lists.len(), "metrics": summary }))?)
 }

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use super::domain::DomainSplit;
-use super::rng::Rng;
+use crate::rng::Rng;
 use crate::recipe::types::NegativeSampling;
 
 pub struct CandidateSampler<'a> {

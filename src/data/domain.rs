@@ -13,7 +13,8 @@ use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
 use super::process::Counts;
-use super::{DataError, MULTI_SEP, table};
+use super::{DataError, MULTI_SEP};
+use crate::table;
 use crate::recipe::resolve::{ResolvedData, ResolvedDomain};
 use crate::recipe::types::{ItemFilter, NegativeSampling};
 
@@ -197,7 +198,7 @@ impl DomainSplit {
         let mut seqs = table::frame(vec![Column::new("user".into(), u), Column::new("position".into(), p), Column::new("item".into(), it), Column::new("timestamp".into(), t)])?;
         table::write_parquet(&mut seqs, &dir.join("sequences.parquet"))?;
         table::write_parquet(&mut self.samples_frame()?, &dir.join("samples.parquet"))?;
-        table::write_json(&dir.join("split.json"), summary)
+        Ok(table::write_json(&dir.join("split.json"), summary)?)
     }
 
     fn samples_frame(&self) -> Result<DataFrame, DataError> {
@@ -213,13 +214,13 @@ impl DomainSplit {
                 hist.push(self.history(k, at).len() as u32);
             }
         }
-        table::frame(vec![
+        Ok(table::frame(vec![
             Column::new("user".into(), u),
             Column::new("split".into(), split),
             Column::new("position".into(), pos),
             Column::new("target".into(), target),
             Column::new("history".into(), hist),
-        ])
+        ])?)
     }
 
     /// Load a split written by [`DomainSplit::write`].

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::domain::SplitSummary;
 use super::process::{Counts, Step};
 use super::stages::{DataReport, EvalSetSummary, PromptsSummary};
-use super::{DataError, table};
+use super::DataError;
+use crate::table;
 use crate::backend::Runtime;
 use crate::exec::{self, RunError};
 use crate::plan::{Plan, StageKind};
@@ -155,4 +156,10 @@ pub fn render(s: &DataStats) -> String {
         let _ = writeln!(o, "\nexample prompt\n--- instruction ---\n{}\n--- response ---\n{}", ex.instruction, ex.response);
     }
     o
+}
+
+impl From<crate::table::TableError> for InspectError {
+    fn from(e: crate::table::TableError) -> Self {
+        InspectError::Data(crate::data::DataError::from(e))
+    }
 }

@@ -16,10 +16,8 @@ pub mod inspect;
 pub mod loaders;
 pub mod params;
 pub mod process;
-pub mod rng;
 pub mod samples;
 pub mod stages;
-pub mod table;
 
 use std::path::PathBuf;
 
@@ -36,8 +34,8 @@ pub enum DataError {
     Missing(String),
     #[error("dataset has no timestamps ({format}); set `order = \"file\"` to order interactions by their position in the file")]
     NoTimestamps { format: String },
-    #[error("table {context}: {source}")]
-    Table { context: String, source: polars::error::PolarsError },
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
     #[error(transparent)]
     Fetch(#[from] fetch::FetchError),
     #[error(transparent)]
@@ -49,12 +47,16 @@ pub enum DataError {
 impl DataError {
     /// Problems of the input (recipe, dataset files), as opposed to failures of the machine.
     pub fn is_input_problem(&self) -> bool {
-        matches!(self, DataError::Malformed { .. } | DataError::Missing(_) | DataError::NoTimestamps { .. } | DataError::Invalid(_) | DataError::Template(_))
+        match self {
+            DataError::Malformed { .. } | DataError::Missing(_) | DataError::NoTimestamps { .. } | DataError::Invalid(_) | DataError::Template(_) => true,
+            DataError::Table(e) => e.is_input_problem(),
+            DataError::Io { .. } | DataError::Fetch(_) => false,
+        }
     }
 
     pub fn table(context: impl Into<String>) -> impl FnOnce(polars::error::PolarsError) -> DataError {
-        let context = context.into();
-        move |source| DataError::Table { context, source }
+        let wrap = crate::table::polars_err(context);
+        move |source| DataError::Table(wrap(source))
     }
 }
 

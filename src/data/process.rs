@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
-use super::{DataError, table};
+use super::DataError;
+use crate::table;
 use super::params::DataParams;
 use crate::recipe::types::Order;
 
@@ -72,13 +73,13 @@ impl Log {
     /// The canonical interactions table, rows in the log's order.
     pub fn to_frame(&self) -> Result<DataFrame, DataError> {
         let r = &self.rows;
-        table::frame(vec![
+        Ok(table::frame(vec![
             Column::new("user".into(), r.iter().map(|x| self.users[x.user as usize].as_str()).collect::<Vec<_>>()),
             Column::new("item".into(), r.iter().map(|x| self.items[x.item as usize].as_str()).collect::<Vec<_>>()),
             Column::new("timestamp".into(), r.iter().map(|x| x.timestamp).collect::<Vec<_>>()),
             Column::new("rating".into(), r.iter().map(|x| x.rating).collect::<Vec<_>>()),
             Column::new("order".into(), r.iter().map(|x| x.order).collect::<Vec<_>>()),
-        ])
+        ])?)
     }
 
     pub fn counts(&self) -> Counts {

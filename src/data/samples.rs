@@ -4,7 +4,8 @@ use polars::prelude::{Column, DataFrame};
 
 use super::candidates::CandidateSampler;
 use super::domain::DomainSplit;
-use super::{DataError, table};
+use super::DataError;
+use crate::table;
 use crate::model::tokenizer::TextTokenizer;
 use crate::prompt::{PromptContext, PromptTemplate, Rendered};
 
@@ -188,19 +189,19 @@ impl SampleTable {
         if !self.is_empty() && self.instruction_prior.len() == self.len() {
             columns.push(Column::new("instruction_prior".into(), self.instruction_prior.clone()));
         }
-        table::frame(columns)
+        Ok(table::frame(columns)?)
     }
 
     /// `set, user, slot, item, title, is_target`: every candidate list, in presentation order.
     pub fn candidates_frame(&self) -> Result<DataFrame, DataError> {
-        table::frame(vec![
+        Ok(table::frame(vec![
             Column::new("set".into(), self.c_set.clone()),
             Column::new("user".into(), self.c_user.clone()),
             Column::new("slot".into(), self.c_slot.clone()),
             Column::new("item".into(), self.c_item.clone()),
             Column::new("title".into(), self.c_title.clone()),
             Column::new("is_target".into(), self.c_target.clone()),
-        ])
+        ])?)
     }
 
     /// Unlabeled rows (adaptation): `kind` (the set name), `domain, user, position, instruction`,

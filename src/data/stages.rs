@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::domain::DomainSplit;
 use super::loaders::{self, LoadOptions, LoadReport};
 use super::process::{self, Log, Step};
-use super::rng::{Rng, sample_keep_order};
+use crate::rng::{Rng, sample_keep_order};
 use super::samples::{HistoryBudget, Renderer, Sample, SampleTable};
 use super::params::{DataParams, EvalSetParams, PromptsParams, RenderParams, SplitParams};
-use super::{DataError, fetch, table};
+use super::{DataError, fetch};
+use crate::table;
 use crate::assets::FetchParams;
 use crate::exec::context::StageContext;
 use crate::plan::Role;
@@ -69,7 +70,7 @@ pub fn data(ctx: &StageContext<'_>, d: &DataParams) -> Result<(), DataError> {
     let mut items = loaded.items.filter(&mask).map_err(DataError::table("filtering items"))?;
     table::write_parquet(&mut items, &ctx.out.join("items.parquet"))?;
     let report = DataReport { format, min_history: d.min_history, load: loaded.report, steps, items_with_metadata: item_ids.len() };
-    table::write_json(&ctx.out.join("report.json"), &report)
+    Ok(table::write_json(&ctx.out.join("report.json"), &report)?)
 }
 
 pub fn split(ctx: &StageContext<'_>, p: &SplitParams) -> Result<(), DataError> {
@@ -234,7 +235,7 @@ pub fn prompts(ctx: &StageContext<'_>, a: &PromptsParams) -> Result<(), DataErro
     table::write_parquet(&mut seen, &ctx.out.join("seen_items.parquet"))?;
     let budget_truncated = budget.is_some().then_some(budget_truncated);
     let summary = PromptsSummary { adapter: name.into(), k, train: train.len(), valid: valid.len(), domains, budget_truncated, example: train.example() };
-    table::write_json(&ctx.out.join("prompts.json"), &summary)
+    Ok(table::write_json(&ctx.out.join("prompts.json"), &summary)?)
 }
 
 /// The users (indices, ascending) whose histories an adapter may sample in one domain: every user,

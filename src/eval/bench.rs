@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::TestUser;
 use super::params::EvalSettings;
 use super::stage::evaluate_users;
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 use crate::exec::context::StageError;
 use crate::prompt::Prompter;
 use crate::model::load::{TextModel, load_text_model};

@@ -19,7 +19,7 @@ mod tests;
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::data::{DataError, table};
+use crate::table;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -33,7 +33,7 @@ pub enum EvalError {
     #[error("evaluation set {path} has no `instruction_prior` column, which `calibrated` scoring needs (it was written by an older reccocktail: remove that cache entry to rebuild it)")]
     NoPrior { path: String },
     #[error(transparent)]
-    Data(#[from] DataError),
+    Table(#[from] crate::table::TableError),
 }
 
 /// One test user of an evaluation set: the prompt and the fixed candidate list.

@@ -17,7 +17,7 @@ use super::generate::{generate_list, ground};
 use super::likelihood::score_candidates;
 use super::metrics::{mean_over, metric_rows, rank_of, ranking};
 use super::{EvalError, TestUser, read_test_users};
-use crate::data::{DataError, table};
+use crate::table;
 use super::params::{EvalParams, EvalSettings};
 use crate::exec::backbone::load;
 use crate::exec::context::{StageContext, StageError};
@@ -113,7 +113,7 @@ pub fn write_outputs(out: &std::path::Path, users: &[TestUser], results: &[UserR
         Column::new("rank".into(), results.iter().map(|r| r.rank.map(|x| x as u32)).collect::<Vec<_>>()),
         col("ranked", Series::new("".into(), ranked)),
         // All-null for `generate`: typed as a list of f64 all the same.
-        col("scores", Series::new("".into(), scores).cast(&DataType::List(Box::new(DataType::Float64))).map_err(DataError::table("scores column"))?),
+        col("scores", Series::new("".into(), scores).cast(&DataType::List(Box::new(DataType::Float64))).map_err(table::polars_err("scores column"))?),
         Column::new("generated".into(), results.iter().map(|r| r.generated.clone()).collect::<Vec<_>>()),
         Column::new("generated_items".into(), results.iter().map(|r| r.generated_items as u32).collect::<Vec<_>>()),
         Column::new("valid_items".into(), results.iter().map(|r| r.valid_items as u32).collect::<Vec<_>>()),

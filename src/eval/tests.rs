@@ -10,7 +10,7 @@ use super::params::EvalSettings;
 use super::stage::{evaluate_users, write_outputs};
 use super::{TestUser, read_test_users};
 use crate::backend::{self, DeviceSpec};
-use crate::data::table;
+use crate::table;
 use crate::prompt::Prompter;
 use crate::model::generate::logits_of;
 use crate::model::load::{TextModel, load_text_model};

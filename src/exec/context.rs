@@ -137,3 +137,10 @@ impl From<crate::prompt::EncodeError> for StageError {
         StageError::Failed(e.0)
     }
 }
+
+impl From<crate::table::TableError> for StageError {
+    fn from(e: crate::table::TableError) -> Self {
+        let input = e.is_input_problem();
+        StageError::domain(e, input)
+    }
+}

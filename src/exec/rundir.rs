@@ -73,6 +73,8 @@ pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option
         "os": std::env::consts::OS,
         "arch": std::env::consts::ARCH,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        // Kernels may round differently on another processor (AMX, AVX-512): say which it was.
+        "cpu_model": cpu_model(),
         "backend": runtime.backend,
         "device": runtime.device_spec.to_string(),
         "compiled_backends": crate::backend::compiled_backends(),
@@ -80,6 +82,12 @@ pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option
         "seed": seed,
         "started": utc_stamp(SystemTime::now()),
     })
+}
+
+/// The processor's model name (`/proc/cpuinfo`), where the system says.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{Coefficients, combine};
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 use crate::model::lora::Proj;
 use crate::model::peft::{LoraPair, PeftAdapter, PeftConfig};
 use crate::model::weights::HostTensor;

@@ -153,7 +153,7 @@ pub fn run(args: &MergeArgs) -> Result<MergeSummary, MergeError> {
     let mut meta = super::summary_json(&config, &output, seconds);
     meta["dense"] = args.dense.into();
     meta["sources"] = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().into();
-    crate::data::table::write_json(&args.out.join("merge.json"), &meta)?;
+    crate::table::write_json(&args.out.join("merge.json"), &meta)?;
     Ok(MergeSummary { out: args.out.clone(), dense: args.dense, report: output.report, seconds })
 }
 

@@ -8,7 +8,7 @@ use super::combine::dense;
 use super::linalg::Mat;
 use super::lowrank::DenseDeltas;
 use super::{Method, MergeError, Param, adapted_modules, check_list};
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 use crate::model::peft::{PeftAdapter, module_name};
 
 pub const METHOD: Method = Method {

@@ -269,7 +269,7 @@ pub fn svd_small(m: &Mat) -> (Mat, Vec<f64>, Mat) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::rng::Rng;
+    use crate::rng::Rng;
 
     fn random(rows: usize, cols: usize, seed: u64) -> Mat {
         let mut rng = Rng::new(seed);

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use super::MergeError;
 use super::combine::{Energy, output_config};
 use super::linalg::{Mat, matmul, matmul_nt, matmul_tn, sym_eigen};
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 use crate::model::lora::Proj;
 use crate::model::peft::{LoraPair, PeftAdapter, module_name};
 

@@ -61,7 +61,7 @@ pub enum MergeError {
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
-    Data(#[from] crate::data::DataError),
+    Table(#[from] crate::table::TableError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("writing the dense model: {0}")]
@@ -74,7 +74,7 @@ impl MergeError {
         match self {
             MergeError::Invalid(_) => true,
             MergeError::Model(e) => e.is_input_problem(),
-            MergeError::Data(e) => e.is_input_problem(),
+            MergeError::Table(e) => e.is_input_problem(),
             MergeError::Io { .. } | MergeError::Write(_) => false,
         }
     }

@@ -9,7 +9,7 @@ use polars::prelude::Column;
 
 use super::params::MergeParams;
 use super::{MergeOutput, adaptation, check_compatible, from_coefficients, merge, summary_json};
-use crate::data::table::{frame, write_json, write_parquet};
+use crate::table::{frame, write_json, write_parquet};
 use crate::exec::context::{StageContext, StageError};
 use crate::model::peft::PeftAdapter;
 use crate::plan::Role;
@@ -111,12 +111,12 @@ mod tests {
         run(&ctx, params).unwrap();
         let merged = PeftAdapter::read(&out.join("adapter")).unwrap();
         assert_eq!(merged.modules[&(0, crate::model::lora::Proj::Q)].a.shape[0], 5);
-        let df = crate::data::table::read_parquet(&out.join("coefficients.parquet")).unwrap();
-        assert_eq!(crate::data::table::names(&df), ["layer", "module", "adapter", "value"]);
+        let df = crate::table::read_parquet(&out.join("coefficients.parquet")).unwrap();
+        assert_eq!(crate::table::names(&df), ["layer", "module", "adapter", "value"]);
         assert_eq!(df.height(), 4, "2 modules x 2 adapters");
-        assert_eq!(crate::data::table::strs(&df, "module").unwrap()[0], "q_proj");
-        assert_eq!(crate::data::table::opt_f64s(&df, "value").unwrap(), vec![Some(0.5); 4]);
-        let meta: serde_json::Value = crate::data::table::read_json(&out.join("merge.json")).unwrap();
+        assert_eq!(crate::table::strs(&df, "module").unwrap()[0], "q_proj");
+        assert_eq!(crate::table::opt_f64s(&df, "value").unwrap(), vec![Some(0.5); 4]);
+        let meta: serde_json::Value = crate::table::read_json(&out.join("merge.json")).unwrap();
         assert_eq!(meta["method"], "fixed");
         assert!(lines.borrow()[0].starts_with("merge:fixed: fixed of "), "{:?}", lines.borrow());
         std::fs::remove_dir_all(&tmp).ok();

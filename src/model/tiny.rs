@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::gguf::{HfCheckpoint, write_hf_dir};
 use super::ModelError;
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 
 /// GPT-2's byte -> printable character table (byte-level BPE's alphabet).
 pub fn bytes_to_unicode() -> Vec<char> {

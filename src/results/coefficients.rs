@@ -11,7 +11,7 @@ use polars::prelude::{Column, CsvWriter, SerWriter};
 
 use super::ResultsError;
 use super::params::LearnedMerge;
-use crate::data::{DataError, table};
+use crate::table;
 
 const PALETTE: [&str; 6] = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2"];
 
@@ -35,7 +35,7 @@ pub fn gather(learned: &[LearnedMerge], dirs: &BTreeMap<String, PathBuf>) -> Res
     let mut out = Vec::new();
     for m in learned {
         let Some(dir) = dirs.get(&m.stage) else { continue };
-        let bad = |e: DataError| ResultsError::Input { stage: m.stage.clone(), message: e.to_string() };
+        let bad = |e: crate::table::TableError| ResultsError::Input { stage: m.stage.clone(), message: e.to_string() };
         let df = table::read_parquet(&dir.join("coefficients.parquet")).map_err(bad)?;
         let (module, adapter) = (table::strs(&df, "module").map_err(bad)?, table::strs(&df, "adapter").map_err(bad)?);
         let (layer, value) = (table::opt_i64s(&df, "layer").map_err(bad)?, table::opt_f64s(&df, "value").map_err(bad)?);
@@ -71,7 +71,7 @@ pub fn write(rows: &[Coefficient], dir: &Path) -> Result<(), ResultsError> {
     table::write_parquet(&mut df, &dir.join("coefficients.parquet"))?;
     let io = |path: PathBuf| move |source| ResultsError::Io { path, source };
     let mut buf = Vec::new();
-    CsvWriter::new(&mut buf).include_header(true).finish(&mut df).map_err(DataError::table("writing csv"))?;
+    CsvWriter::new(&mut buf).include_header(true).finish(&mut df).map_err(table::polars_err("writing csv"))?;
     std::fs::write(dir.join("coefficients.csv"), buf).map_err(io(dir.join("coefficients.csv")))?;
     std::fs::write(dir.join("plot_coefficients.svg"), svg(rows)).map_err(io(dir.join("plot_coefficients.svg")))?;
     Ok(())

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{Column, CsvWriter, SerWriter};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataError, table};
+use crate::table;
 use crate::eval::metrics::metric_rows;
 use crate::exec::context::{MissingInput, StageContext};
 use crate::recipe::types::{Baseline, Metric};
@@ -38,7 +38,7 @@ pub enum ResultsError {
     #[error("cannot write {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Data(#[from] DataError),
+    Table(#[from] crate::table::TableError),
 }
 
 impl ResultsError {
@@ -149,10 +149,10 @@ pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBu
 }
 
 impl Results {
-    pub fn frame(&self) -> Result<polars::prelude::DataFrame, DataError> {
+    pub fn frame(&self) -> Result<polars::prelude::DataFrame, table::TableError> {
         let r = &self.records;
         let s = |f: fn(&Record) -> &str| r.iter().map(|x| f(x).to_string()).collect::<Vec<_>>();
-        table::frame(vec![
+        Ok(table::frame(vec![
             Column::new("experiment".into(), s(|x| x.experiment.as_str())),
             Column::new("recipe_hash".into(), s(|x| x.recipe_hash.as_str())),
             Column::new("seed".into(), r.iter().map(|x| x.seed).collect::<Vec<_>>()),
@@ -164,13 +164,13 @@ impl Results {
             Column::new("value".into(), r.iter().map(|x| x.value).collect::<Vec<_>>()),
             Column::new("users".into(), r.iter().map(|x| x.users).collect::<Vec<_>>()),
             Column::new("status".into(), s(|x| x.status.as_str())),
-        ])
+        ])?)
     }
 
     /// The CSV text of the table.
-    pub fn csv(&self) -> Result<String, DataError> {
+    pub fn csv(&self) -> Result<String, table::TableError> {
         let mut buf = Vec::new();
-        CsvWriter::new(&mut buf).include_header(true).finish(&mut self.frame()?).map_err(DataError::table("writing csv"))?;
+        CsvWriter::new(&mut buf).include_header(true).finish(&mut self.frame()?).map_err(table::polars_err("writing csv"))?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::Column;
 
 use super::{Expect, Results, gather};
-use crate::data::table;
+use crate::table;
 use crate::eval::TestUser;
 use crate::eval::params::EvalSettings;
 use crate::eval::stage::{UserResult, write_outputs};

@@ -5,7 +5,7 @@
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 use crate::model::ForwardInput;
 use crate::recipe::types::{Batching, Side};
 

@@ -116,8 +116,8 @@ pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, 
             run(&mut m.backbone.model, "fixed", &samples, &lora, &bench_training(batch, steps, seq_len as u32), pad).map_err(|e| e.to_string())
         }
         Some(path) => {
-            let df = crate::data::table::read_parquet(path).map_err(|e| e.to_string())?;
-            let rows: Vec<(String, String)> = crate::data::table::strs(&df, "instruction").map_err(|e| e.to_string())?.into_iter().zip(crate::data::table::strs(&df, "response").map_err(|e| e.to_string())?).collect();
+            let df = crate::table::read_parquet(path).map_err(|e| e.to_string())?;
+            let rows: Vec<(String, String)> = crate::table::strs(&df, "instruction").map_err(|e| e.to_string())?.into_iter().zip(crate::table::strs(&df, "response").map_err(|e| e.to_string())?).collect();
             let prompter = crate::prompt::Prompter::with_defaults(m.chat.take());
             let (samples, _, _) = super::encode_rows(&prompter, &m.tokenizer, &rows, seq_len, Side::Left).map_err(|e| e.to_string())?;
             run(&mut m.backbone.model, "prompts", &samples, &lora, &bench_training(batch, steps, seq_len as u32), pad).map_err(|e| e.to_string())

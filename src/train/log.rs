@@ -5,7 +5,7 @@ use std::path::Path;
 use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataError, table};
+use crate::table;
 
 /// One optimizer step of the training log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +33,7 @@ pub struct LogRow {
 
 /// The training log as a table: step, epoch, loss, lr, grad_norm, tokens, samples, tokens_per_s,
 /// forward_s, backward_s, update_s, valid_loss.
-pub fn write_log(log: &[LogRow], path: &Path) -> Result<(), DataError> {
+pub fn write_log(log: &[LogRow], path: &Path) -> Result<(), table::TableError> {
     let col = |n: &str, v: Vec<f64>| Column::new(n.into(), v);
     let mut df = table::frame(vec![
         Column::new("step".into(), log.iter().map(|r| r.step).collect::<Vec<_>>()),
@@ -49,5 +49,5 @@ pub fn write_log(log: &[LogRow], path: &Path) -> Result<(), DataError> {
         col("update_s", log.iter().map(|r| r.update_s).collect()),
         Column::new("valid_loss".into(), log.iter().map(|r| r.valid_loss).collect::<Vec<_>>()),
     ])?;
-    table::write_parquet(&mut df, path)
+    Ok(table::write_parquet(&mut df, path)?)
 }

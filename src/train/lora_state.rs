@@ -5,7 +5,7 @@
 use burn::module::Param;
 use burn::tensor::{Gradients, Tensor, TensorData};
 
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 use crate::model::lora::{LoraFactors, Proj, transpose};
 use crate::model::peft::{LoraPair, PeftAdapter, PeftConfig};
 use crate::model::weights::HostTensor;

@@ -17,7 +17,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::data::table;
+use crate::table;
 use crate::exec::backbone;
 use crate::exec::context::{StageContext, StageError};
 use crate::plan::Role;

@@ -14,7 +14,7 @@ use super::checkpoint::{self, Checkpoint};
 pub use super::log::LogRow;
 use super::lora_state::LoraState;
 use super::optim::{AdamWConfig, Moments, lr_at};
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 use crate::model::Llama;
 use crate::recipe::resolve::{LoraConfig, TrainingConfig};
 use crate::recipe::types::Batching;

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
-use super::{DataError, table};
+use super::DataError;
+use crate::table;
 use crate::recipe::types::{CsvColumns, DatasetFormat};
 
 /// How many malformed-row examples a report keeps per file.
@@ -156,13 +157,13 @@ impl Interactions {
 
     pub(crate) fn into_frame(self) -> Result<DataFrame, DataError> {
         let order: Vec<u64> = (0..self.user.len() as u64).collect();
-        table::frame(vec![
+        Ok(table::frame(vec![
             Column::new("user".into(), self.user),
             Column::new("item".into(), self.item),
             Column::new("timestamp".into(), self.timestamp),
             Column::new("rating".into(), self.rating),
             Column::new("order".into(), order),
-        ])
+        ])?)
     }
 }
 
@@ -198,7 +199,7 @@ impl Items {
         for (name, values) in self.extra_names.iter().zip(self.extra) {
             cols.push(Column::new(name.as_str().into(), values));
         }
-        table::frame(cols)
+        Ok(table::frame(cols)?)
     }
 }
 
