@@ -111,7 +111,7 @@ struct EntropySummary {
 
 /// Learn the coefficients of an `entropy` arm (writes `entropy_log.parquet` and `entropy.json`).
 pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter], config: &MergeConfig, e: &EntropyParams) -> Result<Coefficients, StageError> {
-    let MergeConfig::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, adaptation } = config else {
+    let MergeConfig::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, adaptation, .. } = config else {
         return Err(fail("the entropy learner got another merge method".into()));
     };
     let device = ctx.runtime.device.clone().autodiff();

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::{METHODS, MergeError, MergeReport, combine, merge};
 use crate::model::peft::{PeftAdapter, module_name};
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::{Lambda, MergeSpec};
+use crate::recipe::resolve::{DEFAULT_SEED, MergeConfig, merge_config};
 
 fn methods_parser() -> PossibleValuesParser {
     PossibleValuesParser::new(METHODS.map(|m| PossibleValue::new(m.name).help(m.description)))
@@ -115,19 +116,22 @@ pub fn config_from_args(args: &MergeArgs) -> Result<MergeConfig, MergeError> {
     only("drop-rate", args.drop_rate.is_some(), &["dare"])?;
     only("seed", args.seed.is_some(), &["dare"])?;
     let weights: Vec<f64> = args.adapters.iter().map(|(_, w)| *w).collect();
-    let lambda = args.lambda.unwrap_or(1.0);
-    Ok(match m {
-        "fixed" => MergeConfig::Fixed { weights },
-        "task_arithmetic" => MergeConfig::TaskArithmetic { lambdas: weights.iter().map(|w| w * lambda).collect() },
-        "ties" => MergeConfig::Ties { density: args.density.unwrap_or(0.5), lambda, weights },
-        "dare" => MergeConfig::Dare { drop_rate: args.drop_rate.unwrap_or(0.5), lambda, weights, seed: args.seed.unwrap_or(42) },
+    // The flags become the recipe's merge table and resolve through the recipe's own function,
+    // so the defaults (density, drop rate, seed, ...) are the recipe's.
+    let spec = match m {
+        "fixed" => MergeSpec::Fixed { weights },
+        // `--lambda` scales each adapter's :WEIGHT (default 1).
+        "task_arithmetic" => MergeSpec::TaskArithmetic { lambda: Lambda::PerAdapter(weights.iter().map(|w| w * args.lambda.unwrap_or(1.0)).collect()) },
+        "ties" => MergeSpec::Ties { density: args.density, lambda: args.lambda, weights: Some(weights) },
+        "dare" => MergeSpec::Dare { drop_rate: args.drop_rate, lambda: args.lambda, weights: Some(weights), seed: args.seed },
         "entropy" => {
             return Err(invalid(
                 "`entropy` learns its coefficients from unlabeled prompts of a target domain with the model, so it runs only inside a recipe (`reccocktail run`); standalone methods: fixed, task_arithmetic, ties, dare",
             ));
         }
         other => return Err(invalid(format!("unknown merge method `{other}`"))),
-    })
+    };
+    Ok(merge_config(&spec, args.adapters.len(), DEFAULT_SEED))
 }
 
 /// Run `reccocktail merge`.

@@ -292,6 +292,7 @@ pub const ENTROPY: Method = Method {
         Param { name: "epochs", ty: "int", default: "1", help: "passes over the adaptation set", example: "2" },
         Param { name: "objective", ty: "\"token_entropy\" | \"candidate_entropy\"", default: "token_entropy", help: "next-token entropy over the first k tokens of each generated title, or entropy over candidate scores", example: "\"candidate_entropy\"" },
         Param { name: "first_k_tokens", ty: "int", default: "3", help: "tokens of each generated title entering the token entropy", example: "4" },
+        Param { name: "answer_tokens", ty: "int", default: "evaluation.max_new_tokens under `generate`, else 48", help: "tokens generated for each `token_entropy` answer", example: "32" },
         Param { name: "adaptation", ty: "{ source, size, disjoint_from_test }", default: "{ source = \"setting\", size = 50, disjoint_from_test = true }", help: "the unlabeled prompts the coefficients are learned on", example: "{ source = \"domain\", size = 20 }" },
     ],
     standalone: false,

@@ -259,3 +259,32 @@ fn merged_adapter_on_a_tiny_model_gives_the_same_logits_as_the_weighted_inputs()
     assert!(diff(&plain, &want) > 1e-2, "the adapters change the logits: {}", diff(&plain, &want));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Every numeric default a merge method documents (in the schema's descriptions and in the
+/// registry) is the one resolution applies.
+#[test]
+fn documented_merge_defaults_are_the_resolved_ones() {
+    use crate::recipe::merge::MergeSpec;
+    let schema = serde_json::to_value(schemars::schema_for!(MergeSpec)).unwrap();
+    let number_after = |text: &str, marker: &str| -> Option<f64> {
+        let rest = &text[text.find(marker)? + marker.len()..];
+        rest.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).next().and_then(|n| n.trim_end_matches('.').parse().ok())
+    };
+    let mut checked = 0;
+    for m in &METHODS {
+        // Every optional parameter left out: what resolution makes of the method alone.
+        let spec: Option<MergeSpec> = serde_json::from_value(serde_json::json!({ "method": m.name })).ok();
+        let Some(spec) = spec else { continue };
+        let fields = serde_json::to_value(crate::recipe::resolve::merge_config(&spec, 2, 7)).unwrap();
+        let variant = schema["oneOf"].as_array().unwrap().iter().find(|v| v["properties"]["method"]["const"] == m.name).unwrap();
+        for p in m.params {
+            let doc = variant["properties"][p.name]["description"].as_str().unwrap_or_default();
+            let Some(documented) = number_after(doc, "Default ") else { continue };
+            let registry: f64 = p.default.parse().unwrap_or_else(|_| panic!("{}.{}: the registry says `{}`, the schema {documented}", m.name, p.name, p.default));
+            let got = fields[p.name].as_f64().unwrap_or_else(|| panic!("{}.{} is not resolved to a number: {fields}", m.name, p.name));
+            assert_eq!((documented, registry), (got, got), "{}.{}: schema, registry, resolution", m.name, p.name);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7, "only {checked} documented defaults found");
+}

@@ -238,7 +238,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
                 format: format.clone(),
                 render: render(&ev.template),
                 scoring: ev.scoring_rule(),
-                answer_tokens: ev.entropy_answer_tokens(),
+                answer_tokens: ev.entropy_answer_tokens(&arm.merge),
                 separator: separator.clone(),
                 draw: id.to_string(),
             }),

@@ -66,6 +66,10 @@ pub enum MergeSpec {
         /// Tokens of each generated title entering the token entropy. Default 3.
         #[schemars(range(min = 1, max = 64))]
         first_k_tokens: Option<u32>,
+        /// Tokens generated for each `token_entropy` answer. Default: the evaluation's
+        /// `max_new_tokens` under `generate`, else 48.
+        #[schemars(range(min = 1, max = 4096))]
+        answer_tokens: Option<u32>,
         /// The unlabeled prompts the coefficients are learned on.
         adaptation: Option<Adaptation>,
     },

@@ -196,6 +196,9 @@ pub enum MergeConfig {
         epochs: u32,
         objective: EntropyObjective,
         first_k_tokens: u32,
+        /// As the recipe gives it; `None`: [`ResolvedEvaluation::entropy_answer_tokens`] decides.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer_tokens: Option<u32>,
         adaptation: ResolvedAdaptation,
     },
 }
@@ -316,7 +319,9 @@ fn training_config(own: Option<&TrainingSpec>, all: &TrainingSpec) -> TrainingCo
     }
 }
 
-fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
+/// A merge as the recipe gives it -> every parameter set (`n` adapters, `seed` for the methods
+/// that draw). The standalone `merge` command resolves its flags through here too.
+pub fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
     let ones = || vec![1.0; n];
     match m {
         MergeSpec::Fixed { weights } => MergeConfig::Fixed { weights: weights.clone() },
@@ -337,7 +342,7 @@ fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
             weights: weights.clone().unwrap_or_else(ones),
             seed: s.unwrap_or(seed),
         },
-        MergeSpec::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, adaptation } => {
+        MergeSpec::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, answer_tokens, adaptation } => {
             let parameterization = parameterization.unwrap_or(Parameterization::Softmax);
             let default_init = match parameterization {
                 Parameterization::Softmax => vec![1.0 / n as f64; n],
@@ -355,6 +360,7 @@ fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
                 epochs: epochs.unwrap_or(1),
                 objective: objective.unwrap_or(EntropyObjective::TokenEntropy),
                 first_k_tokens: first_k_tokens.unwrap_or(3),
+                answer_tokens: *answer_tokens,
                 adaptation: ResolvedAdaptation {
                     source: a.source.unwrap_or(AdaptationSource::Setting),
                     size: a.size.unwrap_or(50),
@@ -410,10 +416,14 @@ impl ResolvedEvaluation {
         self.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS)
     }
 
-    /// The answer length of an entropy merge: the evaluation's own under `generate`, else the
-    /// default.
-    pub fn entropy_answer_tokens(&self) -> u32 {
-        self.max_new_tokens.unwrap_or(DEFAULT_ENTROPY_ANSWER_TOKENS)
+    /// The answer length of an entropy merge: its own `answer_tokens`, else the evaluation's
+    /// `max_new_tokens` under `generate`, else the default.
+    pub fn entropy_answer_tokens(&self, merge: &MergeConfig) -> u32 {
+        let own = match merge {
+            MergeConfig::Entropy { answer_tokens, .. } => *answer_tokens,
+            _ => None,
+        };
+        own.or(self.max_new_tokens).unwrap_or(DEFAULT_ENTROPY_ANSWER_TOKENS)
     }
 }
 
