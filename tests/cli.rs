@@ -176,3 +176,22 @@ fn bench_eval_times_both_protocols_and_dumps_the_token_ids_it_fed() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn merge_flags_are_checked_against_the_method_registry() {
+    let adapter = "tests/fixtures/trained/adapter";
+    let out = std::env::temp_dir().join(format!("rc-cli-merge-{}", std::process::id()));
+    let out = out.to_str().unwrap();
+    let o = reccocktail(&["merge", "--method", "entropy", "--adapter", adapter, "--out", out]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("runs only inside a recipe") && text(&o.stderr).contains("standalone methods: fixed, task_arithmetic, ties, dare"), "{}", text(&o.stderr));
+    let o = reccocktail(&["merge", "--method", "fixed", "--density", "0.3", "--adapter", adapter, "--out", out]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--density does not apply to `fixed` (only to ties)"), "{}", text(&o.stderr));
+    let o = reccocktail(&["merge", "--method", "dare", "--adapter", &format!("{adapter}:1"), "--adapter", &format!("{adapter}:0.5"), "--out", out]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Resolved through the recipe's function: its defaults (drop rate 0.5, seed 42).
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!("{out}/merge.json")).unwrap()).unwrap();
+    assert_eq!(meta["params"], serde_json::json!({ "method": "dare", "drop_rate": 0.5, "lambda": 1.0, "weights": [1.0, 0.5], "seed": 42 }));
+    std::fs::remove_dir_all(out).ok();
+}

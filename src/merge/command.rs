@@ -7,13 +7,12 @@ use std::time::Instant;
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use serde::Serialize;
 
-use super::{METHODS, MergeError, MergeReport, combine, merge};
+use super::{MergeError, MergeReport, combine, merge};
 use crate::model::peft::{PeftAdapter, module_name};
-use crate::recipe::merge::{Lambda, MergeSpec};
 use crate::recipe::resolve::{DEFAULT_SEED, MergeConfig, merge_config};
 
 fn methods_parser() -> PossibleValuesParser {
-    PossibleValuesParser::new(METHODS.map(|m| PossibleValue::new(m.name).help(m.description)))
+    PossibleValuesParser::new(super::declarations().map(|m| PossibleValue::new(m.name).help(m.description)))
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -105,32 +104,23 @@ fn adapter_names(dirs: &[PathBuf]) -> Vec<String> {
 /// The method's configuration from the flags; flags that do not apply to the method are errors.
 pub fn config_from_args(args: &MergeArgs) -> Result<MergeConfig, MergeError> {
     let m = args.method.as_str();
-    let only = |flag: &str, given: bool, methods: &[&str]| -> Result<(), MergeError> {
-        if given && !methods.contains(&m) {
-            return Err(invalid(format!("--{flag} does not apply to `{m}` (only to {})", methods.join(", "))));
+    let method = super::find(m).ok_or_else(|| invalid(format!("unknown merge method `{m}`")))?;
+    let decl = method.declaration();
+    if !decl.standalone {
+        let standalone: Vec<&str> = super::declarations().filter(|d| d.standalone).map(|d| d.name).collect();
+        return Err(invalid(format!("`{m}` runs only inside a recipe (`reccocktail run`): {}; standalone methods: {}", decl.description, standalone.join(", "))));
+    }
+    // A flag applies to the methods that declare the parameter it sets.
+    for (flag, param, given) in [("lambda", "lambda", args.lambda.is_some()), ("density", "density", args.density.is_some()), ("drop-rate", "drop_rate", args.drop_rate.is_some()), ("seed", "seed", args.seed.is_some())] {
+        if given && !decl.params.iter().any(|p| p.name == param) {
+            let takers: Vec<&str> = super::declarations().filter(|d| d.standalone && d.params.iter().any(|p| p.name == param)).map(|d| d.name).collect();
+            return Err(invalid(format!("--{flag} does not apply to `{m}` (only to {})", takers.join(", "))));
         }
-        Ok(())
-    };
-    only("lambda", args.lambda.is_some(), &["task_arithmetic", "ties", "dare"])?;
-    only("density", args.density.is_some(), &["ties"])?;
-    only("drop-rate", args.drop_rate.is_some(), &["dare"])?;
-    only("seed", args.seed.is_some(), &["dare"])?;
-    let weights: Vec<f64> = args.adapters.iter().map(|(_, w)| *w).collect();
+    }
+    let flags = super::Flags { weights: args.adapters.iter().map(|(_, w)| *w).collect(), lambda: args.lambda, density: args.density, drop_rate: args.drop_rate, seed: args.seed };
     // The flags become the recipe's merge table and resolve through the recipe's own function,
     // so the defaults (density, drop rate, seed, ...) are the recipe's.
-    let spec = match m {
-        "fixed" => MergeSpec::Fixed { weights },
-        // `--lambda` scales each adapter's :WEIGHT (default 1).
-        "task_arithmetic" => MergeSpec::TaskArithmetic { lambda: Lambda::PerAdapter(weights.iter().map(|w| w * args.lambda.unwrap_or(1.0)).collect()) },
-        "ties" => MergeSpec::Ties { density: args.density, lambda: args.lambda, weights: Some(weights) },
-        "dare" => MergeSpec::Dare { drop_rate: args.drop_rate, lambda: args.lambda, weights: Some(weights), seed: args.seed },
-        "entropy" => {
-            return Err(invalid(
-                "`entropy` learns its coefficients from unlabeled prompts of a target domain with the model, so it runs only inside a recipe (`reccocktail run`); standalone methods: fixed, task_arithmetic, ties, dare",
-            ));
-        }
-        other => return Err(invalid(format!("unknown merge method `{other}`"))),
-    };
+    let spec = method.from_flags(&flags).ok_or_else(|| invalid(format!("`{m}` has no command-line form")))?;
     Ok(merge_config(&spec, args.adapters.len(), DEFAULT_SEED))
 }
 

@@ -7,9 +7,30 @@
 use super::combine::dense;
 use super::linalg::Mat;
 use super::lowrank::DenseDeltas;
-use super::{Method, MergeError, Param, adapted_modules, check_list};
+use super::{Coefficients, Combination, Flags, MergeError, MergeMethod, Method, Param, adapted_modules, check_list, other_config};
+use crate::recipe::merge::MergeSpec;
+use crate::recipe::resolve::MergeConfig;
 use crate::rng::Rng;
 use crate::model::peft::{PeftAdapter, module_name};
+
+pub struct Dare;
+
+impl MergeMethod for Dare {
+    fn declaration(&self) -> &'static Method {
+        &METHOD
+    }
+
+    fn from_flags(&self, f: &Flags) -> Option<MergeSpec> {
+        Some(MergeSpec::Dare { drop_rate: f.drop_rate, lambda: f.lambda, weights: Some(f.weights.clone()), seed: f.seed })
+    }
+
+    fn combine(&self, config: &MergeConfig, names: &[String], adapters: &[PeftAdapter]) -> Result<Combination, MergeError> {
+        let MergeConfig::Dare { drop_rate, lambda, weights, seed } = config else { return Err(other_config(&METHOD, config)) };
+        let deltas = merge(names, adapters, *drop_rate, *lambda, weights, *seed)?;
+        let nominal: Vec<f64> = weights.iter().map(|w| w * lambda).collect();
+        Ok(Combination::EntryWise { deltas, nominal: Coefficients::uniform(names, adapters, &nominal) })
+    }
+}
 
 pub const METHOD: Method = Method {
     name: "dare",

@@ -19,6 +19,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Gradients, Int, Tensor, TensorData};
 
 use super::learnable::Learnable;
+use super::{Combination, Flags, MergeError, MergeMethod, Method, Param as MethodParam};
+use crate::recipe::merge::MergeSpec;
+use crate::recipe::resolve::MergeConfig;
 use crate::model::generate::{GenerationConfig, Padding, continuation_logprob_tensor, continue_generation, generate, pad_batch};
 use crate::model::llama::{ForwardInput, KvCache};
 use crate::model::lora::{LoraFactors, Proj, transpose};
@@ -26,6 +29,46 @@ use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
 use crate::model::Llama;
 use crate::recipe::types::{EntropyObjective, Granularity, Parameterization};
+
+/// Entropy-guided adaptive merging (its learning loop lives in [`entropy`]).
+pub const METHOD: Method = Method {
+    name: "entropy",
+    description: "coefficients learned without labels by minimizing the merged model's prediction entropy on unlabeled prompts (recipes only)",
+    params: &[
+        MethodParam { name: "granularity", ty: "\"model\" | \"layer\" | \"module\"", default: "module", help: "one coefficient per adapter, per layer and adapter, or per module and adapter", example: "\"layer\"" },
+        MethodParam { name: "parameterization", ty: "\"softmax\" | \"clamp\"", default: "softmax", help: "softmax over logits (w >= 0, sums to 1) or free values clamped to [0, 1]", example: "\"clamp\"" },
+        MethodParam { name: "temperature", ty: "float", default: "1", help: "softmax temperature", example: "0.5" },
+        MethodParam { name: "init", ty: "[float]", default: "equal (softmax) or 0.3 (clamp)", help: "initial coefficients, one per adapter", example: "[0.5, 0.5]" },
+        MethodParam { name: "lr", ty: "float", default: "0.05", help: "Adam learning rate on the coefficients", example: "0.1" },
+        MethodParam { name: "lr_grid", ty: "[float]", default: "[lr]", help: "learning rates chosen among on validation labels (never test)", example: "[0.01, 0.1]" },
+        MethodParam { name: "epochs", ty: "int", default: "1", help: "passes over the adaptation set", example: "2" },
+        MethodParam { name: "objective", ty: "\"token_entropy\" | \"candidate_entropy\"", default: "token_entropy", help: "next-token entropy over the first k tokens of each generated title, or entropy over candidate scores", example: "\"candidate_entropy\"" },
+        MethodParam { name: "first_k_tokens", ty: "int", default: "3", help: "tokens of each generated title entering the token entropy", example: "4" },
+        MethodParam { name: "answer_tokens", ty: "int", default: "evaluation.max_new_tokens under `generate`, else 48", help: "tokens generated for each `token_entropy` answer", example: "32" },
+        MethodParam { name: "adaptation", ty: "{ source, size, disjoint_from_test }", default: "{ source = \"setting\", size = 50, disjoint_from_test = true }", help: "the unlabeled prompts the coefficients are learned on", example: "{ source = \"domain\", size = 20 }" },
+    ],
+    standalone: false,
+};
+
+pub struct Entropy;
+
+impl MergeMethod for Entropy {
+    fn declaration(&self) -> &'static Method {
+        &METHOD
+    }
+
+    /// Recipes only: the coefficients are learned with the model on a target domain's prompts.
+    fn from_flags(&self, _: &Flags) -> Option<MergeSpec> {
+        None
+    }
+
+    fn combine(&self, _: &MergeConfig, names: &[String], _: &[PeftAdapter]) -> Result<Combination, MergeError> {
+        Err(MergeError::Invalid(format!(
+            "entropy merging learns its coefficients from unlabeled prompts with the model: it runs only inside a recipe (`reccocktail run`); {} adapters given",
+            names.len()
+        )))
+    }
+}
 
 /// One unlabeled adaptation prompt: its token ids and its candidates' title ids.
 #[derive(Debug, Clone)]

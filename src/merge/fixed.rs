@@ -1,8 +1,27 @@
 //! `fixed`: the weights are given, one per adapter, the same on every module
 //! (`[1, 0]` = the first adapter alone, `[0.5, 0.5]` = the average).
 
-use super::{Coefficients, Method, MergeError, Param, check_list};
+use super::{Coefficients, Combination, Flags, MergeError, MergeMethod, Method, Param, other_config, uniform};
 use crate::model::peft::PeftAdapter;
+use crate::recipe::merge::MergeSpec;
+use crate::recipe::resolve::MergeConfig;
+
+pub struct Fixed;
+
+impl MergeMethod for Fixed {
+    fn declaration(&self) -> &'static Method {
+        &METHOD
+    }
+
+    fn from_flags(&self, f: &Flags) -> Option<MergeSpec> {
+        Some(MergeSpec::Fixed { weights: f.weights.clone() })
+    }
+
+    fn combine(&self, config: &MergeConfig, names: &[String], adapters: &[PeftAdapter]) -> Result<Combination, MergeError> {
+        let MergeConfig::Fixed { weights } = config else { return Err(other_config(&METHOD, config)) };
+        Ok(Combination::Linear(coefficients(names, adapters, weights)?))
+    }
+}
 
 pub const METHOD: Method = Method {
     name: "fixed",
@@ -13,8 +32,7 @@ pub const METHOD: Method = Method {
 
 /// w_{m,i} = weights[i] on every module.
 pub fn coefficients(names: &[String], adapters: &[PeftAdapter], weights: &[f64]) -> Result<Coefficients, MergeError> {
-    check_list("`weights`", weights, adapters.len())?;
-    Ok(Coefficients::uniform(names, adapters, weights))
+    uniform("`weights`", names, adapters, weights)
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use serde::Serialize;
 
 use crate::model::lora::Proj;
 use crate::model::peft::{PeftAdapter, module_name};
+use crate::recipe::merge::MergeSpec;
 use crate::recipe::resolve::MergeConfig;
 
 pub use combine::combine;
@@ -175,27 +176,73 @@ pub struct MergeOutput {
     pub report: MergeReport,
 }
 
-/// Merge with any method but `entropy` (whose coefficients are learned by [`entropy::learn`]
-/// inside a plan; then [`from_coefficients`] finishes).
+/// What a method makes of its adapters, before the output adapter is built.
+pub enum Combination {
+    /// Per-module coefficients of the exact products `s_i B_i A_i`: the factors are stacked along
+    /// the rank axis, so the output is the exact merge (the linear path).
+    Linear(Coefficients),
+    /// Dense merged deltas built entry by entry, refactorized by SVD; `nominal` holds the
+    /// per-adapter weights the coefficient table records.
+    EntryWise { deltas: lowrank::DenseDeltas, nominal: Coefficients },
+}
+
+/// The flags of `reccocktail merge` a standalone method may read.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// The `:WEIGHT` of each `--adapter` (default 1).
+    pub weights: Vec<f64>,
+    pub lambda: Option<f64>,
+    pub density: Option<f64>,
+    pub drop_rate: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+/// A merge method: its declaration (name, parameters with defaults, standalone or recipe-only)
+/// and what it computes. One implementation per file; [`REGISTRY`] lists them, and `merge()`,
+/// the `merge` command's flags and `--help`, and the schema test all consult it.
+pub trait MergeMethod: Sync {
+    fn declaration(&self) -> &'static Method;
+
+    /// The recipe's merge table the command-line flags stand for (`None`: recipes only).
+    fn from_flags(&self, flags: &Flags) -> Option<MergeSpec>;
+
+    /// The merged deltas (linear or entry-wise) of a resolved configuration of this method.
+    fn combine(&self, config: &MergeConfig, names: &[String], adapters: &[PeftAdapter]) -> Result<Combination, MergeError>;
+}
+
+/// Every merge method, in the order docs list them.
+pub static REGISTRY: [&dyn MergeMethod; 5] = [&fixed::Fixed, &task_arithmetic::TaskArithmetic, &ties::Ties, &dare::Dare, &entropy::Entropy];
+
+/// The registered method named `name`.
+pub fn find(name: &str) -> Option<&'static dyn MergeMethod> {
+    REGISTRY.iter().copied().find(|m| m.declaration().name == name)
+}
+
+/// The declarations of every method, in registry order.
+pub fn declarations() -> impl Iterator<Item = &'static Method> {
+    REGISTRY.iter().map(|m| m.declaration())
+}
+
+/// The error of a method handed another method's configuration (a bug, not a user mistake).
+fn other_config(method: &Method, config: &MergeConfig) -> MergeError {
+    MergeError::Invalid(format!("the `{}` method was given a `{}` configuration", method.name, method_name(config)))
+}
+
+/// The linear kernel of `fixed` and `task_arithmetic`: one checked value per adapter, the same on
+/// every module the adapter adapts.
+pub fn uniform(what: &str, names: &[String], adapters: &[PeftAdapter], values: &[f64]) -> Result<Coefficients, MergeError> {
+    check_list(what, values, adapters.len())?;
+    Ok(Coefficients::uniform(names, adapters, values))
+}
+
+/// Merge with any method but `entropy` (whose coefficients are learned inside a plan by
+/// [`adaptation::learn`]; then [`from_coefficients`] finishes).
 pub fn merge(names: &[String], adapters: &[PeftAdapter], config: &MergeConfig, rank: Option<usize>) -> Result<MergeOutput, MergeError> {
     check_compatible(names, adapters)?;
-    let n = adapters.len();
-    match config {
-        MergeConfig::Fixed { weights } => from_coefficients(config, names, adapters, fixed::coefficients(names, adapters, weights)?, rank),
-        MergeConfig::TaskArithmetic { lambdas } => from_coefficients(config, names, adapters, task_arithmetic::coefficients(names, adapters, lambdas)?, rank),
-        MergeConfig::Ties { density, lambda, weights } => {
-            let deltas = ties::merge(adapters, *density, *lambda, weights)?;
-            let nominal: Vec<f64> = weights.iter().map(|w| w * lambda).collect();
-            from_dense(config, names, adapters, deltas, Coefficients::uniform(names, adapters, &nominal), rank)
-        }
-        MergeConfig::Dare { drop_rate, lambda, weights, seed } => {
-            let deltas = dare::merge(names, adapters, *drop_rate, *lambda, weights, *seed)?;
-            let nominal: Vec<f64> = weights.iter().map(|w| w * lambda).collect();
-            from_dense(config, names, adapters, deltas, Coefficients::uniform(names, adapters, &nominal), rank)
-        }
-        MergeConfig::Entropy { .. } => Err(MergeError::Invalid(format!(
-            "entropy merging learns its coefficients from unlabeled prompts with the model: it runs only inside a recipe (`reccocktail run`); {n} adapters given"
-        ))),
+    let method = find(method_name(config)).ok_or_else(|| MergeError::Invalid(format!("no registered merge method `{}`", method_name(config))))?;
+    match method.combine(config, names, adapters)? {
+        Combination::Linear(coef) => from_coefficients(config, names, adapters, coef, rank),
+        Combination::EntryWise { deltas, nominal } => from_dense(config, names, adapters, deltas, nominal, rank),
     }
 }
 
@@ -278,33 +325,10 @@ pub struct Method {
     pub standalone: bool,
 }
 
-/// Entropy-guided adaptive merging (its learning loop lives in [`entropy`]).
-pub const ENTROPY: Method = Method {
-    name: "entropy",
-    description: "coefficients learned without labels by minimizing the merged model's prediction entropy on unlabeled prompts (recipes only)",
-    params: &[
-        Param { name: "granularity", ty: "\"model\" | \"layer\" | \"module\"", default: "module", help: "one coefficient per adapter, per layer and adapter, or per module and adapter", example: "\"layer\"" },
-        Param { name: "parameterization", ty: "\"softmax\" | \"clamp\"", default: "softmax", help: "softmax over logits (w >= 0, sums to 1) or free values clamped to [0, 1]", example: "\"clamp\"" },
-        Param { name: "temperature", ty: "float", default: "1", help: "softmax temperature", example: "0.5" },
-        Param { name: "init", ty: "[float]", default: "equal (softmax) or 0.3 (clamp)", help: "initial coefficients, one per adapter", example: "[0.5, 0.5]" },
-        Param { name: "lr", ty: "float", default: "0.05", help: "Adam learning rate on the coefficients", example: "0.1" },
-        Param { name: "lr_grid", ty: "[float]", default: "[lr]", help: "learning rates chosen among on validation labels (never test)", example: "[0.01, 0.1]" },
-        Param { name: "epochs", ty: "int", default: "1", help: "passes over the adaptation set", example: "2" },
-        Param { name: "objective", ty: "\"token_entropy\" | \"candidate_entropy\"", default: "token_entropy", help: "next-token entropy over the first k tokens of each generated title, or entropy over candidate scores", example: "\"candidate_entropy\"" },
-        Param { name: "first_k_tokens", ty: "int", default: "3", help: "tokens of each generated title entering the token entropy", example: "4" },
-        Param { name: "answer_tokens", ty: "int", default: "evaluation.max_new_tokens under `generate`, else 48", help: "tokens generated for each `token_entropy` answer", example: "32" },
-        Param { name: "adaptation", ty: "{ source, size, disjoint_from_test }", default: "{ source = \"setting\", size = 50, disjoint_from_test = true }", help: "the unlabeled prompts the coefficients are learned on", example: "{ source = \"domain\", size = 20 }" },
-    ],
-    standalone: false,
-};
-
-/// Every merge method, in the order docs list them.
-pub const METHODS: [Method; 5] = [fixed::METHOD, task_arithmetic::METHOD, ties::METHOD, dare::METHOD, ENTROPY];
-
 /// The registry as text, for `--help`.
 pub fn registry_help() -> String {
     let mut s = String::from("Merge methods (exact on LoRA products s_i B_i A_i):\n");
-    for m in &METHODS {
+    for m in declarations() {
         s.push_str(&format!("\n  {}: {}\n", m.name, m.description));
         for p in m.params {
             s.push_str(&format!("    {} ({}, default {}): {}\n", p.name, p.ty, p.default, p.help));

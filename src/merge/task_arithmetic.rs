@@ -1,8 +1,29 @@
 //! `task_arithmetic`: `W = W0 + sum_i lambda_i s_i B_i A_i`, with one lambda for every adapter
 //! or one per adapter (the recipe's `lambda` is expanded to one per adapter when resolved).
 
-use super::{Coefficients, Method, MergeError, Param, check_list};
+use super::{Coefficients, Combination, Flags, MergeError, MergeMethod, Method, Param, other_config, uniform};
 use crate::model::peft::PeftAdapter;
+use crate::recipe::merge::{Lambda, MergeSpec};
+use crate::recipe::resolve::MergeConfig;
+
+pub struct TaskArithmetic;
+
+impl MergeMethod for TaskArithmetic {
+    fn declaration(&self) -> &'static Method {
+        &METHOD
+    }
+
+    /// `--lambda` (default 1) scales each adapter's `:WEIGHT`.
+    fn from_flags(&self, f: &Flags) -> Option<MergeSpec> {
+        let lambda = f.lambda.unwrap_or(1.0);
+        Some(MergeSpec::TaskArithmetic { lambda: Lambda::PerAdapter(f.weights.iter().map(|w| w * lambda).collect()) })
+    }
+
+    fn combine(&self, config: &MergeConfig, names: &[String], adapters: &[PeftAdapter]) -> Result<Combination, MergeError> {
+        let MergeConfig::TaskArithmetic { lambdas } = config else { return Err(other_config(&METHOD, config)) };
+        Ok(Combination::Linear(coefficients(names, adapters, lambdas)?))
+    }
+}
 
 pub const METHOD: Method = Method {
     name: "task_arithmetic",
@@ -19,8 +40,7 @@ pub const METHOD: Method = Method {
 
 /// w_{m,i} = lambdas[i] on every module.
 pub fn coefficients(names: &[String], adapters: &[PeftAdapter], lambdas: &[f64]) -> Result<Coefficients, MergeError> {
-    check_list("`lambda`", lambdas, adapters.len())?;
-    Ok(Coefficients::uniform(names, adapters, lambdas))
+    uniform("`lambda`", names, adapters, lambdas)
 }
 
 #[cfg(test)]

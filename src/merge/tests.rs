@@ -207,8 +207,8 @@ fn every_registry_method_parses_from_a_recipe_and_matches_the_schema() {
     assert!(text.contains(line));
     let schema = serde_json::to_value(schemars::schema_for!(crate::recipe::merge::MergeSpec)).unwrap();
     let variants = schema["oneOf"].as_array().expect("tagged enum");
-    assert_eq!(variants.len(), METHODS.len(), "one registry entry per schema variant");
-    for m in &METHODS {
+    assert_eq!(variants.len(), REGISTRY.len(), "one registry entry per schema variant");
+    for m in declarations() {
         let recipe = text.replace(line, &format!("merge = {}", example_table(m)));
         let loaded = crate::recipe::check_bytes("t.toml", recipe.as_bytes(), &dir).unwrap_or_else(|e| panic!("{}: {e:?}", m.name));
         let resolved = crate::recipe::ResolvedRecipe::from_loaded(&loaded).unwrap();
@@ -271,7 +271,7 @@ fn documented_merge_defaults_are_the_resolved_ones() {
         rest.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).next().and_then(|n| n.trim_end_matches('.').parse().ok())
     };
     let mut checked = 0;
-    for m in &METHODS {
+    for m in declarations() {
         // Every optional parameter left out: what resolution makes of the method alone.
         let spec: Option<MergeSpec> = serde_json::from_value(serde_json::json!({ "method": m.name })).ok();
         let Some(spec) = spec else { continue };

@@ -7,8 +7,29 @@
 use super::combine::dense;
 use super::linalg::Mat;
 use super::lowrank::DenseDeltas;
-use super::{Method, MergeError, Param, adapted_modules, check_list};
+use super::{Coefficients, Combination, Flags, MergeError, MergeMethod, Method, Param, adapted_modules, check_list, other_config};
 use crate::model::peft::PeftAdapter;
+use crate::recipe::merge::MergeSpec;
+use crate::recipe::resolve::MergeConfig;
+
+pub struct Ties;
+
+impl MergeMethod for Ties {
+    fn declaration(&self) -> &'static Method {
+        &METHOD
+    }
+
+    fn from_flags(&self, f: &Flags) -> Option<MergeSpec> {
+        Some(MergeSpec::Ties { density: f.density, lambda: f.lambda, weights: Some(f.weights.clone()) })
+    }
+
+    fn combine(&self, config: &MergeConfig, names: &[String], adapters: &[PeftAdapter]) -> Result<Combination, MergeError> {
+        let MergeConfig::Ties { density, lambda, weights } = config else { return Err(other_config(&METHOD, config)) };
+        let deltas = merge(adapters, *density, *lambda, weights)?;
+        let nominal: Vec<f64> = weights.iter().map(|w| w * lambda).collect();
+        Ok(Combination::EntryWise { deltas, nominal: Coefficients::uniform(names, adapters, &nominal) })
+    }
+}
 
 pub const METHOD: Method = Method {
     name: "ties",
