@@ -71,36 +71,13 @@ pub enum Command {
     },
     /// Show the compiled backends and check that each one computes and differentiates.
     Env,
-    /// Measure forward or LoRA-training throughput of a model on this machine (`--model`);
-    /// `bench eval`: users ranked per second, likelihood vs generate; `bench merge`: merge time
-    /// and memory. Prints JSON.
-    #[command(args_conflicts_with_subcommands = true)]
+    /// Time one workload on this machine and print JSON: `bench forward` / `bench train` (forward
+    /// tokens/s, LoRA training throughput), `bench eval` (users ranked per second, likelihood vs
+    /// generate), `bench entropy` (one adaptation step per prompt), `bench merge` (merge time and
+    /// memory).
     Bench {
         #[command(subcommand)]
-        what: Option<BenchCommand>,
-        /// HF model directory or .gguf file (forward or training throughput).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
-        #[arg(long, default_value_t = 128)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        #[arg(long, value_parser = parse_backend, default_value = "auto")]
-        backend: BackendChoice,
-        #[arg(long)]
-        threads: Option<u32>,
-        /// What to time: `forward` passes, or LoRA `train` steps (r16, all linear layers; loss on
-        /// every token, or on the responses of `--prompts`).
-        #[arg(long, default_value = "forward")]
-        workload: String,
-        /// A prompts stage's `train.parquet` (rendered samples) for `--workload train`.
-        #[arg(long)]
-        prompts: Option<PathBuf>,
-        /// Device: cpu, cuda, cuda:N or auto (CUDA needs the tch backend and a CUDA libtorch).
-        #[arg(long, default_value = "cpu")]
-        device: DeviceSpec,
+        what: BenchCommand,
     },
     /// Merge PEFT adapters of one base model into one adapter (or, with --dense, a merged HF model),
     /// exactly on the LoRA products s_i B_i A_i; writes merge.json beside the output.
@@ -172,6 +149,20 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Forward passes of a model (`--model`) on fixed-shape random tokens: tokens per second.
+    Forward {
+        #[command(flatten)]
+        shape: BenchShape,
+    },
+    /// LoRA training steps (r16 on every linear layer): loss on every token, or on the responses
+    /// of `--prompts`.
+    Train {
+        #[command(flatten)]
+        shape: BenchShape,
+        /// A prompts stage's `train.parquet` (rendered samples).
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+    },
     /// Users ranked per second with `likelihood` (every candidate scored) vs `generate` (greedy
     /// top-K list) on the same prompts; prints JSON and a side-by-side line.
     Eval {
@@ -230,6 +221,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 16)]
         truncate: usize,
     },
+}
+
+/// What `bench forward` and `bench train` share: the model, the work's shape, the backend.
+#[derive(Debug, clap::Args)]
+pub struct BenchShape {
+    /// HF model directory or .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    #[arg(long, value_parser = parse_backend, default_value = "auto")]
+    backend: BackendChoice,
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Device: cpu, cuda, cuda:N or auto (CUDA needs the tch backend and a CUDA libtorch).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
 }
 
 /// What `bench eval` and `bench entropy` share: the model, where their prompts come from, and the
@@ -367,40 +379,35 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Bench { what: Some(BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
+        Command::Bench { what: BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, backend, threads, device } } } => {
             let runtime = backend::select(backend, device, threads)?;
-            let spec = crate::eval::bench::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
-            let r = crate::eval::bench::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dump.as_deref())?;
+            let spec = crate::bench::eval::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
+            let r = crate::bench::eval::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dump.as_deref())?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "eval": r }))
         }
-        Command::Bench { what: Some(BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, backend, threads, device } }), .. } => {
+        Command::Bench { what: BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, backend, threads, device } } } => {
             let runtime = backend::select(backend, device, threads)?;
-            let spec = crate::eval::bench::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
-            let r = crate::merge::entropy_bench::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device)?;
+            let spec = crate::bench::eval::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
+            let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device)?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "entropy": r }))
         }
-        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, prompts, device } if workload == "train" => {
-            let model = model.ok_or_else(|| Error::Usage("bench needs --model PATH".into()))?;
+        Command::Bench { what: BenchCommand::Train { shape: BenchShape { model, batch, seq_len, iters, backend, threads, device }, prompts } } => {
             let runtime = backend::select(backend, device, threads)?;
-            let r = crate::train::bench::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
+            let r = crate::bench::train::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "train": r }))
         }
-        Command::Bench { what: Some(BenchCommand::Merge { layers, hidden, intermediate, rank, truncate }), .. } => {
+        Command::Bench { what: BenchCommand::Merge { layers, hidden, intermediate, rank, truncate } } => {
             if [layers, hidden, intermediate, rank, truncate].contains(&0) {
                 return Err(Error::Usage("bench merge: every size must be at least 1".into()));
             }
-            print_json(&crate::merge::bench::run(layers, hidden, intermediate, rank, truncate)?)
+            print_json(&crate::bench::merge::run(layers, hidden, intermediate, rank, truncate)?)
         }
-        Command::Bench { what: None, model, batch, seq_len, iters, backend, threads, workload, device, .. } => {
-            if workload != "forward" {
-                return Err(Error::Usage(format!("unknown --workload `{workload}`: expected `forward` or `train`")));
-            }
-            let model = model.ok_or_else(|| Error::Usage("bench needs --model".into()))?;
+        Command::Bench { what: BenchCommand::Forward { shape: BenchShape { model, batch, seq_len, iters, backend, threads, device } } } => {
             let runtime = backend::select(backend, device, threads)?;
             let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
-            let r = crate::model::bench::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
+            let r = crate::bench::forward::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "forward": r }))
         }
         Command::Merge(args) => {

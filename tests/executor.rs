@@ -167,7 +167,7 @@ fn real_evaluate_and_report_on_a_tiny_model() {
     let body = |ctx: &StageContext<'_>| -> Result<(), StageError> {
         match ctx.stage.kind {
             StageKind::Train | StageKind::Import | StageKind::Merge => Err(StageError::Failed("no training in this test".into())),
-            _ => exec::stages::run_stage(ctx),
+            _ => exec::dispatch::run_stage(ctx),
         }
     };
     let err = exec::run_with(&resolved, &plan, &runtime, &opts, &body).unwrap_err();

@@ -16,7 +16,7 @@ echo "peer  pytorch      ${peer_tps} tokens/s"
 run() {
   local backend=$1; shift
   local out
-  out=$("$@" bench --model "$GGUF" "${SHAPE[@]}" --seq-len 128 --backend "$backend" --threads "$THREADS")
+  out=$("$@" bench forward --model "$GGUF" "${SHAPE[@]}" --seq-len 128 --backend "$backend" --threads "$THREADS")
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); t=r["forward"]["tokens_per_s"]; print(f"ours  {sys.argv[2]:<12} {t:.1f} tokens/s   ratio to peer {t/float(sys.argv[3]):.2f}x")' "$out" "$backend" "$peer_tps"
 }
 # The dev profile (dependencies at opt-level 3, see Cargo.toml) is what scripts/run.sh runs; the

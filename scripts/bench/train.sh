@@ -25,11 +25,11 @@ else
   cargo build --locked --quiet --bin reccocktail
 fi
 ratio() { python3 -c 'import json,sys; o=json.loads(sys.argv[1])["train"]; p=json.loads(sys.argv[2]); k=sys.argv[3]; print(f"{sys.argv[4]:<8} ours {o[k]:.2f} {k}  peer {p[k]:.2f}  ratio {o[k]/p[k]:.2f}x")' "$@"; }
-ours=$(target/debug/reccocktail bench --model "$GGUF" --workload train --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND")
+ours=$(target/debug/reccocktail bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND")
 peer=$("$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" 2>/dev/null | tail -n1)
 ratio "$ours" "$peer" tokens_per_s fixed
 if [ -n "$PROMPTS" ]; then
-  ours=$(target/debug/reccocktail bench --model "$GGUF" --workload train --prompts "$PROMPTS" --batch 4 --seq-len 512 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND")
+  ours=$(target/debug/reccocktail bench train --model "$GGUF" --prompts "$PROMPTS" --batch 4 --seq-len 512 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND")
   peer=$("$PYTHON" scripts/bench/peer_train.py "$GGUF" --prompts "$PROMPTS" --batch 4 --seq-len 512 --steps "$STEPS" --threads "$THREADS" 2>/dev/null | tail -n1)
   ratio "$ours" "$peer" samples_per_s prompts
 fi

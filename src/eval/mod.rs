@@ -7,7 +7,6 @@
 //! - [`metrics`]: HR@K, NDCG@K, MRR, valid ratio, and the documented tie-breaking.
 //! - [`stage`]: the `evaluate` stage body; [`bench`]: likelihood vs generate throughput.
 
-pub mod bench;
 pub mod generate;
 pub mod likelihood;
 pub mod metrics;

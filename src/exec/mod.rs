@@ -11,7 +11,7 @@ pub mod backbone;
 pub mod cache;
 pub mod context;
 pub mod rundir;
-pub mod stages;
+pub mod dispatch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,11 +74,11 @@ pub struct RunSummary {
     pub unneeded: Vec<String>,
 }
 
-/// The function that performs one stage (the real one is [`stages::run_stage`]; tests inject others).
+/// The function that performs one stage (the real one is [`dispatch::run_stage`]; tests inject others).
 pub type StageRunner<'r> = &'r dyn Fn(&StageContext<'_>) -> Result<(), StageError>;
 
 pub fn run(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    run_with(resolved, plan, runtime, opts, &stages::run_stage)
+    run_with(resolved, plan, runtime, opts, &dispatch::run_stage)
 }
 
 pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts: &RunOptions, runner: StageRunner<'_>) -> Result<RunSummary, RunError> {
@@ -227,7 +227,7 @@ pub fn ensure(plan: &Plan, runtime: &Runtime, results_dir: &Path, ids: &[&str], 
     for stage in needed {
         if cache.status(&stage.key) != CacheStatus::Cached {
             log(&format!("running  {} [{}]", stage.id, stage.key));
-            execute(&cache, plan, stage, runtime, cache.root(), log, &hidden, &stages::run_stage, &BTreeMap::new())?;
+            execute(&cache, plan, stage, runtime, cache.root(), log, &hidden, &dispatch::run_stage, &BTreeMap::new())?;
         }
         dirs.insert(stage.id.clone(), cache.dir(&stage.key));
     }

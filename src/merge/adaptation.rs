@@ -21,7 +21,7 @@ use crate::exec::context::{StageContext, StageError};
 use crate::model::peft::PeftAdapter;
 use crate::plan::Role;
 use crate::prompt::PromptTemplate;
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::MergeConfig;
 use crate::recipe::types::{AdaptationSource, Scoring};
 
 /// A labelled validation prompt: the target's index among the candidates.

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::{MergeError, MergeReport, combine, merge};
 use crate::model::peft::{PeftAdapter, module_name};
-use crate::recipe::resolve::{DEFAULT_SEED, MergeConfig, merge_config};
+use crate::recipe::merge::{MergeConfig, merge_config};
+use crate::recipe::resolve::DEFAULT_SEED;
 
 fn methods_parser() -> PossibleValuesParser {
     PossibleValuesParser::new(super::declarations().map(|m| PossibleValue::new(m.name).help(m.description)))

@@ -9,7 +9,7 @@ use super::linalg::Mat;
 use super::lowrank::DenseDeltas;
 use super::{Coefficients, Combination, Flags, MergeError, MergeMethod, Method, Param, adapted_modules, check_list, other_config};
 use crate::recipe::merge::MergeSpec;
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::MergeConfig;
 use crate::rng::Rng;
 use crate::model::peft::{PeftAdapter, module_name};
 

@@ -21,7 +21,7 @@ use burn::tensor::{Gradients, Int, Tensor, TensorData};
 use super::learnable::Learnable;
 use super::{Combination, Flags, MergeError, MergeMethod, Method, Param as MethodParam};
 use crate::recipe::merge::MergeSpec;
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::MergeConfig;
 use crate::model::generate::{GenerationConfig, Padding, continuation_logprob_tensor, continue_generation, generate, pad_batch};
 use crate::model::llama::{ForwardInput, KvCache};
 use crate::model::lora::{LoraFactors, Proj, transpose};

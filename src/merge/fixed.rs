@@ -4,7 +4,7 @@
 use super::{Coefficients, Combination, Flags, MergeError, MergeMethod, Method, Param, other_config, uniform};
 use crate::model::peft::PeftAdapter;
 use crate::recipe::merge::MergeSpec;
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::MergeConfig;
 
 pub struct Fixed;
 

@@ -13,12 +13,10 @@
 //! ([`crate::recipe::merge::MergeSpec`]) and `reccocktail merge --help` agree with it (tested).
 
 pub mod adaptation;
-pub mod bench;
 pub mod combine;
 pub mod command;
 pub mod dare;
 pub mod entropy;
-pub mod entropy_bench;
 pub mod fixed;
 pub mod learnable;
 pub mod linalg;
@@ -35,7 +33,7 @@ use serde::Serialize;
 use crate::model::lora::Proj;
 use crate::model::peft::{PeftAdapter, module_name};
 use crate::recipe::merge::MergeSpec;
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::MergeConfig;
 
 pub use combine::combine;
 

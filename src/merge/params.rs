@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::data::params::RenderParams;
 use crate::model::load::BackboneRef;
 use crate::prompt::PromptFormat;
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::MergeConfig;
 use crate::recipe::types::Scoring;
 
 /// `merge:<arm>` (or `merge:<arm>:<setting>` for an entropy arm adapting per setting).

@@ -13,7 +13,7 @@ use crate::table::{frame, write_json, write_parquet};
 use crate::exec::context::{StageContext, StageError};
 use crate::model::peft::PeftAdapter;
 use crate::plan::Role;
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::MergeConfig;
 
 /// Run a merge stage into `ctx.out`.
 pub fn run(ctx: &StageContext<'_>, p: &MergeParams) -> Result<(), StageError> {

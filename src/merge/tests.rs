@@ -275,7 +275,7 @@ fn documented_merge_defaults_are_the_resolved_ones() {
         // Every optional parameter left out: what resolution makes of the method alone.
         let spec: Option<MergeSpec> = serde_json::from_value(serde_json::json!({ "method": m.name })).ok();
         let Some(spec) = spec else { continue };
-        let fields = serde_json::to_value(crate::recipe::resolve::merge_config(&spec, 2, 7)).unwrap();
+        let fields = serde_json::to_value(crate::recipe::merge::merge_config(&spec, 2, 7)).unwrap();
         let variant = schema["oneOf"].as_array().unwrap().iter().find(|v| v["properties"]["method"]["const"] == m.name).unwrap();
         for p in m.params {
             let doc = variant["properties"][p.name]["description"].as_str().unwrap_or_default();

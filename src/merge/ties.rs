@@ -10,7 +10,7 @@ use super::lowrank::DenseDeltas;
 use super::{Coefficients, Combination, Flags, MergeError, MergeMethod, Method, Param, adapted_modules, check_list, other_config};
 use crate::model::peft::PeftAdapter;
 use crate::recipe::merge::MergeSpec;
-use crate::recipe::resolve::MergeConfig;
+use crate::recipe::merge::MergeConfig;
 
 pub struct Ties;
 

@@ -1,7 +1,6 @@
 //! The LLM core: Llama-family decoder in burn, weights (HF safetensors, GGUF), tokenizer, chat
 //! template, LoRA adapters (PEFT format), generation and candidate scoring.
 
-pub mod bench;
 pub mod chat;
 pub mod commands;
 pub mod config;

@@ -14,7 +14,8 @@ use crate::eval::params::{EvalParams, EvalSettings};
 use crate::merge::params::{EntropyParams, MergeParams};
 use crate::model::load::BackboneRef;
 use crate::prompt::{PromptFormat, TemplateRef};
-use crate::recipe::resolve::{AdapterRole, MergeConfig, ResolvedRecipe, Source};
+use crate::recipe::merge::MergeConfig;
+use crate::recipe::resolve::{AdapterRole, ResolvedRecipe, Source};
 use crate::results::params::{LearnedMerge, ReportParams};
 use crate::train::params::{ImportParams, TrainParams};
 

@@ -1,10 +1,12 @@
 //! Merge-method parameters as written in a recipe (`merge = { method = "...", ... }`).
 //!
 //! Each variant declares its parameters; the JSON schema (and so editor completion and the
-//! validator) comes from these declarations. Defaults are applied in `resolve.rs`.
+//! validator) comes from these declarations. [`merge_config`] applies the defaults: a
+//! [`MergeSpec`] becomes a [`MergeConfig`], every parameter set.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
 
 /// A merge method and its parameters. Every method combines the exact LoRA products
 /// `s_i * B_i A_i` of the arm's adapters: `W = W0 + sum_i w_i s_i B_i A_i`.
@@ -167,4 +169,95 @@ pub enum AdaptationSource {
     Setting,
     /// Prompts of the whole target domain (one merge shared by all settings).
     Domain,
+}
+
+/// Merge parameters with every default filled in and per-adapter lists expanded (the `merge`
+/// parameter of merge stages; read back by the stage with `Deserialize`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum MergeConfig {
+    Fixed { weights: Vec<f64> },
+    TaskArithmetic { lambdas: Vec<f64> },
+    Ties { density: f64, lambda: f64, weights: Vec<f64> },
+    Dare { drop_rate: f64, lambda: f64, weights: Vec<f64>, seed: u64 },
+    Entropy {
+        granularity: Granularity,
+        parameterization: Parameterization,
+        temperature: f64,
+        init: Vec<f64>,
+        lr: f64,
+        lr_grid: Vec<f64>,
+        epochs: u32,
+        objective: EntropyObjective,
+        first_k_tokens: u32,
+        /// As the recipe gives it; `None`: [`super::resolve::ResolvedEvaluation::entropy_answer_tokens`] decides.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer_tokens: Option<u32>,
+        adaptation: ResolvedAdaptation,
+    },
+}
+
+impl MergeConfig {
+    pub fn is_adaptive(&self) -> bool {
+        matches!(self, MergeConfig::Entropy { adaptation: ResolvedAdaptation { source: AdaptationSource::Setting, .. }, .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ResolvedAdaptation {
+    pub source: AdaptationSource,
+    pub size: u32,
+    pub disjoint_from_test: bool,
+}
+
+/// A merge as the recipe gives it -> every parameter set (`n` adapters, `seed` for the methods
+/// that draw). The standalone `merge` command resolves its flags through here too.
+pub fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
+    let ones = || vec![1.0; n];
+    match m {
+        MergeSpec::Fixed { weights } => MergeConfig::Fixed { weights: weights.clone() },
+        MergeSpec::TaskArithmetic { lambda } => MergeConfig::TaskArithmetic {
+            lambdas: match lambda {
+                Lambda::Global(l) => vec![*l; n],
+                Lambda::PerAdapter(l) => l.clone(),
+            },
+        },
+        MergeSpec::Ties { density, lambda, weights } => MergeConfig::Ties {
+            density: density.unwrap_or(0.5),
+            lambda: lambda.unwrap_or(1.0),
+            weights: weights.clone().unwrap_or_else(ones),
+        },
+        MergeSpec::Dare { drop_rate, lambda, weights, seed: s } => MergeConfig::Dare {
+            drop_rate: drop_rate.unwrap_or(0.5),
+            lambda: lambda.unwrap_or(1.0),
+            weights: weights.clone().unwrap_or_else(ones),
+            seed: s.unwrap_or(seed),
+        },
+        MergeSpec::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, answer_tokens, adaptation } => {
+            let parameterization = parameterization.unwrap_or(Parameterization::Softmax);
+            let default_init = match parameterization {
+                Parameterization::Softmax => vec![1.0 / n as f64; n],
+                Parameterization::Clamp => vec![0.3; n],
+            };
+            let lr = lr.unwrap_or(0.05);
+            let a = adaptation.clone().unwrap_or(Adaptation { source: None, size: None, disjoint_from_test: None });
+            MergeConfig::Entropy {
+                granularity: granularity.unwrap_or(Granularity::Module),
+                parameterization,
+                temperature: temperature.unwrap_or(1.0),
+                init: init.clone().unwrap_or(default_init),
+                lr,
+                lr_grid: lr_grid.clone().unwrap_or_else(|| vec![lr]),
+                epochs: epochs.unwrap_or(1),
+                objective: objective.unwrap_or(EntropyObjective::TokenEntropy),
+                first_k_tokens: first_k_tokens.unwrap_or(3),
+                answer_tokens: *answer_tokens,
+                adaptation: ResolvedAdaptation {
+                    source: a.source.unwrap_or(AdaptationSource::Setting),
+                    size: a.size.unwrap_or(50),
+                    disjoint_from_test: a.disjoint_from_test.unwrap_or(true),
+                },
+            }
+        }
+    }
 }

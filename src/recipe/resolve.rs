@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use super::merge::*;
+
+pub use super::merge::{MergeConfig, ResolvedAdaptation, merge_config};
 use super::sweep;
 use super::types::*;
 use super::LoadedRecipe;
@@ -177,45 +178,6 @@ pub struct ResolvedArm {
     pub rank: Option<u32>,
 }
 
-/// Merge parameters with every default filled in and per-adapter lists expanded (the `merge`
-/// parameter of merge stages; read back by the stage with `Deserialize`).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-pub enum MergeConfig {
-    Fixed { weights: Vec<f64> },
-    TaskArithmetic { lambdas: Vec<f64> },
-    Ties { density: f64, lambda: f64, weights: Vec<f64> },
-    Dare { drop_rate: f64, lambda: f64, weights: Vec<f64>, seed: u64 },
-    Entropy {
-        granularity: Granularity,
-        parameterization: Parameterization,
-        temperature: f64,
-        init: Vec<f64>,
-        lr: f64,
-        lr_grid: Vec<f64>,
-        epochs: u32,
-        objective: EntropyObjective,
-        first_k_tokens: u32,
-        /// As the recipe gives it; `None`: [`ResolvedEvaluation::entropy_answer_tokens`] decides.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        answer_tokens: Option<u32>,
-        adaptation: ResolvedAdaptation,
-    },
-}
-
-impl MergeConfig {
-    pub fn is_adaptive(&self) -> bool {
-        matches!(self, MergeConfig::Entropy { adaptation: ResolvedAdaptation { source: AdaptationSource::Setting, .. }, .. })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct ResolvedAdaptation {
-    pub source: AdaptationSource,
-    pub size: u32,
-    pub disjoint_from_test: bool,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct ResolvedEvaluation {
     pub protocol: Protocol,
@@ -316,58 +278,6 @@ fn training_config(own: Option<&TrainingSpec>, all: &TrainingSpec) -> TrainingCo
         checkpoint_every: pick(o.checkpoint_every.as_ref(), all.checkpoint_every.as_ref(), 50),
         early_stopping_patience: o.early_stopping_patience.or(all.early_stopping_patience),
         max_grad_norm: pick(o.max_grad_norm.as_ref(), all.max_grad_norm.as_ref(), 1.0),
-    }
-}
-
-/// A merge as the recipe gives it -> every parameter set (`n` adapters, `seed` for the methods
-/// that draw). The standalone `merge` command resolves its flags through here too.
-pub fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
-    let ones = || vec![1.0; n];
-    match m {
-        MergeSpec::Fixed { weights } => MergeConfig::Fixed { weights: weights.clone() },
-        MergeSpec::TaskArithmetic { lambda } => MergeConfig::TaskArithmetic {
-            lambdas: match lambda {
-                Lambda::Global(l) => vec![*l; n],
-                Lambda::PerAdapter(l) => l.clone(),
-            },
-        },
-        MergeSpec::Ties { density, lambda, weights } => MergeConfig::Ties {
-            density: density.unwrap_or(0.5),
-            lambda: lambda.unwrap_or(1.0),
-            weights: weights.clone().unwrap_or_else(ones),
-        },
-        MergeSpec::Dare { drop_rate, lambda, weights, seed: s } => MergeConfig::Dare {
-            drop_rate: drop_rate.unwrap_or(0.5),
-            lambda: lambda.unwrap_or(1.0),
-            weights: weights.clone().unwrap_or_else(ones),
-            seed: s.unwrap_or(seed),
-        },
-        MergeSpec::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, answer_tokens, adaptation } => {
-            let parameterization = parameterization.unwrap_or(Parameterization::Softmax);
-            let default_init = match parameterization {
-                Parameterization::Softmax => vec![1.0 / n as f64; n],
-                Parameterization::Clamp => vec![0.3; n],
-            };
-            let lr = lr.unwrap_or(0.05);
-            let a = adaptation.clone().unwrap_or(Adaptation { source: None, size: None, disjoint_from_test: None });
-            MergeConfig::Entropy {
-                granularity: granularity.unwrap_or(Granularity::Module),
-                parameterization,
-                temperature: temperature.unwrap_or(1.0),
-                init: init.clone().unwrap_or(default_init),
-                lr,
-                lr_grid: lr_grid.clone().unwrap_or_else(|| vec![lr]),
-                epochs: epochs.unwrap_or(1),
-                objective: objective.unwrap_or(EntropyObjective::TokenEntropy),
-                first_k_tokens: first_k_tokens.unwrap_or(3),
-                answer_tokens: *answer_tokens,
-                adaptation: ResolvedAdaptation {
-                    source: a.source.unwrap_or(AdaptationSource::Setting),
-                    size: a.size.unwrap_or(50),
-                    disjoint_from_test: a.disjoint_from_test.unwrap_or(true),
-                },
-            }
-        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! the backbone). Both leave a PEFT adapter in `<stage dir>/adapter/`.
 
 pub mod batches;
-pub mod bench;
 pub mod checkpoint;
 pub mod log;
 pub mod lora_state;

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::generate::{Padding, pad_batch};
-use super::llama::Llama;
+use crate::model::generate::{Padding, pad_batch};
+use crate::model::llama::Llama;
 
 #[derive(Debug, Serialize)]
 pub struct ForwardBench {

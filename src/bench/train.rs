@@ -1,12 +1,12 @@
 //! Training throughput, for `reccocktail bench train` (compared side by side with a PyTorch +
 //! peft peer by scripts/bench/train.sh; never a timed assertion in tests). Runs the real training
-//! loop ([`super::trainer::train`]) on either fixed-shape work (loss on every token) or rendered
+//! loop ([`crate::train::trainer::train`]) on either fixed-shape work (loss on every token) or rendered
 //! samples (loss on the response only, length-bucketed batches).
 
 use serde::Serialize;
 
-use super::batches::Encoded;
-use super::trainer::{self, Progress, TrainOptions};
+use crate::train::batches::Encoded;
+use crate::train::trainer::{self, Progress, TrainOptions};
 use crate::model::Llama;
 use crate::recipe::resolve::{LoraConfig, TrainingConfig};
 use crate::recipe::types::{Batching, LoraTarget, Schedule, Side};
@@ -101,7 +101,7 @@ pub fn run(model: &mut Llama, workload: &str, samples: &[Encoded], lora: &LoraCo
 
 /// Peak resident memory of this process (Linux), in MB.
 pub fn peak_rss_mb() -> Option<f64> {
-    Some(crate::merge::bench::status_mib("VmHWM:")).filter(|v| v.is_finite())
+    Some(super::merge::status_mib("VmHWM:")).filter(|v| v.is_finite())
 }
 
 /// `reccocktail bench --workload train`: fixed-shape work, or the responses of rendered samples.
@@ -109,7 +109,7 @@ pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, 
     let device = runtime.device.clone().autodiff();
     let mut m = crate::model::load::load_text_model(model_path, &device).map_err(|e| e.to_string())?;
     let lora = bench_lora(16);
-    let pad = super::pad_id(&m.tokenizer);
+    let pad = crate::train::pad_id(&m.tokenizer);
     match prompts {
         None => {
             let samples = fixed_samples(m.backbone.config.vocab_size, batch * (steps as usize + 1), seq_len);
@@ -119,7 +119,7 @@ pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, 
             let df = crate::table::read_parquet(path).map_err(|e| e.to_string())?;
             let rows: Vec<(String, String)> = crate::table::strs(&df, "instruction").map_err(|e| e.to_string())?.into_iter().zip(crate::table::strs(&df, "response").map_err(|e| e.to_string())?).collect();
             let prompter = crate::prompt::Prompter::with_defaults(m.chat.take());
-            let (samples, _, _) = super::encode_rows(&prompter, &m.tokenizer, &rows, seq_len, Side::Left).map_err(|e| e.to_string())?;
+            let (samples, _, _) = crate::train::encode_rows(&prompter, &m.tokenizer, &rows, seq_len, Side::Left).map_err(|e| e.to_string())?;
             run(&mut m.backbone.model, "prompts", &samples, &lora, &bench_training(batch, steps, seq_len as u32), pad).map_err(|e| e.to_string())
         }
     }

@@ -13,8 +13,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::Tensor;
 use serde::Serialize;
 
-use super::bench::synthetic;
-use super::entropy::{AdaptPrompt, EntropySettings, attach_weighted, candidate_entropy, covered_modules, greedy_answer, title_token_positions, token_entropy, token_entropy_of_answer, weight_grads};
+use super::merge::synthetic;
+use crate::merge::entropy::{AdaptPrompt, EntropySettings, attach_weighted, candidate_entropy, covered_modules, greedy_answer, title_token_positions, token_entropy, token_entropy_of_answer, weight_grads};
 use crate::prompt::Prompter;
 use crate::model::Llama;
 use crate::model::llama::{ForwardInput, KvCache};
@@ -185,13 +185,13 @@ pub fn prompts_of(users: &[crate::eval::TestUser], prompter: &Prompter, tok: &Te
 /// The whole benchmark from files: titles (`movies.csv`), a prompt template and a model (HF
 /// directory or `.gguf`), loaded on the autodiff version of `device`. `spec.users` prompts, the
 /// first a warm-up.
-pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &std::path::Path, spec: &crate::eval::bench::PromptSpec, max_new_tokens: usize, rank: usize, device: &burn::tensor::Device) -> Result<EntropyBench, crate::Error> {
+pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &std::path::Path, spec: &super::eval::PromptSpec, max_new_tokens: usize, rank: usize, device: &burn::tensor::Device) -> Result<EntropyBench, crate::Error> {
     use crate::Error;
     use crate::recipe::types::{EntropyObjective, Granularity, Parameterization};
     let usage = |e: &dyn std::fmt::Display| Error::Usage(e.to_string());
-    let titles = crate::eval::bench::read_titles(titles).map_err(|e| usage(&e))?;
+    let titles = super::eval::read_titles(titles).map_err(|e| usage(&e))?;
     let template = crate::prompt::PromptTemplate::load(template).map_err(|e| usage(&e))?;
-    let users = crate::eval::bench::synthetic_users(&titles, &template, spec).map_err(|e| usage(&e))?;
+    let users = super::eval::synthetic_users(&titles, &template, spec).map_err(|e| usage(&e))?;
     let mut m = crate::model::load::load_text_model(model, &device.clone().autodiff()).map_err(Error::Model)?;
     let prompter = Prompter::with_defaults(m.chat.take());
     let prompts = prompts_of(&users, &prompter, &m.tokenizer).map_err(|e| usage(&e))?;

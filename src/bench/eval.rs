@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::TestUser;
-use super::params::EvalSettings;
-use super::stage::evaluate_users;
+use crate::eval::TestUser;
+use crate::eval::params::EvalSettings;
+use crate::eval::stage::evaluate_users;
 use crate::rng::Rng;
 use crate::exec::context::StageError;
 use crate::prompt::Prompter;

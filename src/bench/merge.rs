@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Coefficients, combine};
+use crate::merge::{Coefficients, combine};
 use crate::rng::Rng;
 use crate::model::lora::Proj;
 use crate::model::peft::{LoraPair, PeftAdapter, PeftConfig};
@@ -75,7 +75,7 @@ pub fn synthetic(layers: usize, shape: impl Fn(usize, Proj) -> (usize, usize), r
 
 /// Merge two synthetic adapters at weights (0.5, 0.5): stacked (exact, rank 2r), then truncated
 /// to `truncate_to`.
-pub fn run(layers: usize, hidden: usize, intermediate: usize, rank: usize, truncate_to: usize) -> Result<MergeBench, super::MergeError> {
+pub fn run(layers: usize, hidden: usize, intermediate: usize, rank: usize, truncate_to: usize) -> Result<MergeBench, crate::merge::MergeError> {
     let start = Instant::now();
     let shape = |_: usize, proj: Proj| match proj {
         Proj::Gate | Proj::Up => (intermediate, hidden),
