@@ -94,3 +94,25 @@ fn generate_command_prints_ids_and_text() {
     assert!(v["prompt_ids"].as_array().unwrap().len() > 10);
     assert_eq!(v["text"].as_str().unwrap().trim(), "The capital of France is Paris.");
 }
+
+/// SmolLM2's byte-level BPE puts the leading space inside the word token (` Heat`): the token
+/// entropy of the second title must be taken at ` Heat`, not at ` (`, `1`, `9` (issue 17, bug 1).
+#[test]
+fn token_entropy_positions_start_at_each_title_with_the_real_tokenizer() {
+    let Some(path) = gguf() else {
+        eprintln!("skipped: set RECCOCKTAIL_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf");
+        return;
+    };
+    let tok = reccocktail::model::load::load_tokenizer(&path).unwrap();
+    let ids = tok.encode("Casino (1995) || Heat (1995)", false).unwrap();
+    let pieces: Vec<String> = ids.iter().map(|&i| tok.decode(&[i], false).unwrap()).collect();
+    let at = |k: usize| -> Vec<String> { reccocktail::merge::entropy::title_token_positions(&tok, &ids, "||", k).iter().map(|&p| pieces[p].clone()).collect() };
+    let first = at(1);
+    assert_eq!(first.len(), 2, "one token per title: {first:?} of {pieces:?}");
+    assert_eq!(first[0], "Cas", "{pieces:?}");
+    assert_eq!(first[1], " Heat", "{pieces:?}");
+    // Three tokens each: never the separator.
+    let three = at(3);
+    assert!(three.iter().all(|p| !p.contains("||")), "{three:?}");
+    assert_eq!(three, ["Cas", "ino", " (", " Heat", " (", "1"], "{pieces:?}");
+}

@@ -180,11 +180,14 @@ pub fn candidate_entropy(model: &Llama, p: &AdaptPrompt, mean_scores: bool) -> T
 }
 
 /// Token positions (indices into `generated`) of the first `k` tokens of each title in the
-/// decoded answer, titles separated by `separator`.
+/// decoded answer, titles separated by `separator`. A token belongs to a title when its text
+/// overlaps the title's: byte-level BPE tokenizers put the leading space inside the word (` Heat`),
+/// so such a token starts one byte before the title it begins.
 pub fn title_token_positions(tok: &TextTokenizer, generated: &[u32], separator: &str, k: usize) -> Vec<usize> {
     let text = tok.decode(generated, true).unwrap_or_default();
-    // Character offset where each token starts.
+    // Byte offset where each token starts, and where it ends (the next one's start).
     let starts: Vec<usize> = (0..generated.len()).map(|t| tok.decode(&generated[..t], true).map(|s| s.len()).unwrap_or(0)).collect();
+    let ends: Vec<usize> = starts.iter().skip(1).copied().chain(std::iter::once(text.len())).collect();
     let mut segments = Vec::new();
     let mut from = 0;
     for piece in text.split(separator) {
@@ -196,7 +199,7 @@ pub fn title_token_positions(tok: &TextTokenizer, generated: &[u32], separator: 
     }
     let mut out = Vec::new();
     for (s, e) in segments {
-        out.extend(starts.iter().enumerate().filter(|(_, st)| **st + 1 > s && **st < e).map(|(t, _)| t).take(k));
+        out.extend((0..generated.len()).filter(|&t| starts[t] < e && ends[t] > s).take(k));
     }
     out.sort_unstable();
     out.dedup();
