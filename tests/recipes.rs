@@ -305,7 +305,7 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
         assert_ne!(key(&mean, id), key(&base, id), "{id}");
         assert_ne!(key(&generate, id), key(&base, id), "{id}");
         assert_ne!(key(&calibrated, id), key(&base, id), "{id}");
-        assert_eq!(mean.stage(id).unwrap().params.to_json()["entropy"]["scoring"], serde_json::json!("mean"));
+        assert_eq!(mean.stage(id).unwrap().params.to_json()["entropy"]["evaluation"]["scoring"], serde_json::json!("mean"));
         assert_eq!(generate.stage(id).unwrap().params.to_json()["entropy"]["answer_tokens"], serde_json::json!(32));
     }
     assert_eq!(key(&mean, "merge:fixed_0.5"), key(&base, "merge:fixed_0.5"));

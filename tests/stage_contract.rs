@@ -131,3 +131,19 @@ fn entropy_merges_with_pretrained_adapters_are_keyed_on_what_they_read() {
     let budget = |n: u32| plan_of(&text.replace("max_history = 8\n", &format!("max_history = 8\nhistory_token_budget = {n}\n"))).unwrap();
     assert_ne!(key(&budget(40)), key(&budget(50)));
 }
+
+/// The entropy merge chooses its learning rate on validation users evaluated exactly as the
+/// evaluate stages evaluate (issue 17, bug 2: `calibrated` was validated as `sum`): its parameters
+/// carry the very evaluation settings of the evaluate stages, for every scoring rule.
+#[test]
+fn entropy_validation_is_evaluated_with_the_evaluate_stages_settings() {
+    let text = std::fs::read_to_string(VARIANTS).unwrap();
+    for scoring in ["sum", "mean", "calibrated"] {
+        let p = plan_of(&text.replace("scoring = \"sum\"", &format!("scoring = \"{scoring}\""))).unwrap();
+        let merge = p.stage("merge:entropy:warm").unwrap().params.to_json();
+        let evaluate = p.stage("evaluate:entropy:warm").unwrap().params.to_json();
+        let settings: serde_json::Map<String, serde_json::Value> = evaluate.as_object().unwrap().iter().filter(|(k, _)| !["backbone", "format"].contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(merge["entropy"]["evaluation"], serde_json::Value::Object(settings), "{scoring}");
+        assert_eq!(merge["entropy"]["evaluation"]["scoring"], scoring);
+    }
+}

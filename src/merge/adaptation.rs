@@ -12,6 +12,12 @@ use super::learnable::Learnable;
 use super::Coefficients;
 use super::params::EntropyParams;
 use crate::data::domain::DomainSplit;
+use crate::eval::TestUser;
+use crate::eval::metrics::reciprocal_rank;
+use crate::eval::params::EvalSettings;
+use crate::eval::stage::evaluate_users;
+use crate::model::Llama;
+use crate::model::tokenizer::TextTokenizer;
 use crate::rng::Rng;
 use crate::data::samples::Renderer;
 use crate::data::stages::history_budget;
@@ -20,15 +26,9 @@ use crate::exec::backbone::{self, StageModel};
 use crate::exec::context::{StageContext, StageError};
 use crate::model::peft::PeftAdapter;
 use crate::plan::Role;
-use crate::prompt::PromptTemplate;
+use crate::prompt::{PromptTemplate, Prompter};
 use crate::recipe::merge::MergeConfig;
 use crate::recipe::types::{AdaptationSource, Scoring};
-
-/// A labelled validation prompt: the target's index among the candidates.
-struct Labelled {
-    prompt: AdaptPrompt,
-    target: usize,
-}
 
 fn fail(m: String) -> StageError {
     StageError::Failed(m)
@@ -56,17 +56,16 @@ fn from_eval_set(sm: &StageModel, dir: &std::path::Path, kind: &str, size: usize
     Ok(out)
 }
 
-/// Prompts rendered at the validation position of up to `size` users of a domain split, as the
-/// evaluation renders them (template, K, history token budget), for a seeded choice of users
-/// (`label` separating independent draws). With labels: the target's index.
-fn from_split(ctx: &StageContext<'_>, e: &EntropyParams, sm: &StageModel, split: &DomainSplit, size: usize, label: &str) -> Result<Vec<Labelled>, StageError> {
+/// Users of a domain split at their validation position, rendered as the evaluation renders its
+/// test users (template, K, history token budget, and the no-history prior prompt of `calibrated`
+/// scoring), for a seeded choice of up to `size` users (`label` separating independent draws).
+fn from_split(ctx: &StageContext<'_>, e: &EntropyParams, split: &DomainSplit, size: usize, label: &str) -> Result<Vec<TestUser>, StageError> {
     let render = &e.render;
     let tmpl = PromptTemplate::load(&render.template.path).map_err(|err| fail(err.to_string()))?;
     let budget = history_budget(ctx, render)?;
-    let r = Renderer::new(split, &tmpl, &render.template.separator, render.k, render.seed).with_budget(budget.as_ref());
+    let r = Renderer::new(split, &tmpl, &render.template.separator, render.k, render.seed).with_budget(budget.as_ref()).with_prior();
     let mut users: Vec<usize> = (0..split.users.len()).collect();
     Rng::derive(render.seed, &["entropy", label, &e.draw]).shuffle(&mut users);
-    let tok = &sm.text.tokenizer;
     let mut out = Vec::new();
     for u in users {
         if out.len() >= size {
@@ -74,27 +73,36 @@ fn from_split(ctx: &StageContext<'_>, e: &EntropyParams, sm: &StageModel, split:
         }
         let pos = split.positions(u).valid;
         let Some(sample) = r.render(u, pos)? else { continue };
-        let target_item = split.sequences[u][pos];
-        let candidates = sample.candidates.iter().map(|&c| sm.prompter.title_ids(tok, &split.titles[c as usize])).collect::<Result<Vec<_>, _>>()?;
-        let target = sample.candidates.iter().position(|&c| c == target_item).unwrap_or(0);
-        out.push(Labelled { prompt: AdaptPrompt { prompt: sm.prompter.prompt_ids(tok, &sample.rendered.instruction)?, candidates }, target });
+        let target = split.sequences[u][pos];
+        out.push(TestUser {
+            user: split.users[u].clone(),
+            target: split.items[target as usize].clone(),
+            target_title: split.titles[target as usize].clone(),
+            items: sample.candidates.iter().map(|&c| split.items[c as usize].clone()).collect(),
+            titles: sample.candidates.iter().map(|&c| split.titles[c as usize].clone()).collect(),
+            target_slot: sample.candidates.iter().position(|&c| c == target).unwrap_or(0),
+            instruction: sample.rendered.instruction,
+            instruction_prior: sample.prior_instruction,
+        });
     }
     Ok(out)
 }
 
-/// Mean reciprocal rank of the targets under the current weights, scored and ranked as the
-/// evaluation does (`eval::likelihood`, `eval::metrics::rank_of`).
-fn validation_mrr(model: &mut crate::model::Llama, adapters: &[PeftAdapter], l: &Learnable, valid: &[Labelled], mean: bool) -> f64 {
+/// A user's prompt as an unlabeled adaptation prompt: its token ids and its candidates' titles.
+fn adapt_prompt(sm: &StageModel, u: &TestUser) -> Result<AdaptPrompt, StageError> {
+    let tok = &sm.text.tokenizer;
+    let candidates = u.titles.iter().map(|t| sm.prompter.title_ids(tok, t)).collect::<Result<Vec<_>, _>>()?;
+    Ok(AdaptPrompt { prompt: sm.prompter.prompt_ids(tok, &u.instruction)?, candidates })
+}
+
+/// Mean reciprocal rank of the validation users' targets under the current weights, evaluated
+/// exactly as the evaluate stage evaluates (`evaluation`: protocol, scoring rule with the prior
+/// prompts of `calibrated`, generation and grounding for `generate`); a target not ranked
+/// counts 0.
+fn validation_mrr(model: &mut Llama, tok: &TextTokenizer, prompter: &Prompter, adapters: &[PeftAdapter], l: &Learnable, valid: &[TestUser], evaluation: &EvalSettings) -> Result<f64, StageError> {
     entropy::attach_weighted(model, adapters, &l.weights(), false);
-    let scoring = if mean { Scoring::Mean } else { Scoring::Sum };
-    let rr: Vec<f64> = valid
-        .iter()
-        .map(|v| {
-            let scores = crate::eval::likelihood::score_candidates(model, &v.prompt.prompt, None, &v.prompt.candidates, scoring);
-            crate::eval::metrics::reciprocal_rank(crate::eval::metrics::rank_of(&scores, v.target))
-        })
-        .collect();
-    rr.iter().sum::<f64>() / rr.len().max(1) as f64
+    let results = evaluate_users(model, tok, prompter, valid, evaluation, &mut |_| {})?;
+    Ok(results.iter().map(|r| r.rank.map_or(0.0, reciprocal_rank)).sum::<f64>() / results.len().max(1) as f64)
 }
 
 #[derive(Serialize)]
@@ -123,7 +131,7 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
     };
     let prompts: Vec<AdaptPrompt> = match (adaptation.source, ctx.optional_input(Role::EvalSet), &split) {
         (AdaptationSource::Setting, Some(dir), _) => from_eval_set(&sm, dir, if adaptation.disjoint_from_test { "disjoint" } else { "from_test" }, size)?,
-        (_, _, Some(split)) => from_split(ctx, e, &sm, split, size, "adaptation")?.into_iter().map(|l| l.prompt).collect(),
+        (_, _, Some(split)) => from_split(ctx, e, split, size, "adaptation")?.iter().map(|u| adapt_prompt(&sm, u)).collect::<Result<_, _>>()?,
         _ => return Err(fail(format!("stage `{}` has neither an eval-set nor a split input to adapt on", ctx.stage.id))),
     };
     if prompts.is_empty() {
@@ -138,8 +146,8 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
         epochs: *epochs,
         objective: *objective,
         first_k_tokens: *first_k_tokens as usize,
-        mean_scores: e.scoring == Scoring::Mean,
-        separator: e.separator.clone(),
+        mean_scores: e.evaluation.scoring == Scoring::Mean,
+        separator: e.evaluation.separator.clone(),
         max_new_tokens: e.answer_tokens as usize,
     };
     // The learning rate: chosen on labelled validation samples when a grid is given. Adapting is
@@ -151,7 +159,7 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
     pb.set_prefix(ctx.stage.id.clone());
     let valid = if lrs.len() > 1 {
         let split = split.as_ref().ok_or_else(|| fail(format!("stage `{}` needs its domain's split to choose the learning rate", ctx.stage.id)))?;
-        from_split(ctx, e, &sm, split, size.max(8), "lr-validation")?
+        from_split(ctx, e, split, size.max(8), "lr-validation")?
     } else {
         Vec::new()
     };
@@ -173,7 +181,7 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
             best = Some((a, candidate, f64::NAN));
             break;
         }
-        let mrr = validation_mrr(model, adapters, &a.learnable, &valid, s.mean_scores);
+        let mrr = validation_mrr(model, &sm.text.tokenizer, &sm.prompter, adapters, &a.learnable, &valid, &e.evaluation)?;
         (ctx.log)(&format!("{}: lr {candidate}: validation MRR {mrr:.4} ({:.0}s)", ctx.stage.id, started.elapsed().as_secs_f64()));
         grid_scores.push((candidate, Some(mrr)));
         if best.as_ref().is_none_or(|(_, _, b)| mrr > *b) {

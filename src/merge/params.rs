@@ -6,7 +6,7 @@ use crate::data::params::RenderParams;
 use crate::model::load::BackboneRef;
 use crate::prompt::PromptFormat;
 use crate::recipe::merge::MergeConfig;
-use crate::recipe::types::Scoring;
+use crate::eval::params::EvalSettings;
 
 /// `merge:<arm>` (or `merge:<arm>:<setting>` for an entropy arm adapting per setting).
 #[derive(Debug, Clone, Serialize)]
@@ -29,12 +29,12 @@ pub struct EntropyParams {
     /// How prompts of the domain's split are rendered (adaptation with `source = "domain"`, and
     /// the labelled validation prompts that choose the learning rate): as the evaluation renders.
     pub render: RenderParams,
-    /// The evaluation's scoring rule (`mean` scores candidates by their mean log-probability).
-    pub scoring: Scoring,
+    /// How the evaluate stage evaluates (protocol, scoring rule, separator, ...): the learning rate
+    /// is chosen on validation users evaluated exactly so, and `mean` scoring makes the candidate
+    /// entropy use mean log-probabilities.
+    pub evaluation: EvalSettings,
     /// Tokens generated for a `token_entropy` answer.
     pub answer_tokens: u32,
-    /// The evaluation template's item separator (splits a generated answer into titles).
-    pub separator: String,
     /// Names the seeded draws of adaptation and validation users (the stage's first name).
     pub draw: String,
 }

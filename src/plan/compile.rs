@@ -238,9 +238,8 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
                 backbone: backbone.clone(),
                 format: format.clone(),
                 render: render(&ev.template),
-                scoring: ev.scoring_rule(),
+                evaluation: eval_params.settings.clone(),
                 answer_tokens: ev.entropy_answer_tokens(&arm.merge),
-                separator: separator.clone(),
                 draw: id.to_string(),
             }),
         };
