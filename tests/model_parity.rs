@@ -149,6 +149,21 @@ fn broken_adapters_are_refused_with_clear_errors() {
     a.save(&tmp).unwrap();
     let e = PeftAdapter::load(&tmp, &m.model).unwrap_err().to_string();
     assert!(e.contains("every lora_A and lora_B is zero"), "{e}");
+    // All NaN (issue 17, item 9: was accepted, and `reccocktail merge` wrote a NaN adapter).
+    let mut a = PeftAdapter::load(&dir.join("adapter0"), &m.model).unwrap();
+    for p in a.modules.values_mut() {
+        p.a.data.iter_mut().for_each(|x| *x = f32::NAN);
+        p.b.data.iter_mut().for_each(|x| *x = f32::NAN);
+    }
+    let nan_dir = tmp.with_extension("nan");
+    a.save(&nan_dir).unwrap();
+    let e = PeftAdapter::read(&nan_dir).unwrap_err().to_string();
+    assert!(e.contains("non-finite value"), "{e}");
+    let out = nan_dir.with_extension("merged");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_reccocktail")).args(["merge", "--method", "fixed", "--adapter", nan_dir.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("adapter_model.safetensors").exists());
+    std::fs::remove_dir_all(&nan_dir).ok();
     // Wrong shape.
     let mut a = PeftAdapter::load(&dir.join("adapter0"), &m.model).unwrap();
     let first = a.modules.values_mut().next().unwrap();

@@ -184,6 +184,11 @@ impl PeftAdapter {
             if !ok {
                 return Err(err(format!("`{name}`: lora_A {:?} and lora_B {:?} are not A [r, in] and B [out, r] of one rank", a.shape, b.shape)));
             }
+            for (half, t) in [("lora_A", &a), ("lora_B", &b)] {
+                if let Some(bad) = t.data.iter().find(|x| !x.is_finite()) {
+                    return Err(err(format!("`{name}`: {half} holds a non-finite value ({bad}); a diverged training or a corrupted file")));
+                }
+            }
             modules.insert((layer, proj), LoraPair { a, b });
         }
         if modules.is_empty() {
