@@ -117,6 +117,9 @@ struct EntropySummary {
     steps: usize,
 }
 
+/// Validation users the learning rate is chosen on, at least (fewer only where the domain has fewer).
+const MIN_VALIDATION_USERS: usize = 200;
+
 /// Learn the coefficients of an `entropy` arm (writes `entropy_log.parquet` and `entropy.json`).
 pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter], config: &MergeConfig, e: &EntropyParams) -> Result<Coefficients, StageError> {
     let MergeConfig::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, adaptation, .. } = config else {
@@ -159,7 +162,7 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
     pb.set_prefix(ctx.stage.id.clone());
     let valid = if lrs.len() > 1 {
         let split = split.as_ref().ok_or_else(|| fail(format!("stage `{}` needs its domain's split to choose the learning rate", ctx.stage.id)))?;
-        from_split(ctx, e, split, size.max(8), "lr-validation")?
+        from_split(ctx, e, split, size.max(MIN_VALIDATION_USERS), "lr-validation")?
     } else {
         Vec::new()
     };
@@ -167,6 +170,15 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
     let before = entropy::initial_objective(model, &sm.text.tokenizer, adapters, &prompts, &s);
     let mut grid_scores = Vec::new();
     let mut best: Option<(entropy::Adapted, f64, f64)> = None;
+    if lrs.len() > 1 {
+        // Rate 0, the initial coefficients unadapted, is always a candidate, and wins ties: the
+        // adaptation must earn its place on validation.
+        let initial = Learnable::new(entropy::covered_modules(model, adapters), adapters.len(), s.granularity, s.parameterization, s.temperature, &s.init);
+        let mrr = validation_mrr(model, &sm.text.tokenizer, &sm.prompter, adapters, &initial, &valid, &e.evaluation)?;
+        (ctx.log)(&format!("{}: no adaptation (lr 0): validation MRR {mrr:.4} on {} users", ctx.stage.id, valid.len()));
+        grid_scores.push((0.0, Some(mrr)));
+        best = Some((entropy::Adapted { learnable: initial, history: Vec::new(), objective_before: before, objective_after: f64::NAN }, 0.0, mrr));
+    }
     for (i, &candidate) in lrs.iter().enumerate() {
         s.lr = candidate;
         let offset = i as u64 * prompts.len() as u64 * *epochs as u64;
