@@ -235,6 +235,13 @@ pub struct BenchShape {
     seq_len: usize,
     #[arg(long, default_value_t = 5)]
     iters: usize,
+    #[command(flatten)]
+    on: BenchRuntime,
+}
+
+/// Where every benchmark runs: backend, threads, device.
+#[derive(Debug, clap::Args)]
+pub struct BenchRuntime {
     #[arg(long, value_parser = parse_backend, default_value = "auto")]
     backend: BackendChoice,
     #[arg(long)]
@@ -242,6 +249,12 @@ pub struct BenchShape {
     /// Device: cpu, cuda, cuda:N or auto (CUDA needs the tch backend and a CUDA libtorch).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+}
+
+impl BenchRuntime {
+    fn select(self) -> Result<backend::Runtime, Error> {
+        Ok(backend::select(self.backend, self.device, self.threads)?)
+    }
 }
 
 /// What `bench eval` and `bench entropy` share: the model, where their prompts come from, and the
@@ -257,13 +270,8 @@ pub struct BenchModel {
     /// Prompt template (instruction and response blocks).
     #[arg(long, default_value = "templates/rank.jinja")]
     template: PathBuf,
-    #[arg(long, value_parser = parse_backend, default_value = "auto")]
-    backend: BackendChoice,
-    #[arg(long)]
-    threads: Option<u32>,
-    /// Device: cpu, cuda, cuda:N or auto (CUDA needs the tch backend and a CUDA libtorch).
-    #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
+    #[command(flatten)]
+    on: BenchRuntime,
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -379,22 +387,23 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Bench { what: BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, backend, threads, device } } } => {
-            let runtime = backend::select(backend, device, threads)?;
+        Command::Bench { what: BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, on } } } => {
+            let runtime = on.select()?;
             let spec = crate::bench::eval::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
             let r = crate::bench::eval::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dump.as_deref())?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "eval": r }))
         }
-        Command::Bench { what: BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, backend, threads, device } } } => {
-            let runtime = backend::select(backend, device, threads)?;
+        Command::Bench { what: BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, on } } } => {
+            let runtime = on.select()?;
             let spec = crate::bench::eval::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
             let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device)?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "entropy": r }))
         }
-        Command::Bench { what: BenchCommand::Train { shape: BenchShape { model, batch, seq_len, iters, backend, threads, device }, prompts } } => {
-            let runtime = backend::select(backend, device, threads)?;
+        Command::Bench { what: BenchCommand::Train { shape: BenchShape { model, batch, seq_len, iters, on }, prompts } } => {
+            let threads = on.threads;
+            let runtime = on.select()?;
             let r = crate::bench::train::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "train": r }))
         }
@@ -404,8 +413,9 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
             print_json(&crate::bench::merge::run(layers, hidden, intermediate, rank, truncate)?)
         }
-        Command::Bench { what: BenchCommand::Forward { shape: BenchShape { model, batch, seq_len, iters, backend, threads, device } } } => {
-            let runtime = backend::select(backend, device, threads)?;
+        Command::Bench { what: BenchCommand::Forward { shape: BenchShape { model, batch, seq_len, iters, on } } } => {
+            let threads = on.threads;
+            let runtime = on.select()?;
             let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
             let r = crate::bench::forward::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "forward": r }))
