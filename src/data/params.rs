@@ -6,22 +6,16 @@ use serde::Serialize;
 
 use crate::assets::SourceRef;
 use crate::prompt::TemplateRef;
-use crate::recipe::resolve::{AdapterRole, ResolvedData, ResolvedDomain, ResolvedSetting};
-use crate::recipe::types::{Baseline, CsvColumns, DatasetFormat, Metric, Order};
+use crate::recipe::resolve::{AdapterRole, DatasetSpec, ResolvedData, ResolvedDomain, ResolvedSetting};
+use crate::recipe::types::{Baseline, Metric};
 
 /// `data:<dataset>`: load one dataset and clean it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DataParams {
     /// Where the files are: a local path (with its content hash) or the stage's `asset` input.
     pub source: SourceRef,
-    pub format: DatasetFormat,
-    pub columns: Option<CsvColumns>,
-    pub order: Order,
-    pub strict: bool,
-    pub min_rating: Option<f64>,
-    pub k_core: Option<u32>,
-    pub dedup: bool,
-    pub min_history: u32,
+    #[serde(flatten)]
+    pub spec: DatasetSpec,
 }
 
 /// `split:<domain>`: slice a domain out of its dataset and split it (leave-one-out).

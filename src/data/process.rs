@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DataError;
 use crate::table;
-use super::params::DataParams;
+use crate::recipe::resolve::DatasetSpec;
 use crate::recipe::types::Order;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,7 +135,7 @@ pub fn min_history(log: &mut Log, n: u32) {
 }
 
 /// Apply the dataset's cleaning. `titled` holds the items that have a title.
-pub fn clean(mut log: Log, titled: &HashSet<&str>, d: &DataParams, format: &str) -> Result<(Log, Vec<Step>), DataError> {
+pub fn clean(mut log: Log, titled: &HashSet<&str>, d: &DatasetSpec, format: &str) -> Result<(Log, Vec<Step>), DataError> {
     let mut steps = vec![Step { step: "raw".into(), counts: log.counts() }];
     let mut record = |name: &str, log: &Log| steps.push(Step { step: name.into(), counts: log.counts() });
     let has_title: Vec<bool> = log.items.iter().map(|i| titled.contains(i.as_str())).collect();

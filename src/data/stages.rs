@@ -46,9 +46,9 @@ pub struct DataReport {
     pub items_with_metadata: usize,
 }
 
-pub fn data(ctx: &StageContext<'_>, d: &DataParams) -> Result<(), DataError> {
-    let name = &ctx.stage.id;
-    let path = match &d.source {
+pub fn data(ctx: &StageContext<'_>, p: &DataParams) -> Result<(), DataError> {
+    let (name, d) = (&ctx.stage.id, &p.spec);
+    let path = match &p.source {
         crate::assets::SourceRef::Path { path, .. } => path.clone(),
         crate::assets::SourceRef::Asset { .. } => input(ctx, Role::Asset)?.to_path_buf(),
     };

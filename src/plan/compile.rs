@@ -96,17 +96,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     let mut dataset_ids = BTreeMap::new();
     for (name, d) in &r.datasets {
         let (inputs, source) = source_ref(&mut b, &d.source, Role::Asset)?;
-        let params = DataParams {
-            source,
-            format: d.format,
-            columns: d.columns.clone(),
-            order: d.order,
-            strict: d.strict,
-            min_rating: d.min_rating,
-            k_core: d.k_core,
-            dedup: d.dedup,
-            min_history: d.min_history,
-        };
+        let params = DataParams { source, spec: d.spec.clone() };
         dataset_ids.insert(name.clone(), b.add(format!("data:{name}"), inputs, StageParams::Data(params)));
     }
 

@@ -78,6 +78,14 @@ pub struct ResolvedBackbone {
 #[derive(Debug, Clone, Serialize)]
 pub struct ResolvedDataset {
     pub source: Source,
+    #[serde(flatten)]
+    pub spec: DatasetSpec,
+}
+
+/// How a dataset is read and cleaned (every default applied): what its `data` stage reads besides
+/// where the files are.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetSpec {
     pub format: DatasetFormat,
     pub columns: Option<CsvColumns>,
     pub order: Order,
@@ -365,14 +373,16 @@ impl ResolvedRecipe {
             .map(|(n, d)| {
                 let rd = ResolvedDataset {
                     source: source(&d.asset, &d.path, base),
-                    format: d.format,
-                    columns: d.columns.clone(),
-                    order: d.order.unwrap_or(Order::Timestamp),
-                    strict: d.strict.unwrap_or(false),
-                    min_rating: d.min_rating,
-                    k_core: d.k_core,
-                    dedup: d.dedup.unwrap_or(true),
-                    min_history: d.min_history.unwrap_or(3),
+                    spec: DatasetSpec {
+                        format: d.format,
+                        columns: d.columns.clone(),
+                        order: d.order.unwrap_or(Order::Timestamp),
+                        strict: d.strict.unwrap_or(false),
+                        min_rating: d.min_rating,
+                        k_core: d.k_core,
+                        dedup: d.dedup.unwrap_or(true),
+                        min_history: d.min_history.unwrap_or(3),
+                    },
                 };
                 (n.clone(), rd)
             })

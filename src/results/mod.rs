@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::table;
 use crate::eval::metrics::metric_rows;
 use crate::exec::context::{MissingInput, StageContext};
-use crate::recipe::types::{Baseline, Metric};
-use params::{ReportParams, ResultRow, RowSource};
+use crate::recipe::types::Baseline;
+use params::{ReportParams, RowSource};
 pub use plot::svg_plot;
 pub use summary::markdown;
 
@@ -82,29 +82,20 @@ pub struct Results {
     pub failures: Vec<Failure>,
 }
 
-/// What the report expects of every row (to list failed arms with the metrics they lack).
-pub struct Expect<'a> {
-    pub experiment: &'a str,
-    pub recipe_hash: &'a str,
-    pub seed: u64,
-    pub ks: &'a [u32],
-    pub metrics: &'a [Metric],
-    /// The recipe's protocol (for rows of arms that failed).
-    pub protocol: &'a str,
-    pub baselines: &'a [Baseline],
-}
-
 fn baseline_name(b: Baseline) -> String {
     serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
-/// Assemble the table from the artifact directories of the rows' stages (`dirs`, by stage id);
-/// a row whose stage is in `failed` (by stage id, with why) gets null values and its status.
-pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, MissingInput>) -> Result<Results, ResultsError> {
-    let mut out = Results { experiment: e.experiment.into(), recipe_hash: e.recipe_hash.into(), seed: e.seed, records: Vec::new(), failures: Vec::new() };
+/// Assemble the table of the report's rows (`e.rows`) from the artifact directories of their stages
+/// (`dirs`, by stage id); a row whose stage is in `failed` (by stage id, with why) gets null values
+/// (for every metric the report expects) and its status.
+pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, MissingInput>) -> Result<Results, ResultsError> {
+    // The recipe's protocol, for the rows of arms that failed.
+    let recipe_protocol = serde_json::to_value(e.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, records: Vec::new(), failures: Vec::new() };
     let record = |arm: &str, setting: &str, protocol: &str, metric: String, k: Option<u32>, value: Option<f64>, users: Option<u64>, status: &str| Record {
-        experiment: e.experiment.into(),
-        recipe_hash: e.recipe_hash.into(),
+        experiment: e.experiment.clone(),
+        recipe_hash: e.recipe_hash.clone(),
         seed: e.seed,
         arm: arm.into(),
         setting: setting.into(),
@@ -115,17 +106,17 @@ pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBu
         users,
         status: status.into(),
     };
-    for row in rows {
+    for row in &e.rows {
         let is_ref = row.source == RowSource::Baselines;
         let arms: Vec<String> = if is_ref { e.baselines.iter().map(|b| baseline_name(*b)).collect() } else { vec![row.arm.clone()] };
-        let protocol = if is_ref { "reference" } else { e.protocol };
+        let protocol = if is_ref { "reference" } else { recipe_protocol.as_str() };
         let Some(dir) = dirs.get(&row.stage) else {
             let (status, reason) = match failed.get(&row.stage) {
                 Some(m) => (m.status.name(), m.reason.clone()),
                 None => ("failed", "no output".to_string()),
             };
             for arm in arms {
-                for (metric, k, _) in metric_rows(e.metrics, e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0) {
+                for (metric, k, _) in metric_rows(&e.metrics, &e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0) {
                     out.records.push(record(&arm, &row.setting, protocol, metric, k, None, None, status));
                 }
                 out.failures.push(Failure { arm, setting: row.setting.clone(), stage: row.stage.clone(), reason: reason.clone() });
@@ -139,7 +130,7 @@ pub fn gather(e: &Expect<'_>, rows: &[ResultRow], dirs: &BTreeMap<String, PathBu
         let m = table::read_parquet(&dir.join("metrics.parquet"))?;
         let (metric, k, value) = (table::strs(&m, "metric")?, table::opt_i64s(&m, "k")?, table::opt_f64s(&m, "value")?);
         let arm_col = if is_ref { table::strs(&m, "baseline")? } else { vec![row.arm.clone(); metric.len()] };
-        let protocol = if is_ref { "reference".to_string() } else { summary["protocol"].as_str().unwrap_or(e.protocol).to_string() };
+        let protocol = if is_ref { "reference".to_string() } else { summary["protocol"].as_str().unwrap_or(&recipe_protocol).to_string() };
         for i in 0..metric.len() {
             let cut = k[i].map(|x| u32::try_from(x).map_err(|_| bad(format!("k = {x}")))).transpose()?;
             out.records.push(record(&arm_col[i], &row.setting, &protocol, metric[i].clone(), cut, value[i], Some(users), "ok"));
@@ -234,9 +225,7 @@ impl Results {
 
 /// The `report` stage: gather, write into the stage's output and the run directory, log the summary.
 pub fn report(ctx: &StageContext<'_>, p: &ReportParams) -> Result<(), ResultsError> {
-    let protocol = serde_json::to_value(p.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let e = Expect { experiment: &p.experiment, recipe_hash: &p.recipe_hash, seed: p.seed, ks: &p.ks, metrics: &p.metrics, protocol: &protocol, baselines: &p.baselines };
-    let results = gather(&e, &p.rows, &ctx.inputs, ctx.failed_inputs)?;
+    let results = gather(p, &ctx.inputs, ctx.failed_inputs)?;
     results.write(ctx.out)?;
     let learned = coefficients::gather(&p.learned, &ctx.inputs)?;
     coefficients::write(&learned, ctx.out)?;

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::Column;
 
-use super::{Expect, Results, gather};
+use super::{Results, gather};
 use crate::table;
 use crate::eval::TestUser;
 use crate::eval::params::EvalSettings;
 use crate::eval::stage::{UserResult, write_outputs};
-use super::params::{ResultRow, RowSource};
+use super::params::{ReportParams, ResultRow, RowSource};
 use crate::exec::context::{InputStatus, MissingInput};
 use crate::recipe::types::{Baseline, Metric, Protocol, Scoring};
 
@@ -86,8 +86,18 @@ fn synthetic(root: &Path) -> Results {
         ("evaluate:fixed:warm".to_string(), MissingInput { status: InputStatus::Failed, reason: "failed: out of memory".into() }),
         ("evaluate:fixed:cold".to_string(), MissingInput { status: InputStatus::Skipped, reason: "skipped: `merge:fixed` failed: weights do not match".into() }),
     ]);
-    let e = Expect { experiment: "synthetic", recipe_hash: "0123456789abcdef", seed: 42, ks: &KS, metrics: &METRICS, protocol: "likelihood", baselines: &[Baseline::Random, Baseline::Popularity] };
-    gather(&e, &rows, &dirs, &failed).unwrap()
+    let e = ReportParams {
+        experiment: "synthetic".into(),
+        recipe_hash: "0123456789abcdef".into(),
+        seed: 42,
+        rows: rows.to_vec(),
+        learned: Vec::new(),
+        ks: KS.to_vec(),
+        metrics: METRICS.to_vec(),
+        protocol: crate::recipe::types::Protocol::Likelihood,
+        baselines: vec![Baseline::Random, Baseline::Popularity],
+    };
+    gather(&e, &dirs, &failed).unwrap()
 }
 
 #[test]
