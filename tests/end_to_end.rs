@@ -91,7 +91,7 @@ name = "entropy"
 merge = {{ method = "entropy", granularity = "layer", lr_grid = [0.05, 0.5], objective = "candidate_entropy", adaptation = {{ source = "domain", size = 3 }} }}
 
 [evaluation]
-protocol = "likelihood"
+protocol = {{ kind = "likelihood" }}
 template = "rank"
 k = [1, 3]
 

@@ -297,15 +297,15 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
     assert_eq!(domain.stage("eval-set:warm").unwrap().params.to_json()["adaptation"], serde_json::json!({ "disjoint": null, "from_test": null }));
 
     // The entropy merge reads the evaluation's scoring rule and answer length: its keys follow them.
-    let scoring = |s: &str| plan_of(&text.replace("protocol = \"likelihood\"\nscoring = \"sum\"", s));
-    let mean = scoring("protocol = \"likelihood\"\nscoring = \"mean\"");
-    let calibrated = scoring("protocol = \"likelihood\"\nscoring = \"calibrated\"");
-    let generate = scoring("protocol = \"generate\"\nmax_new_tokens = 32");
+    let scoring = |s: &str| plan_of(&text.replace("protocol = { kind = \"likelihood\", scoring = \"sum\" }", s));
+    let mean = scoring("protocol = { kind = \"likelihood\", scoring = \"mean\" }");
+    let calibrated = scoring("protocol = { kind = \"likelihood\", scoring = \"calibrated\" }");
+    let generate = scoring("protocol = { kind = \"generate\", max_new_tokens = 32 }");
     for id in ["merge:entropy:warm", "merge:entropy:cold"] {
         assert_ne!(key(&mean, id), key(&base, id), "{id}");
         assert_ne!(key(&generate, id), key(&base, id), "{id}");
         assert_ne!(key(&calibrated, id), key(&base, id), "{id}");
-        assert_eq!(mean.stage(id).unwrap().params.to_json()["entropy"]["evaluation"]["scoring"], serde_json::json!("mean"));
+        assert_eq!(mean.stage(id).unwrap().params.to_json()["entropy"]["evaluation"]["protocol"]["scoring"], serde_json::json!("mean"));
         assert_eq!(generate.stage(id).unwrap().params.to_json()["entropy"]["answer_tokens"], serde_json::json!(32));
     }
     assert_eq!(key(&mean, "merge:fixed_0.5"), key(&base, "merge:fixed_0.5"));

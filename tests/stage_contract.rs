@@ -144,6 +144,6 @@ fn entropy_validation_is_evaluated_with_the_evaluate_stages_settings() {
         let evaluate = p.stage("evaluate:entropy:warm").unwrap().params.to_json();
         let settings: serde_json::Map<String, serde_json::Value> = evaluate.as_object().unwrap().iter().filter(|(k, _)| !["backbone", "format"].contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         assert_eq!(merge["entropy"]["evaluation"], serde_json::Value::Object(settings), "{scoring}");
-        assert_eq!(merge["entropy"]["evaluation"]["scoring"], scoring);
+        assert_eq!(merge["entropy"]["evaluation"]["protocol"]["scoring"], scoring);
     }
 }

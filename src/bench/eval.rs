@@ -15,7 +15,8 @@ use crate::exec::context::StageError;
 use crate::prompt::Prompter;
 use crate::model::load::{TextModel, load_text_model};
 use crate::prompt::{PromptContext, PromptTemplate};
-use crate::recipe::types::{Metric, Protocol, Scoring};
+use crate::recipe::resolve::ResolvedProtocol;
+use crate::recipe::types::{Metric, Scoring};
 
 /// How the benchmark's synthetic users are built.
 #[derive(Debug, Clone)]
@@ -168,7 +169,7 @@ fn prompt_pass(model: &crate::model::Llama, prompts: &[Vec<u32>]) {
 
 /// Time both protocols on `users` (one untimed warm-up user each first).
 pub fn run(m: &TextModel, prompter: &Prompter, users: &[TestUser], max_new_tokens: usize, separator: &str, seed: u64) -> Result<EvalBench, StageError> {
-    let params = |protocol| EvalSettings { protocol, scoring: Scoring::Sum, ks: vec![1], metrics: vec![Metric::Hr], max_new_tokens, fuzzy_match: false, seed, separator: separator.to_string() };
+    let params = |protocol| EvalSettings { protocol, ks: vec![1], metrics: vec![Metric::Hr], seed, separator: separator.to_string() };
     let model = &m.backbone.model;
     let timing = |protocol| -> Result<(ProtocolTiming, f64, f64), StageError> {
         let p = params(protocol);
@@ -182,8 +183,8 @@ pub fn run(m: &TextModel, prompter: &Prompter, users: &[TestUser], max_new_token
         let n = users.len().max(1) as f64;
         Ok((ProtocolTiming { seconds, users_per_s: users.len() as f64 / seconds.max(1e-9), hr_at_1: hits / n }, items / n, tokens / n))
     };
-    let (likelihood, _, _) = timing(Protocol::Likelihood)?;
-    let (generate, items, new_tokens) = timing(Protocol::Generate)?;
+    let (likelihood, _, _) = timing(ResolvedProtocol::Likelihood { scoring: Scoring::Sum })?;
+    let (generate, items, new_tokens) = timing(ResolvedProtocol::Generate { max_new_tokens: max_new_tokens as u32, fuzzy_match: false })?;
     let mut prompts = Vec::with_capacity(users.len());
     for u in users {
         prompts.push(prompter.prompt_ids(&m.tokenizer, &u.instruction)?);

@@ -15,8 +15,32 @@
 //! - Valid ratio of a user: distinct grounded candidates / generated items (0 when nothing was
 //!   generated); duplicates and hallucinated items lower it.
 
+use super::{EvalError, Ranker, RankingProtocol, TestUser, UserResult};
 use crate::model::Llama;
 use crate::model::generate::{GenerationConfig, generate};
+
+/// The protocol with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generate {
+    pub max_new_tokens: usize,
+    pub fuzzy_match: bool,
+    /// The evaluation template's item separator.
+    pub separator: String,
+    pub seed: u64,
+}
+
+impl RankingProtocol for Generate {
+    fn rank(&self, r: &Ranker<'_>, prompt: &[u32], u: &TestUser) -> Result<UserResult, EvalError> {
+        let max = r.model.max_positions();
+        if prompt.len() >= max {
+            return Err(EvalError::TooLong { user: u.user.clone(), tokens: prompt.len() + 1, max });
+        }
+        let ids = generate_list(r.model, prompt, self.max_new_tokens, r.tok.eos_ids(), self.seed);
+        let text = r.tok.decode(&ids, true).map_err(|e| EvalError::Tokenizer(e.to_string()))?;
+        let g = ground(&text, &self.separator, &u.titles, self.fuzzy_match);
+        Ok(UserResult { rank: g.rank_of(u.target_slot), generated_items: g.generated, generated_tokens: ids.len(), valid_items: g.valid(), ranked: g.ranked, generated: Some(text), ..UserResult::unranked(u) })
+    }
+}
 
 /// Smallest normalized Levenshtein similarity a fuzzy match accepts.
 pub const FUZZY_THRESHOLD: f64 = 0.8;

@@ -12,9 +12,52 @@
 //! A title that encodes to no tokens cannot be named: it scores −∞ (ranked after every real
 //! score, ties by slot as always).
 
+use std::path::Path;
+
+use super::metrics::{rank_of, ranking};
+use super::{EvalError, Ranker, RankingProtocol, TestUser, UserResult};
 use crate::model::Llama;
 use crate::model::generate::continuation_logprobs;
 use crate::recipe::types::Scoring;
+
+/// The protocol with its scoring rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Likelihood {
+    pub scoring: Scoring,
+}
+
+impl RankingProtocol for Likelihood {
+    fn check_set(&self, users: &[TestUser], path: &Path) -> Result<(), EvalError> {
+        if self.scoring == Scoring::Calibrated && users.iter().any(|u| u.instruction_prior.is_none()) {
+            return Err(EvalError::NoPrior { path: path.display().to_string() });
+        }
+        Ok(())
+    }
+
+    fn rank(&self, r: &Ranker<'_>, prompt: &[u32], u: &TestUser) -> Result<UserResult, EvalError> {
+        let titles = u.titles.iter().map(|t| r.prompter.title_ids(r.tok, t)).collect::<Result<Vec<_>, _>>()?;
+        let longest = titles.iter().map(Vec::len).max().unwrap_or(0);
+        let prior = match self.scoring {
+            Scoring::Calibrated => {
+                let text = u.instruction_prior.as_deref().ok_or_else(|| EvalError::NoPrior { path: "(this stage's eval-set input)".into() })?;
+                Some(r.prompter.prompt_ids(r.tok, text)?)
+            }
+            _ => None,
+        };
+        let max = r.model.max_positions();
+        let need = prompt.len().max(prior.as_ref().map_or(0, Vec::len)) + longest;
+        if need > max {
+            return Err(EvalError::TooLong { user: u.user.clone(), tokens: need, max });
+        }
+        let scores = score_candidates(r.model, prompt, prior.as_deref(), &titles, self.scoring);
+        let n = scores.len();
+        Ok(UserResult { rank: Some(rank_of(&scores, u.target_slot)), ranked: ranking(&scores), scores: Some(scores), generated_items: n, valid_items: n, ..UserResult::unranked(u) })
+    }
+
+    fn scoring(&self) -> Option<Scoring> {
+        Some(self.scoring)
+    }
+}
 
 /// Scores from per-token log-probabilities. `prior`: the same titles' log-probabilities after
 /// the prior prompt, which `calibrated` subtracts (the evaluate stage always supplies it).

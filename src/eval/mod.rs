@@ -5,7 +5,10 @@
 //! - [`generate`]: the paper's protocol: greedy generation of the top-K list, split on the
 //!   template's separator and grounded to the candidates (exact, optionally fuzzy).
 //! - [`metrics`]: HR@K, NDCG@K, MRR, valid ratio, and the documented tie-breaking.
-//! - [`stage`]: the `evaluate` stage body; [`bench`]: likelihood vs generate throughput.
+//! - [`stage`]: the `evaluate` stage body.
+//!
+//! Each protocol is one [`RankingProtocol`] in its own file; [`params::EvalSettings::protocol`]
+//! picks the one a stage's resolved settings name.
 
 pub mod generate;
 pub mod likelihood;
@@ -18,6 +21,9 @@ mod tests;
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::model::Llama;
+use crate::model::tokenizer::TextTokenizer;
+use crate::prompt::Prompter;
 use crate::table;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +38,68 @@ pub enum EvalError {
     #[error("evaluation set {path} has no `instruction_prior` column, which `calibrated` scoring needs (it was written by an older reccocktail: remove that cache entry to rebuild it)")]
     NoPrior { path: String },
     #[error(transparent)]
+    Encode(#[from] crate::prompt::EncodeError),
+    #[error(transparent)]
     Table(#[from] crate::table::TableError),
+}
+
+/// What one test user's evaluation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserResult {
+    pub user: String,
+    pub target: String,
+    pub target_title: String,
+    pub rank: Option<usize>,
+    /// Candidate slots, best first (for `generate`: the grounded ones only).
+    pub ranked: Vec<usize>,
+    pub scores: Option<Vec<f64>>,
+    pub generated: Option<String>,
+    pub generated_items: usize,
+    /// Tokens the model generated (`generate`; 0 for `likelihood`).
+    pub generated_tokens: usize,
+    pub valid_items: usize,
+}
+
+impl UserResult {
+    /// A user not ranked yet: no rank, nothing generated.
+    pub fn unranked(u: &TestUser) -> Self {
+        UserResult {
+            user: u.user.clone(),
+            target: u.target.clone(),
+            target_title: u.target_title.clone(),
+            rank: None,
+            ranked: Vec::new(),
+            scores: None,
+            generated: None,
+            generated_items: 0,
+            generated_tokens: 0,
+            valid_items: 0,
+        }
+    }
+}
+
+/// The model a protocol ranks with, and how its prompts are encoded.
+pub struct Ranker<'a> {
+    pub model: &'a Llama,
+    pub tok: &'a TextTokenizer,
+    pub prompter: &'a Prompter,
+}
+
+/// An evaluation protocol: how one user's fixed candidate list is ranked.
+pub trait RankingProtocol {
+    /// Refuse an evaluation set (at `path`) that lacks what this protocol needs, before any
+    /// model is loaded.
+    fn check_set(&self, _users: &[TestUser], _path: &Path) -> Result<(), EvalError> {
+        Ok(())
+    }
+
+    /// Rank `u`'s candidates after its encoded `prompt`.
+    fn rank(&self, r: &Ranker<'_>, prompt: &[u32], u: &TestUser) -> Result<UserResult, EvalError>;
+
+    /// The scoring rule, for the protocols that score candidates (recorded in `evaluate.json`).
+    fn scoring(&self) -> Option<crate::recipe::types::Scoring> {
+        None
+    }
 }
 
 /// One test user of an evaluation set: the prompt and the fixed candidate list.

@@ -4,7 +4,11 @@ use serde::Serialize;
 
 use crate::model::load::BackboneRef;
 use crate::prompt::PromptFormat;
-use crate::recipe::types::{Metric, Protocol, Scoring};
+use super::RankingProtocol;
+use super::generate::Generate;
+use super::likelihood::Likelihood;
+use crate::recipe::resolve::ResolvedProtocol;
+use crate::recipe::types::Metric;
 
 /// `evaluate:<arm>:<setting>`: the backbone (with the `merge` input folded in, if any) ranks the
 /// candidate lists of its `eval-set` input.
@@ -19,13 +23,22 @@ pub struct EvalParams {
 /// How users are evaluated and what is measured (the protocol and its settings, all resolved).
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalSettings {
-    pub protocol: Protocol,
-    pub scoring: Scoring,
+    pub protocol: ResolvedProtocol,
     pub ks: Vec<u32>,
     pub metrics: Vec<Metric>,
-    pub max_new_tokens: usize,
-    pub fuzzy_match: bool,
     pub seed: u64,
     /// The evaluation template's item separator.
     pub separator: String,
+}
+
+impl EvalSettings {
+    /// The protocol these settings name, ready to rank.
+    pub fn protocol(&self) -> Box<dyn RankingProtocol> {
+        match &self.protocol {
+            ResolvedProtocol::Likelihood { scoring } => Box::new(Likelihood { scoring: *scoring }),
+            ResolvedProtocol::Generate { max_new_tokens, fuzzy_match } => {
+                Box::new(Generate { max_new_tokens: *max_new_tokens as usize, fuzzy_match: *fuzzy_match, separator: self.separator.clone(), seed: self.seed })
+            }
+        }
+    }
 }

@@ -13,12 +13,10 @@ use std::time::Instant;
 use polars::prelude::{Column, DataType, NamedFrom, Series};
 use serde_json::{Value as Json, json};
 
-use super::generate::{generate_list, ground};
-use super::likelihood::score_candidates;
-use super::metrics::{mean_over, metric_rows, rank_of, ranking};
-use super::{EvalError, TestUser, read_test_users};
-use crate::table;
+use super::metrics::{mean_over, metric_rows};
 use super::params::{EvalParams, EvalSettings};
+use super::{EvalError, Ranker, TestUser, UserResult, read_test_users};
+use crate::table;
 use crate::exec::backbone::load;
 use crate::exec::context::{StageContext, StageError};
 use crate::plan::Role;
@@ -26,62 +24,15 @@ use crate::prompt::Prompter;
 use crate::model::Llama;
 use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
-use crate::recipe::types::{Protocol, Scoring};
-
-/// What one test user's evaluation produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UserResult {
-    pub user: String,
-    pub target: String,
-    pub target_title: String,
-    pub rank: Option<usize>,
-    /// Candidate slots, best first (for `generate`: the grounded ones only).
-    pub ranked: Vec<usize>,
-    pub scores: Option<Vec<f64>>,
-    pub generated: Option<String>,
-    pub generated_items: usize,
-    /// Tokens the model generated (`generate`; 0 for `likelihood`).
-    pub generated_tokens: usize,
-    pub valid_items: usize,
-}
 
 /// Evaluate every user in order; `progress(done)` after each.
-pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, users: &[TestUser], p: &EvalSettings, progress: &mut dyn FnMut(usize)) -> Result<Vec<UserResult>, StageError> {
-    let max = model.max_positions();
+pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, users: &[TestUser], p: &EvalSettings, progress: &mut dyn FnMut(usize)) -> Result<Vec<UserResult>, EvalError> {
+    let protocol = p.protocol();
+    let r = Ranker { model, tok, prompter };
     let mut out = Vec::with_capacity(users.len());
     for (done, u) in users.iter().enumerate() {
         let prompt = prompter.prompt_ids(tok, &u.instruction)?;
-        let base = UserResult { user: u.user.clone(), target: u.target.clone(), target_title: u.target_title.clone(), rank: None, ranked: Vec::new(), scores: None, generated: None, generated_items: 0, generated_tokens: 0, valid_items: 0 };
-        let r = match p.protocol {
-            Protocol::Likelihood => {
-                let titles = u.titles.iter().map(|t| prompter.title_ids(tok, t)).collect::<Result<Vec<_>, _>>()?;
-                let longest = titles.iter().map(Vec::len).max().unwrap_or(0);
-                let prior = match p.scoring {
-                    Scoring::Calibrated => {
-                        let text = u.instruction_prior.as_deref().ok_or_else(|| EvalError::NoPrior { path: "(this stage's eval-set input)".into() })?;
-                        Some(prompter.prompt_ids(tok, text)?)
-                    }
-                    _ => None,
-                };
-                let need = prompt.len().max(prior.as_ref().map_or(0, Vec::len)) + longest;
-                if need > max {
-                    return Err(EvalError::TooLong { user: u.user.clone(), tokens: need, max }.into());
-                }
-                let scores = score_candidates(model, &prompt, prior.as_deref(), &titles, p.scoring);
-                let n = scores.len();
-                UserResult { rank: Some(rank_of(&scores, u.target_slot)), ranked: ranking(&scores), scores: Some(scores), generated_items: n, valid_items: n, ..base }
-            }
-            Protocol::Generate => {
-                if prompt.len() >= max {
-                    return Err(EvalError::TooLong { user: u.user.clone(), tokens: prompt.len() + 1, max }.into());
-                }
-                let ids = generate_list(model, &prompt, p.max_new_tokens, tok.eos_ids(), p.seed);
-                let text = tok.decode(&ids, true).map_err(|e| EvalError::Tokenizer(e.to_string()))?;
-                let g = ground(&text, &p.separator, &u.titles, p.fuzzy_match);
-                UserResult { rank: g.rank_of(u.target_slot), generated_items: g.generated, generated_tokens: ids.len(), valid_items: g.valid(), ranked: g.ranked, generated: Some(text), ..base }
-            }
-        };
-        out.push(r);
+        out.push(protocol.rank(&r, &prompt, u)?);
         progress(done + 1);
     }
     Ok(out)
@@ -127,8 +78,7 @@ pub fn write_outputs(out: &std::path::Path, users: &[TestUser], results: &[UserR
     table::write_parquet(&mut m, &out.join("metrics.parquet"))?;
     let metrics: serde_json::Map<String, Json> = rows.iter().map(|(m, k, v)| (super::metrics::label(m, *k), json!(v))).collect();
     let n = results.len();
-    let scoring = (p.protocol == Protocol::Likelihood).then_some(p.scoring);
-    let summary = json!({ "users": n, "protocol": p.protocol, "scoring": scoring, "seconds": seconds, "users_per_s": n as f64 / seconds.max(1e-9), "metrics": metrics });
+    let summary = json!({ "users": n, "protocol": p.protocol.kind(), "scoring": p.protocol.scoring(), "seconds": seconds, "users_per_s": n as f64 / seconds.max(1e-9), "metrics": metrics });
     Ok(table::write_json(&out.join("evaluate.json"), &summary)?)
 }
 
@@ -137,9 +87,7 @@ pub fn evaluate(ctx: &StageContext<'_>, params: &EvalParams) -> Result<(), Stage
     let p = &params.settings;
     let set_dir = ctx.input(Role::EvalSet)?;
     let users = read_test_users(set_dir)?;
-    if p.protocol == Protocol::Likelihood && p.scoring == Scoring::Calibrated && users.iter().any(|u| u.instruction_prior.is_none()) {
-        return Err(EvalError::NoPrior { path: set_dir.display().to_string() }.into());
-    }
+    p.protocol().check_set(&users, set_dir)?;
     let mut m = load(ctx, &params.backbone, &params.format, &ctx.runtime.device)?;
     if let Some(merge) = ctx.optional_input(Role::Merge) {
         let dir = merge.join("adapter");

@@ -15,7 +15,8 @@ use crate::prompt::Prompter;
 use crate::model::generate::logits_of;
 use crate::model::load::{TextModel, load_text_model};
 use crate::model::tiny::{TinySpec, write_tiny_chat_model};
-use crate::recipe::types::{BackendChoice, Metric, Protocol, Scoring};
+use crate::recipe::resolve::ResolvedProtocol;
+use crate::recipe::types::{BackendChoice, Metric, Scoring};
 
 fn tiny(name: &str) -> (PathBuf, TextModel, Prompter) {
     let dir = std::env::temp_dir().join(format!("rc-eval-{name}-{}", std::process::id()));
@@ -83,7 +84,7 @@ fn likelihood_ranking_equals_sorting_independent_logprobs() {
         }
         assert_eq!(ranking(&got), ranking(&want), "{scoring:?}");
         // Through the protocol: the user's rank is the target's position in that order.
-        let p = EvalSettings { protocol: Protocol::Likelihood, scoring, ks: vec![1, 3], metrics: vec![Metric::Hr, Metric::Mrr], max_new_tokens: 8, fuzzy_match: false, seed: 1, separator: "||".into() };
+        let p = EvalSettings { protocol: ResolvedProtocol::Likelihood { scoring }, ks: vec![1, 3], metrics: vec![Metric::Hr, Metric::Mrr], seed: 1, separator: "||".into() };
         for target in [0, 3] {
             let r = evaluate_users(&m.backbone.model, tok, &prompter, &[user(instruction, prior, &titles, target)], &p, &mut |_| {}).unwrap();
             assert_eq!(r[0].rank, Some(rank_of(&want, target)));
@@ -99,11 +100,11 @@ fn likelihood_is_deterministic_and_generate_grounds_its_own_text() {
     let tok = &m.tokenizer;
     let titles = ["Heat", "Babe", "Casino"];
     let u = user("Candidates: Heat || Babe || Casino. Pick 2.", "Candidates: Heat || Babe || Casino. Pick 2.", &titles, 1);
-    let mut p = EvalSettings { protocol: Protocol::Likelihood, scoring: Scoring::Sum, ks: vec![1], metrics: vec![Metric::Hr, Metric::ValidRatio], max_new_tokens: 12, fuzzy_match: true, seed: 3, separator: "||".into() };
+    let mut p = EvalSettings { protocol: ResolvedProtocol::Likelihood { scoring: Scoring::Sum }, ks: vec![1], metrics: vec![Metric::Hr, Metric::ValidRatio], seed: 3, separator: "||".into() };
     let a = evaluate_users(&m.backbone.model, tok, &prompter, std::slice::from_ref(&u), &p, &mut |_| {}).unwrap();
     let b = evaluate_users(&m.backbone.model, tok, &prompter, std::slice::from_ref(&u), &p, &mut |_| {}).unwrap();
     assert_eq!(a, b, "bit-identical scores on a rerun");
-    p.protocol = Protocol::Generate;
+    p.protocol = ResolvedProtocol::Generate { max_new_tokens: 12, fuzzy_match: true };
     let mut calls = Vec::new();
     let g = evaluate_users(&m.backbone.model, tok, &prompter, &[u.clone(), u.clone()], &p, &mut |d| calls.push(d)).unwrap();
     assert_eq!(calls, [1, 2]);
@@ -124,10 +125,10 @@ fn evaluate_outputs_are_readable_tables() {
     let titles = ["A", "B", "C"];
     let users = vec![user("x", "y", &titles, 0), TestUser { user: "u2".into(), ..user("x", "y", &titles, 2) }];
     let results = vec![
-        super::stage::UserResult { user: "u1".into(), target: "i0".into(), target_title: "A".into(), rank: Some(2), ranked: vec![1, 0, 2], scores: Some(vec![-2.0, -1.0, -3.0]), generated: None, generated_items: 3, generated_tokens: 0, valid_items: 3 },
-        super::stage::UserResult { user: "u2".into(), target: "i2".into(), target_title: "C".into(), rank: None, ranked: vec![0], scores: None, generated: Some("A || Z".into()), generated_items: 2, generated_tokens: 5, valid_items: 1 },
+        super::UserResult { user: "u1".into(), target: "i0".into(), target_title: "A".into(), rank: Some(2), ranked: vec![1, 0, 2], scores: Some(vec![-2.0, -1.0, -3.0]), generated: None, generated_items: 3, generated_tokens: 0, valid_items: 3 },
+        super::UserResult { user: "u2".into(), target: "i2".into(), target_title: "C".into(), rank: None, ranked: vec![0], scores: None, generated: Some("A || Z".into()), generated_items: 2, generated_tokens: 5, valid_items: 1 },
     ];
-    let p = EvalSettings { protocol: Protocol::Generate, scoring: Scoring::Sum, ks: vec![1, 3], metrics: vec![Metric::Hr, Metric::Mrr, Metric::ValidRatio], max_new_tokens: 8, fuzzy_match: false, seed: 1, separator: "||".into() };
+    let p = EvalSettings { protocol: ResolvedProtocol::Generate { max_new_tokens: 8, fuzzy_match: false }, ks: vec![1, 3], metrics: vec![Metric::Hr, Metric::Mrr, Metric::ValidRatio], seed: 1, separator: "||".into() };
     write_outputs(&out, &users, &results, &p, 2.0).unwrap();
     let pu = table::read_parquet(&out.join("per_user.parquet")).unwrap();
     assert_eq!(table::opt_i64s(&pu, "rank").unwrap(), [Some(2), None]);

@@ -149,7 +149,7 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
         epochs: *epochs,
         objective: *objective,
         first_k_tokens: *first_k_tokens as usize,
-        mean_scores: e.evaluation.scoring == Scoring::Mean,
+        mean_scores: e.evaluation.protocol.scoring() == Some(Scoring::Mean),
         separator: e.evaluation.separator.clone(),
         max_new_tokens: e.answer_tokens as usize,
     };

@@ -184,12 +184,9 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         backbone: backbone.clone(),
         format: format.clone(),
         settings: EvalSettings {
-            protocol: ev.protocol,
-            scoring: ev.scoring_rule(),
+            protocol: ev.protocol.clone(),
             ks: ev.k.clone(),
             metrics: ev.metrics.clone(),
-            max_new_tokens: ev.new_tokens() as usize,
-            fuzzy_match: ev.fuzzy_match,
             seed,
             separator: separator.clone(),
         },
@@ -290,7 +287,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         learned,
         ks: ev.k.clone(),
         metrics: ev.metrics.clone(),
-        protocol: ev.protocol,
+        protocol: ev.protocol.kind(),
         baselines: ev.baselines.clone(),
     };
     b.add("report".into(), report_inputs, StageParams::Report(report));

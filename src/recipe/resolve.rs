@@ -26,9 +26,9 @@ pub const DEFAULT_SEED: u64 = 42;
 pub const DEFAULT_CANDIDATES: u32 = 10;
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful recommendation assistant.";
 pub use crate::prompt::template::DEFAULT_SEPARATOR;
-/// `evaluation.scoring` of the `likelihood` protocol.
+/// `scoring` of the `likelihood` protocol.
 pub const DEFAULT_SCORING: Scoring = Scoring::Sum;
-/// `evaluation.max_new_tokens` of the `generate` protocol.
+/// `max_new_tokens` of the `generate` protocol.
 pub const DEFAULT_MAX_NEW_TOKENS: u32 = 64;
 /// The answer length an entropy merge generates (`token_entropy`) when neither the merge nor a
 /// `generate` evaluation sets one.
@@ -186,18 +186,83 @@ pub struct ResolvedArm {
     pub rank: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ResolvedEvaluation {
-    pub protocol: Protocol,
-    pub scoring: Option<Scoring>,
+    pub protocol: ResolvedProtocol,
     pub template: String,
     pub k: Vec<u32>,
     pub metrics: Vec<Metric>,
     pub backbone: bool,
     pub baselines: Vec<Baseline>,
-    pub max_new_tokens: Option<u32>,
-    pub fuzzy_match: bool,
     pub settings: Vec<ResolvedSetting>,
+}
+
+/// The evaluation protocol with every setting resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ResolvedProtocol {
+    Likelihood { scoring: Scoring },
+    Generate { max_new_tokens: u32, fuzzy_match: bool },
+}
+
+impl ResolvedProtocol {
+    pub fn kind(&self) -> Protocol {
+        match self {
+            ResolvedProtocol::Likelihood { .. } => Protocol::Likelihood,
+            ResolvedProtocol::Generate { .. } => Protocol::Generate,
+        }
+    }
+
+    /// The likelihood protocol's scoring rule (`None` under `generate`).
+    pub fn scoring(&self) -> Option<Scoring> {
+        match self {
+            ResolvedProtocol::Likelihood { scoring } => Some(*scoring),
+            ResolvedProtocol::Generate { .. } => None,
+        }
+    }
+
+    /// The generate protocol's answer length (`None` under `likelihood`).
+    pub fn max_new_tokens(&self) -> Option<u32> {
+        match self {
+            ResolvedProtocol::Generate { max_new_tokens, .. } => Some(*max_new_tokens),
+            ResolvedProtocol::Likelihood { .. } => None,
+        }
+    }
+}
+
+/// The resolved evaluation serializes in the flat layout it had before protocols were tagged
+/// (`protocol`, `scoring`, ..., `max_new_tokens`, `fuzzy_match`), so that the recipe hash of an
+/// unchanged recipe, a column of every results table, stays what it was.
+impl Serialize for ResolvedEvaluation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            protocol: Protocol,
+            scoring: Option<Scoring>,
+            template: &'a str,
+            k: &'a [u32],
+            metrics: &'a [Metric],
+            backbone: bool,
+            baselines: &'a [Baseline],
+            max_new_tokens: Option<u32>,
+            fuzzy_match: bool,
+            settings: &'a [ResolvedSetting],
+        }
+        let fuzzy_match = matches!(self.protocol, ResolvedProtocol::Generate { fuzzy_match: true, .. });
+        Flat {
+            protocol: self.protocol.kind(),
+            scoring: self.protocol.scoring(),
+            template: &self.template,
+            k: &self.k,
+            metrics: &self.metrics,
+            backbone: self.backbone,
+            baselines: &self.baselines,
+            max_new_tokens: self.protocol.max_new_tokens(),
+            fuzzy_match,
+            settings: &self.settings,
+        }
+        .serialize(s)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -319,19 +384,15 @@ fn source(asset: &Option<String>, path: &Option<PathBuf>, base: &Path) -> Source
 }
 
 impl ResolvedEvaluation {
-    /// The scoring rule candidates are ranked by (`likelihood`; `generate` ranks by its list).
+    /// The scoring rule candidates are ranked by (`likelihood`), and the one an entropy merge's
+    /// `sequence_entropy` uses under `generate` (the default).
     pub fn scoring_rule(&self) -> Scoring {
-        self.scoring.unwrap_or(DEFAULT_SCORING)
+        self.protocol.scoring().unwrap_or(DEFAULT_SCORING)
     }
 
     /// The K every prompt asks for: the largest evaluation cut-off.
     pub fn prompt_k(&self) -> u32 {
         self.k.iter().copied().max().unwrap_or(1)
-    }
-
-    /// Tokens `generate` may write.
-    pub fn new_tokens(&self) -> u32 {
-        self.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS)
     }
 
     /// The answer length of an entropy merge: its own `answer_tokens`, else the evaluation's
@@ -341,7 +402,7 @@ impl ResolvedEvaluation {
             MergeConfig::Entropy { answer_tokens, .. } => *answer_tokens,
             _ => None,
         };
-        own.or(self.max_new_tokens).unwrap_or(DEFAULT_ENTROPY_ANSWER_TOKENS)
+        own.or(self.protocol.max_new_tokens()).unwrap_or(DEFAULT_ENTROPY_ANSWER_TOKENS)
     }
 }
 
@@ -441,10 +502,15 @@ impl ResolvedRecipe {
             });
         }
         let ev = &r.evaluation;
-        let protocol = ev.protocol.unwrap_or(Protocol::Likelihood);
+        let protocol = match ev.protocol.clone().unwrap_or(ProtocolSpec::Likelihood { scoring: None }) {
+            ProtocolSpec::Likelihood { scoring } => ResolvedProtocol::Likelihood { scoring: scoring.unwrap_or(DEFAULT_SCORING) },
+            ProtocolSpec::Generate { max_new_tokens, fuzzy_match } => {
+                ResolvedProtocol::Generate { max_new_tokens: max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS), fuzzy_match: fuzzy_match.unwrap_or(false) }
+            }
+        };
         let mut metrics = ev.metrics.clone().unwrap_or_else(|| {
             let mut m = vec![Metric::Hr, Metric::Ndcg, Metric::Mrr];
-            if protocol == Protocol::Generate {
+            if protocol.kind() == Protocol::Generate {
                 m.push(Metric::ValidRatio);
             }
             m
@@ -467,14 +533,11 @@ impl ResolvedRecipe {
         }
         let evaluation = ResolvedEvaluation {
             protocol,
-            scoring: (protocol == Protocol::Likelihood).then(|| ev.scoring.unwrap_or(DEFAULT_SCORING)),
             template: ev.template.clone(),
             k,
             metrics,
             backbone: ev.backbone.unwrap_or(true),
             baselines: ev.baselines.clone().unwrap_or_else(|| vec![Baseline::Random, Baseline::Popularity]),
-            max_new_tokens: (protocol == Protocol::Generate).then(|| ev.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS)),
-            fuzzy_match: ev.fuzzy_match.unwrap_or(false),
             settings,
         };
         let mut resolved = ResolvedRecipe { recipe_hash: String::new(), experiment, backbone, datasets, domains, data, templates, adapters, arms, evaluation };

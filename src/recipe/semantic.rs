@@ -464,23 +464,11 @@ impl Checker<'_> {
                 }
             }
         }
-        let protocol = e.protocol.unwrap_or(Protocol::Likelihood);
+        let protocol = e.protocol.as_ref().map_or(Protocol::Likelihood, ProtocolSpec::kind);
         if let Some(ms) = &e.metrics {
             if protocol == Protocol::Likelihood {
                 if let Some(j) = ms.iter().position(|m| *m == Metric::ValidRatio) {
-                    self.err(p(&[&"evaluation", &"metrics", &j]), "metric-protocol", "valid_ratio needs protocol = \"generate\" (likelihood ranking never produces invalid items)", None);
-                }
-            }
-        }
-        if protocol == Protocol::Generate {
-            if e.scoring.is_some() {
-                self.err_key(at("scoring"), "conflict", "`scoring` applies to the likelihood protocol only", None);
-            }
-        } else {
-            for key in ["max_new_tokens", "fuzzy_match"] {
-                let set = if key == "max_new_tokens" { e.max_new_tokens.is_some() } else { e.fuzzy_match.is_some() };
-                if set {
-                    self.err_key(at(key), "conflict", format!("`{key}` applies to the generate protocol only"), None);
+                    self.err(p(&[&"evaluation", &"metrics", &j]), "metric-protocol", "valid_ratio needs protocol = { kind = \"generate\" } (likelihood ranking never produces invalid items)", None);
                 }
             }
         }

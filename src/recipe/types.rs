@@ -446,10 +446,9 @@ pub struct Arm {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Evaluation {
-    /// Default `likelihood`.
-    pub protocol: Option<Protocol>,
-    /// Candidate scoring for the likelihood protocol. Default `sum`.
-    pub scoring: Option<Scoring>,
+    /// How candidates are ranked, and that protocol's settings
+    /// (`protocol = { kind = "likelihood", scoring = "sum" }`). Default: `likelihood` with `sum`.
+    pub protocol: Option<ProtocolSpec>,
     /// Template rendering evaluation prompts.
     pub template: String,
     /// Cut-offs for HR@K and NDCG@K. Default [1, 3, 5].
@@ -462,21 +461,44 @@ pub struct Evaluation {
     pub backbone: Option<bool>,
     /// Non-LLM reference rows on the same candidate lists. Default [random, popularity].
     pub baselines: Option<Vec<Baseline>>,
-    /// Most new tokens per generated list (`generate`). Default 64.
-    #[schemars(range(min = 1, max = 4096))]
-    pub max_new_tokens: Option<u32>,
-    /// Ground generated titles to candidates by normalized fuzzy match too. Default false.
-    pub fuzzy_match: Option<bool>,
     /// Named evaluation settings (`[evaluation.settings.NAME]`), e.g. warm and cold.
     pub settings: BTreeMap<String, Setting>,
 }
 
+/// An evaluation protocol and its settings, tagged by `kind` (each protocol's settings are
+/// accepted only under its own kind).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProtocolSpec {
+    /// Score every candidate title as a continuation of the prompt; rank by score.
+    Likelihood {
+        /// Candidate scoring. Default `sum`.
+        scoring: Option<Scoring>,
+    },
+    /// Greedy generation of the top-K list, grounded to the candidates (the paper's).
+    Generate {
+        /// Most new tokens per generated list. Default 64.
+        #[schemars(range(min = 1, max = 4096))]
+        max_new_tokens: Option<u32>,
+        /// Ground generated titles to candidates by normalized fuzzy match too. Default false.
+        fuzzy_match: Option<bool>,
+    },
+}
+
+impl ProtocolSpec {
+    pub fn kind(&self) -> Protocol {
+        match self {
+            ProtocolSpec::Likelihood { .. } => Protocol::Likelihood,
+            ProtocolSpec::Generate { .. } => Protocol::Generate,
+        }
+    }
+}
+
+/// The evaluation protocols by name (the `kind` of [`ProtocolSpec`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
-    /// Score every candidate title as a continuation of the prompt; rank by score.
     Likelihood,
-    /// Greedy generation of the top-K list, grounded to the candidates (the paper's).
     Generate,
 }
 

@@ -11,10 +11,12 @@ use super::{Results, gather};
 use crate::table;
 use crate::eval::TestUser;
 use crate::eval::params::EvalSettings;
-use crate::eval::stage::{UserResult, write_outputs};
+use crate::eval::UserResult;
+use crate::eval::stage::write_outputs;
 use super::params::{ReportParams, ResultRow, RowSource};
 use crate::exec::context::{InputStatus, MissingInput};
-use crate::recipe::types::{Baseline, Metric, Protocol, Scoring};
+use crate::recipe::resolve::ResolvedProtocol;
+use crate::recipe::types::{Baseline, Metric, Scoring};
 
 const KS: [u32; 2] = [1, 3];
 const METRICS: [Metric; 3] = [Metric::Hr, Metric::Ndcg, Metric::Mrr];
@@ -35,7 +37,7 @@ fn evaluate_dir(root: &Path, id: &str, ranks: &[usize]) -> PathBuf {
             UserResult { user: format!("u{u}"), target: "a".into(), target_title: "A".into(), rank: Some(r), ranked, scores: Some(vec![0.0; 4]), generated: None, generated_items: 4, generated_tokens: 0, valid_items: 4 }
         })
         .collect();
-    let p = EvalSettings { protocol: Protocol::Likelihood, scoring: Scoring::Sum, ks: KS.to_vec(), metrics: METRICS.to_vec(), max_new_tokens: 0, fuzzy_match: false, seed: 42, separator: "||".into() };
+    let p = EvalSettings { protocol: ResolvedProtocol::Likelihood { scoring: Scoring::Sum }, ks: KS.to_vec(), metrics: METRICS.to_vec(), seed: 42, separator: "||".into() };
     write_outputs(&dir, &users, &results, &p, 1.0).unwrap();
     dir
 }
