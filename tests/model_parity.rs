@@ -7,6 +7,7 @@ use std::path::Path;
 use reccocktail::backend::{self, BackendKind, DeviceSpec};
 use reccocktail::model::generate::{self, GenerationConfig, Padding};
 use reccocktail::model::load::{Backbone, load_hf_dir};
+use reccocktail::model::CausalLm;
 use reccocktail::model::peft::PeftAdapter;
 use reccocktail::recipe::types::BackendChoice;
 

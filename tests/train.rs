@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use reccocktail::model::CausalLm;
 use reccocktail::backend::{DeviceSpec, select};
 use reccocktail::model::generate::logits_of;
 use reccocktail::model::load::{TextModel, load_text_model};

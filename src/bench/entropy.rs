@@ -16,8 +16,8 @@ use serde::Serialize;
 use super::merge::synthetic;
 use crate::merge::entropy::{AdaptPrompt, EntropySettings, attach_weighted, candidate_entropy, covered_modules, greedy_answer, title_token_positions, token_entropy, token_entropy_of_answer, weight_grads};
 use crate::prompt::Prompter;
-use crate::model::Llama;
-use crate::model::llama::{ForwardInput, KvCache};
+use crate::model::CausalLm;
+use crate::model::{ForwardInput, KvCache};
 use crate::model::lora::Proj;
 use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
@@ -70,20 +70,20 @@ impl EntropyBench {
 }
 
 /// Two seeded random adapters of rank `r` shaped for `model`'s projections.
-pub fn adapters_for(model: &Llama, r: usize) -> Vec<PeftAdapter> {
+pub fn adapters_for(model: &dyn CausalLm, r: usize) -> Vec<PeftAdapter> {
     let shapes: BTreeMap<(usize, Proj), (usize, usize)> = model.projections().into_iter().map(|(l, p, lin)| ((l, p), (lin.d_out(), lin.d_in()))).collect();
     let shape = |l: usize, p: Proj| shapes[&(l, p)];
-    (1..=2).map(|seed| synthetic(model.layers.len(), shape, r, seed)).collect()
+    (1..=2).map(|seed| synthetic(model.num_layers(), shape, r, seed)).collect()
 }
 
 /// Mean next-token entropy at the title tokens of the model's own greedy answer, generating
 /// with gradients tracked through every step; also returns the answer's length.
-pub fn token_entropy_while_generating(model: &Llama, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> (Option<Tensor<1>>, usize) {
+pub fn token_entropy_while_generating(model: &dyn CausalLm, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> (Option<Tensor<1>>, usize) {
     let device = model.device();
     let n = prompt.len();
     let mut cache = KvCache::default();
     let hidden = model.hidden(&ForwardInput::sequence(prompt, 0, &device), Some(&mut cache));
-    let v = model.lm_head.shape().dims::<2>()[1];
+    let v = model.vocab_size();
     let mut logits = model.logits(hidden.narrow(1, n - 1, 1)).reshape([v]);
     let (mut entropies, mut out) = (Vec::new(), Vec::new());
     for _ in 0..s.max_new_tokens {
@@ -107,12 +107,12 @@ pub fn token_entropy_while_generating(model: &Llama, tok: &TextTokenizer, prompt
 
 /// One timed step per prompt for each way (after one untimed warm-up prompt each). `model`
 /// must live on an autodiff device.
-pub fn run(model: &mut Llama, tok: &TextTokenizer, prompts: &[AdaptPrompt], s: &EntropySettings, rank: usize) -> EntropyBench {
+pub fn run(model: &mut dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt], s: &EntropySettings, rank: usize) -> EntropyBench {
     let adapters = adapters_for(model, rank);
     let modules = covered_modules(model, &adapters);
     let w: BTreeMap<(usize, Proj), Vec<f64>> = modules.iter().map(|m| (*m, vec![0.5, 0.5])).collect();
     let mut generated = 0usize;
-    let mut time = |model: &mut Llama, way: u8| -> Timing {
+    let mut time = |model: &mut dyn CausalLm, way: u8| -> Timing {
         let (mut secs, mut sum, mut counted) = (0.0, 0.0, 0usize);
         for (i, p) in prompts.iter().enumerate() {
             let start = Instant::now();

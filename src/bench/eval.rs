@@ -160,7 +160,7 @@ impl EvalBench {
 /// The prompt pass of each prompt as `generate` runs it: encode into a fresh KV cache, then the
 /// log-probabilities at the last position, read back to the host (which also waits for an
 /// asynchronous device).
-fn prompt_pass(model: &crate::model::Llama, prompts: &[Vec<u32>]) {
+fn prompt_pass(model: &dyn crate::model::CausalLm, prompts: &[Vec<u32>]) {
     for p in prompts {
         let (_cache, logits) = crate::model::generate::prefill(model, p);
         std::hint::black_box(burn::tensor::activation::log_softmax(logits, 2).into_data());

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::model::generate::{Padding, pad_batch};
-use crate::model::llama::Llama;
+use crate::model::CausalLm;
 
 #[derive(Debug, Serialize)]
 pub struct ForwardBench {
@@ -18,7 +18,7 @@ pub struct ForwardBench {
 }
 
 /// Time `iters` forward passes over a fixed pseudo-random batch (one untimed warm-up first).
-pub fn forward(model: &Llama, vocab: usize, batch: usize, seq_len: usize, iters: usize) -> ForwardBench {
+pub fn forward(model: &dyn CausalLm, vocab: usize, batch: usize, seq_len: usize, iters: usize) -> ForwardBench {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     let seqs: Vec<Vec<u32>> = (0..batch)
         .map(|_| {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::train::batches::Encoded;
 use crate::train::trainer::{self, Progress, TrainOptions};
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::recipe::resolve::{LoraConfig, TrainingConfig};
 use crate::recipe::types::{Batching, LoraTarget, Schedule, Side};
 
@@ -74,7 +74,7 @@ pub fn fixed_samples(vocab: usize, n: usize, seq_len: usize) -> Vec<Encoded> {
 
 /// Run `steps` optimizer steps (plus one warm-up) of the real loop on `samples`; `model` must
 /// live on an autodiff device.
-pub fn run(model: &mut Llama, workload: &str, samples: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, pad_id: u32) -> Result<TrainBench, trainer::TrainError> {
+pub fn run(model: &mut dyn CausalLm, workload: &str, samples: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, pad_id: u32) -> Result<TrainBench, trainer::TrainError> {
     let mut progress = |_: &Progress<'_>| {};
     let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {} };
     let mut cfg = cfg.clone();

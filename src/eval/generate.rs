@@ -16,7 +16,7 @@
 //!   generated); duplicates and hallucinated items lower it.
 
 use super::{EvalError, Ranker, RankingProtocol, TestUser, UserResult};
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::model::generate::{GenerationConfig, generate};
 
 /// The protocol with its settings.
@@ -144,7 +144,7 @@ fn fuzzy_slot(piece: &str, normalized: &[String]) -> Option<usize> {
 }
 
 /// Greedy generation after `prompt` until an end-of-sequence id or `max_new_tokens`.
-pub fn generate_list(model: &Llama, prompt: &[u32], max_new_tokens: usize, eos_ids: &[u32], seed: u64) -> Vec<u32> {
+pub fn generate_list(model: &dyn CausalLm, prompt: &[u32], max_new_tokens: usize, eos_ids: &[u32], seed: u64) -> Vec<u32> {
     let cfg = GenerationConfig { max_new_tokens, temperature: 0.0, top_p: 1.0, seed, eos_ids: eos_ids.to_vec() };
     generate(model, prompt, &cfg, &mut |_| false)
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use super::metrics::{rank_of, ranking};
 use super::{EvalError, Ranker, RankingProtocol, TestUser, UserResult};
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::model::generate::continuation_logprobs;
 use crate::recipe::types::Scoring;
 
@@ -81,7 +81,7 @@ pub fn scores_from_logprobs(scoring: Scoring, logprobs: &[Vec<f32>], prior: Opti
 
 /// Score every candidate (`titles`: token ids of each title) after `prompt`. `prior_prompt` is
 /// required for `calibrated` (an empty prior is treated as absent and subtracts nothing).
-pub fn score_candidates(model: &Llama, prompt: &[u32], prior_prompt: Option<&[u32]>, titles: &[Vec<u32>], scoring: Scoring) -> Vec<f64> {
+pub fn score_candidates(model: &dyn CausalLm, prompt: &[u32], prior_prompt: Option<&[u32]>, titles: &[Vec<u32>], scoring: Scoring) -> Vec<f64> {
     let lp = continuation_logprobs(model, prompt, titles);
     let prior = match (scoring, prior_prompt) {
         (Scoring::Calibrated, Some(p)) if !p.is_empty() => Some(continuation_logprobs(model, p, titles)),

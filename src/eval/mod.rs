@@ -21,7 +21,7 @@ mod tests;
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::model::tokenizer::TextTokenizer;
 use crate::prompt::Prompter;
 use crate::table;
@@ -80,7 +80,7 @@ impl UserResult {
 
 /// The model a protocol ranks with, and how its prompts are encoded.
 pub struct Ranker<'a> {
-    pub model: &'a Llama,
+    pub model: &'a dyn CausalLm,
     pub tok: &'a TextTokenizer,
     pub prompter: &'a Prompter,
 }

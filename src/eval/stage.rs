@@ -21,12 +21,12 @@ use crate::exec::backbone::load;
 use crate::exec::context::{StageContext, StageError};
 use crate::plan::Role;
 use crate::prompt::Prompter;
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
 
 /// Evaluate every user in order; `progress(done)` after each.
-pub fn evaluate_users(model: &Llama, tok: &TextTokenizer, prompter: &Prompter, users: &[TestUser], p: &EvalSettings, progress: &mut dyn FnMut(usize)) -> Result<Vec<UserResult>, EvalError> {
+pub fn evaluate_users(model: &dyn CausalLm, tok: &TextTokenizer, prompter: &Prompter, users: &[TestUser], p: &EvalSettings, progress: &mut dyn FnMut(usize)) -> Result<Vec<UserResult>, EvalError> {
     let protocol = p.protocol();
     let r = Ranker { model, tok, prompter };
     let mut out = Vec::with_capacity(users.len());

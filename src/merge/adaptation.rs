@@ -16,7 +16,7 @@ use crate::eval::TestUser;
 use crate::eval::metrics::reciprocal_rank;
 use crate::eval::params::EvalSettings;
 use crate::eval::stage::evaluate_users;
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::model::tokenizer::TextTokenizer;
 use crate::rng::Rng;
 use crate::data::samples::Renderer;
@@ -99,7 +99,7 @@ fn adapt_prompt(sm: &StageModel, u: &TestUser) -> Result<AdaptPrompt, StageError
 /// exactly as the evaluate stage evaluates (`evaluation`: protocol, scoring rule with the prior
 /// prompts of `calibrated`, generation and grounding for `generate`); a target not ranked
 /// counts 0.
-fn validation_mrr(model: &mut Llama, tok: &TextTokenizer, prompter: &Prompter, adapters: &[PeftAdapter], l: &Learnable, valid: &[TestUser], evaluation: &EvalSettings) -> Result<f64, StageError> {
+fn validation_mrr(model: &mut dyn CausalLm, tok: &TextTokenizer, prompter: &Prompter, adapters: &[PeftAdapter], l: &Learnable, valid: &[TestUser], evaluation: &EvalSettings) -> Result<f64, StageError> {
     entropy::attach_weighted(model, adapters, &l.weights(), false);
     let results = evaluate_users(model, tok, prompter, valid, evaluation, &mut |_| {})?;
     Ok(results.iter().map(|r| r.rank.map_or(0.0, reciprocal_rank)).sum::<f64>() / results.len().max(1) as f64)

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, Param};
+use burn::module::Param;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Gradients, Int, Tensor, TensorData};
 
@@ -23,11 +23,11 @@ use super::{Combination, Flags, MergeError, MergeMethod, Method, Param as Method
 use crate::recipe::merge::MergeSpec;
 use crate::recipe::merge::MergeConfig;
 use crate::model::generate::{GenerationConfig, Padding, continuation_logprob_tensor, continue_generation, generate, pad_batch};
-use crate::model::llama::{ForwardInput, KvCache};
+use crate::model::{ForwardInput, KvCache};
 use crate::model::lora::{LoraFactors, Proj, transpose};
 use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::recipe::types::{EntropyObjective, Granularity, Parameterization};
 
 /// Entropy-guided adaptive merging (its learning loop lives in [`entropy`]).
@@ -112,13 +112,13 @@ pub struct Adapted {
 }
 
 /// Every module any adapter covers, in model order.
-pub fn covered_modules(model: &Llama, adapters: &[PeftAdapter]) -> Vec<(usize, Proj)> {
+pub fn covered_modules(model: &dyn CausalLm, adapters: &[PeftAdapter]) -> Vec<(usize, Proj)> {
     model.projections().into_iter().map(|(l, p, _)| (l, p)).filter(|m| adapters.iter().any(|a| a.modules.contains_key(m))).collect()
 }
 
 /// Attach every adapter to `model` with A scaled by its weight; with `trainable`, the scaled A's
 /// take gradients (on an autodiff device); otherwise nothing is tracked and no graph is recorded.
-pub fn attach_weighted(model: &mut Llama, adapters: &[PeftAdapter], weights: &BTreeMap<(usize, Proj), Vec<f64>>, trainable: bool) {
+pub fn attach_weighted(model: &mut dyn CausalLm, adapters: &[PeftAdapter], weights: &BTreeMap<(usize, Proj), Vec<f64>>, trainable: bool) {
     let device = model.device();
     for (layer, proj, lin) in model.projections_mut() {
         lin.adapters.clear();
@@ -136,7 +136,7 @@ pub fn attach_weighted(model: &mut Llama, adapters: &[PeftAdapter], weights: &BT
 
 /// dL/dw_{m,i} for the modules of `modules` (after backward on a model attached by
 /// [`attach_weighted`]).
-pub(crate) fn weight_grads(model: &Llama, adapters: &[PeftAdapter], modules: &[(usize, Proj)], grads: &Gradients) -> Vec<Vec<f64>> {
+pub(crate) fn weight_grads(model: &dyn CausalLm, adapters: &[PeftAdapter], modules: &[(usize, Proj)], grads: &Gradients) -> Vec<Vec<f64>> {
     let by_module: BTreeMap<(usize, Proj), &crate::model::lora::LoraLinear> = model.projections().into_iter().map(|(l, p, lin)| ((l, p), lin)).collect();
     modules
         .iter()
@@ -162,12 +162,12 @@ pub(crate) fn weight_grads(model: &Llama, adapters: &[PeftAdapter], modules: &[(
 
 /// [`weight_grads`], exposed for gradient checks.
 #[doc(hidden)]
-pub fn weight_grads_for_tests(model: &Llama, adapters: &[PeftAdapter], modules: &[(usize, Proj)], grads: &Gradients) -> Vec<Vec<f64>> {
+pub fn weight_grads_for_tests(model: &dyn CausalLm, adapters: &[PeftAdapter], modules: &[(usize, Proj)], grads: &Gradients) -> Vec<Vec<f64>> {
     weight_grads(model, adapters, modules, grads)
 }
 
 /// Entropy of the softmax over candidate scores (a scalar tensor).
-pub fn candidate_entropy(model: &Llama, p: &AdaptPrompt, mean_scores: bool) -> Tensor<1> {
+pub fn candidate_entropy(model: &dyn CausalLm, p: &AdaptPrompt, mean_scores: bool) -> Tensor<1> {
     let c = p.candidates.len();
     let lp = continuation_logprob_tensor(model, &p.prompt, &p.candidates);
     let mut scores = lp.sum_dim(1).reshape([c]);
@@ -207,14 +207,14 @@ pub fn title_token_positions(tok: &TextTokenizer, generated: &[u32], separator: 
 }
 
 /// The model's greedy answer to `prompt` (generate with a non-trainable attachment: no graph).
-pub fn greedy_answer(model: &Llama, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> Vec<u32> {
+pub fn greedy_answer(model: &dyn CausalLm, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> Vec<u32> {
     let cfg = GenerationConfig { max_new_tokens: s.max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos_ids: tok.eos_ids().to_vec() };
     generate(model, prompt, &cfg, &mut |_| false)
 }
 
 /// Mean next-token entropy at the first tokens of each title of `generated` (the answer to
 /// `prompt`), in one teacher-forced pass; `None` when the answer has no title.
-pub fn token_entropy(model: &Llama, tok: &TextTokenizer, prompt: &[u32], generated: &[u32], s: &EntropySettings) -> Option<Tensor<1>> {
+pub fn token_entropy(model: &dyn CausalLm, tok: &TextTokenizer, prompt: &[u32], generated: &[u32], s: &EntropySettings) -> Option<Tensor<1>> {
     let positions = title_token_positions(tok, generated, &s.separator, s.first_k_tokens);
     if positions.is_empty() {
         return None;
@@ -228,7 +228,7 @@ pub fn token_entropy(model: &Llama, tok: &TextTokenizer, prompt: &[u32], generat
     let rows: Vec<i64> = positions.iter().map(|&j| (prompt.len() + j - 1) as i64).collect();
     let n = rows.len();
     let picked = hidden.reshape([t, h]).select(0, Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &model.device()));
-    let logp = log_softmax(picked.matmul(model.lm_head.val()), 1);
+    let logp = log_softmax(picked.matmul(model.output_projection()), 1);
     Some((logp.clone().exp() * logp).sum().neg().div_scalar(n as f64))
 }
 
@@ -238,16 +238,16 @@ pub fn token_entropy(model: &Llama, tok: &TextTokenizer, prompt: &[u32], generat
 /// are fed, over the tracked cache. The gradient is the same as generating with gradients or as a
 /// second teacher-forced pass over prompt and answer, without either's cost (see `bench entropy`).
 /// Returns the objective (`None` when the answer names no title) and the answer.
-pub fn token_entropy_of_answer(model: &Llama, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> (Option<Tensor<1>>, Vec<u32>) {
+pub fn token_entropy_of_answer(model: &dyn CausalLm, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> (Option<Tensor<1>>, Vec<u32>) {
     let device = model.device();
     let n = prompt.len();
     let mut cache = KvCache::default();
     let last = model.hidden(&ForwardInput::sequence(prompt, 0, &device), Some(&mut cache)).narrow(1, n - 1, 1);
-    let plain = model.valid();
+    let plain = model.without_autodiff();
     let mut plain_cache = cache.without_autodiff();
     let first = plain.logits(last.clone().without_autodiff()).into_data().try_to_vec::<f32>().expect("f32 tensor");
     let cfg = GenerationConfig { max_new_tokens: s.max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos_ids: tok.eos_ids().to_vec() };
-    let answer = continue_generation(&plain, &mut plain_cache, first, &cfg, &mut |_| false);
+    let answer = continue_generation(plain.as_ref(), &mut plain_cache, first, &cfg, &mut |_| false);
     let positions = title_token_positions(tok, &answer, &s.separator, s.first_k_tokens);
     let Some(&furthest) = positions.last() else { return (None, answer) };
     // Row j predicts answer token j: row 0 is the prompt's last position, row j > 0 the position
@@ -256,12 +256,12 @@ pub fn token_entropy_of_answer(model: &Llama, tok: &TextTokenizer, prompt: &[u32
     let [_, count, h] = rows.dims();
     let k = positions.len();
     let picked = rows.reshape([count, h]).select(0, Tensor::<1, Int>::from_data(TensorData::new(positions.iter().map(|&p| p as i64).collect(), [k]), &device));
-    let logp = log_softmax(picked.matmul(model.lm_head.val()), 1);
+    let logp = log_softmax(picked.matmul(model.output_projection()), 1);
     (Some((logp.clone().exp() * logp).sum().neg().div_scalar(k as f64)), answer)
 }
 
 /// The objective of one prompt at weights `w`, attached trainable (for a step) or not.
-fn objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], w: &BTreeMap<(usize, Proj), Vec<f64>>, p: &AdaptPrompt, s: &EntropySettings, trainable: bool) -> Option<Tensor<1>> {
+fn objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], w: &BTreeMap<(usize, Proj), Vec<f64>>, p: &AdaptPrompt, s: &EntropySettings, trainable: bool) -> Option<Tensor<1>> {
     attach_weighted(model, adapters, w, trainable);
     match s.objective {
         EntropyObjective::CandidateEntropy => (p.candidates.len() > 1).then(|| candidate_entropy(model, p, s.mean_scores)),
@@ -270,7 +270,7 @@ fn objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], w
 }
 
 /// Mean objective over `prompts` at the given weights (no update).
-pub fn mean_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], l: &Learnable, prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
+pub fn mean_objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], l: &Learnable, prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
     let w = l.weights();
     let vals: Vec<f64> = prompts.iter().filter_map(|p| objective(model, tok, adapters, &w, p, s, false)).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect();
     if vals.is_empty() { f64::NAN } else { vals.iter().sum::<f64>() / vals.len() as f64 }
@@ -278,7 +278,7 @@ pub fn mean_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAd
 
 /// Learn the coefficients on `prompts` (one Adam step per prompt, `epochs` passes). `model`
 /// must live on an autodiff device.
-pub fn adapt(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
+pub fn adapt(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
     let before = initial_objective(model, tok, adapters, prompts, s);
     let mut adapted = adapt_from(model, tok, adapters, prompts, s, before, progress);
     adapted.objective_after = mean_objective(model, tok, adapters, &adapted.learnable, prompts, s);
@@ -287,14 +287,14 @@ pub fn adapt(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], p
 
 /// The mean objective at the initial coefficients, which depend on the settings but not on the
 /// learning rate: computed once for a whole learning-rate grid.
-pub fn initial_objective(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
+pub fn initial_objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
     let l = Learnable::new(covered_modules(model, adapters), adapters.len(), s.granularity, s.parameterization, s.temperature, &s.init);
     mean_objective(model, tok, adapters, &l, prompts, s)
 }
 
 /// [`adapt`] given the [`initial_objective`] `before`, without measuring the objective after
 /// (`objective_after` is NaN): a learning-rate grid measures it only for the rate it keeps.
-pub fn adapt_from(model: &mut Llama, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, before: f64, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
+pub fn adapt_from(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, before: f64, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
     let modules = covered_modules(model, adapters);
     let mut l = Learnable::new(modules.clone(), adapters.len(), s.granularity, s.parameterization, s.temperature, &s.init);
     let mut history = Vec::new();

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::combine::{dense, truncate};
 use super::linalg::Mat;
 use super::*;
+use crate::model::CausalLm;
 use crate::rng::Rng;
 use crate::model::peft::{LoraPair, PeftConfig};
 use crate::model::weights::HostTensor;

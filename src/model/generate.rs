@@ -5,7 +5,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use super::llama::{ForwardInput, KvCache, Llama};
+use super::causal_lm::{CausalLm, ForwardInput, KvCache};
 
 /// Where padding goes in a batch of sequences of different lengths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct Batch {
 
 /// Pad `seqs` to one width. Positions count real tokens only, so a left-padded sequence sees the
 /// same positions as it would alone.
-pub fn pad_batch(model: &Llama, seqs: &[Vec<u32>], pad_id: u32, padding: Padding) -> Batch {
+pub fn pad_batch(model: &dyn CausalLm, seqs: &[Vec<u32>], pad_id: u32, padding: Padding) -> Batch {
     let device = model.device();
     let b = seqs.len();
     let width = seqs.iter().map(Vec::len).max().unwrap_or(0).max(1);
@@ -51,7 +51,7 @@ pub fn pad_batch(model: &Llama, seqs: &[Vec<u32>], pad_id: u32, padding: Padding
 }
 
 /// Logits of a single sequence, [len, vocab], as a host vector per position.
-pub fn logits_of(model: &Llama, ids: &[u32]) -> Vec<Vec<f32>> {
+pub fn logits_of(model: &dyn CausalLm, ids: &[u32]) -> Vec<Vec<f32>> {
     let batch = pad_batch(model, &[ids.to_vec()], 0, Padding::Right);
     let logits = model.forward(&batch.input, None);
     let [_, t, v] = logits.dims();
@@ -125,14 +125,14 @@ fn pick(logits: &[f32], cfg: &GenerationConfig, rng: &mut SplitMix) -> u32 {
 
 /// Generate after `prompt`; stops at an EOS id, after `max_new_tokens`, or when `stop` says so
 /// (given the tokens so far). Returns the new tokens (EOS excluded).
-pub fn generate(model: &Llama, prompt: &[u32], cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
+pub fn generate(model: &dyn CausalLm, prompt: &[u32], cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
     let (mut cache, logits) = prefill(model, prompt);
     continue_generation(model, &mut cache, logits.into_data().try_to_vec::<f32>().expect("f32 tensor"), cfg, stop)
 }
 
 /// The prompt step of generation: `prompt` encoded into a fresh KV cache, and the next-token
 /// logits `[1, 1, vocab]` at its last position (the LM head runs there only).
-pub fn prefill(model: &Llama, prompt: &[u32]) -> (KvCache, Tensor<3>) {
+pub fn prefill(model: &dyn CausalLm, prompt: &[u32]) -> (KvCache, Tensor<3>) {
     let mut cache = KvCache::default();
     let hidden = model.hidden(&ForwardInput::sequence(prompt, 0, &model.device()), Some(&mut cache));
     (cache, model.logits(hidden.narrow(1, prompt.len() - 1, 1)))
@@ -140,7 +140,7 @@ pub fn prefill(model: &Llama, prompt: &[u32]) -> (KvCache, Tensor<3>) {
 
 /// Generation from an encoded prompt: `cache` holds its keys and values, `logits` the next-token
 /// logits at its last position. Extends `cache`; returns the new tokens (EOS excluded).
-pub fn continue_generation(model: &Llama, cache: &mut KvCache, mut logits: Vec<f32>, cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
+pub fn continue_generation(model: &dyn CausalLm, cache: &mut KvCache, mut logits: Vec<f32>, cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
     let device = model.device();
     let mut rng = SplitMix(cfg.seed);
     let mut out = Vec::new();
@@ -163,7 +163,7 @@ pub fn continue_generation(model: &Llama, cache: &mut KvCache, mut logits: Vec<f
 /// Log-probability of every token of each continuation after `prompt`. The prompt and all
 /// continuations run as one packed row in one forward pass, with shared prefixes computed once
 /// (see [`PrefixTree`]).
-pub fn continuation_logprobs(model: &Llama, prompt: &[u32], continuations: &[Vec<u32>]) -> Vec<Vec<f32>> {
+pub fn continuation_logprobs(model: &dyn CausalLm, prompt: &[u32], continuations: &[Vec<u32>]) -> Vec<Vec<f32>> {
     if continuations.is_empty() {
         return Vec::new();
     }
@@ -175,7 +175,7 @@ pub fn continuation_logprobs(model: &Llama, prompt: &[u32], continuations: &[Vec
 
 /// [`continuation_logprobs`] as a tensor `[continuations, longest]` (zero past each one's end),
 /// differentiable when the model's parameters take gradients.
-pub fn continuation_logprob_tensor(model: &Llama, prompt: &[u32], continuations: &[Vec<u32>]) -> Tensor<2> {
+pub fn continuation_logprob_tensor(model: &dyn CausalLm, prompt: &[u32], continuations: &[Vec<u32>]) -> Tensor<2> {
     let device = model.device();
     let n = prompt.len();
     let c = continuations.len();
@@ -196,7 +196,7 @@ pub fn continuation_logprob_tensor(model: &Llama, prompt: &[u32], continuations:
     let hidden = model.hidden(&input, None);
     // Row 0: the prompt's last position, which scores every continuation's first token; row
     // r > 0: node r - 1. The LM head runs on these rows only.
-    let v = model.lm_head.shape().dims::<2>()[1];
+    let v = model.vocab_size();
     let table = log_softmax(model.logits(hidden.narrow(1, n - 1, 1 + l)), 2).reshape([1 + l, v]);
     // Entries past a continuation's end pick entry 0 and are zeroed by the mask.
     let entries = table.dims()[0] * v;

@@ -4,8 +4,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
 
+use super::causal_lm::{CausalLm, ForwardInput, KvCache};
 use super::config::ModelConfig;
 use super::lora::{LoraLinear, Proj};
 
@@ -69,55 +70,6 @@ pub struct Llama {
     pub rope_sin: Param<Tensor<2>>,
 }
 
-/// Keys and values of earlier positions, per layer: [batch, kv_heads, past, head_dim].
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    pub layers: Vec<(Tensor<4>, Tensor<4>)>,
-}
-
-impl KvCache {
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |(k, _)| k.dims()[2])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The same keys and values as constants: off the autodiff graph, on the plain device.
-    pub fn without_autodiff(&self) -> KvCache {
-        KvCache { layers: self.layers.iter().map(|(k, v)| (k.clone().without_autodiff(), v.clone().without_autodiff())).collect() }
-    }
-}
-
-/// What one forward pass sees besides the token ids.
-pub struct ForwardInput {
-    /// [batch, new_len]
-    pub ids: Tensor<2, Int>,
-    /// Position of each new token, [batch, new_len] (left padding shifts them).
-    pub positions: Tensor<2, Int>,
-    /// True where a key (past + new, [batch, past + new_len]) is padding and must not be attended.
-    pub key_padding: Option<Tensor<2, Bool>>,
-    /// Which keys each new token may see, [new_len, past + new_len], true where hidden; shared by
-    /// the batch and replacing the causal mask (several sequences packed into one row). `None`:
-    /// causal.
-    pub visibility: Option<Tensor<2, Bool>>,
-}
-
-impl ForwardInput {
-    /// One unpadded sequence `ids` at positions `start..start + ids.len()`, causal: a prompt
-    /// (`start` 0) or tokens that continue a cache of `start` positions.
-    pub fn sequence(ids: &[u32], start: usize, device: &Device) -> ForwardInput {
-        let n = ids.len();
-        ForwardInput {
-            ids: Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect(), [1, n]), device),
-            positions: Tensor::<2, Int>::from_data(TensorData::new((start..start + n).map(|p| p as i64).collect(), [1, n]), device),
-            key_padding: None,
-            visibility: None,
-        }
-    }
-}
-
 /// Rotary tables [max_pos, head_dim] in HF's layout (frequencies repeated over both halves).
 pub fn rope_tables(cfg: &ModelConfig, max_pos: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
     let inv: Vec<f32> = cfg.rope_inv_freq().into_iter().map(|f| f as f32).collect();
@@ -177,17 +129,20 @@ fn repeat_kv(x: Tensor<4>, rep: usize) -> Tensor<4> {
     x.unsqueeze_dim::<5>(2).repeat_dim(2, rep).reshape([b, kvh * rep, t, hd])
 }
 
-impl Llama {
-    pub fn device(&self) -> Device {
+impl CausalLm for Llama {
+    fn device(&self) -> Device {
         self.embed_tokens.val().device()
     }
 
-    pub fn max_positions(&self) -> usize {
+    fn max_positions(&self) -> usize {
         self.rope_cos.shape().dims::<2>()[0]
     }
 
-    /// Hidden states after the final norm, [batch, new_len, hidden]; extends `cache` if given.
-    pub fn hidden(&self, input: &ForwardInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn hidden(&self, input: &ForwardInput, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t] = input.ids.dims();
         let device = self.device();
         let past = cache.as_ref().map_or(0, |c| c.len());
@@ -222,17 +177,15 @@ impl Llama {
         self.norm.forward(x)
     }
 
-    /// Logits over the vocabulary, [batch, new_len, vocab].
-    pub fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Tensor<3> {
-        self.logits(self.hidden(input, cache))
+    fn output_projection(&self) -> Tensor<2> {
+        self.lm_head.val()
     }
 
-    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        hidden.matmul(self.lm_head.val().unsqueeze())
+    fn without_autodiff(&self) -> Box<dyn CausalLm> {
+        Box::new(self.valid())
     }
 
-    /// Every adapted linear layer with its (layer index, projection).
-    pub fn projections_mut(&mut self) -> Vec<(usize, Proj, &mut LoraLinear)> {
+    fn projections_mut(&mut self) -> Vec<(usize, Proj, &mut LoraLinear)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter_mut().enumerate() {
             let a = &mut l.self_attn;
@@ -248,7 +201,7 @@ impl Llama {
         out
     }
 
-    pub fn projections(&self) -> Vec<(usize, Proj, &LoraLinear)> {
+    fn projections(&self) -> Vec<(usize, Proj, &LoraLinear)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
             let a = &l.self_attn;

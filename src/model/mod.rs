@@ -1,6 +1,7 @@
 //! The LLM core: Llama-family decoder in burn, weights (HF safetensors, GGUF), tokenizer, chat
 //! template, LoRA adapters (PEFT format), generation and candidate scoring.
 
+pub mod causal_lm;
 pub mod chat;
 pub mod commands;
 pub mod config;
@@ -17,7 +18,8 @@ pub mod weights;
 use std::path::PathBuf;
 
 pub use config::ModelConfig;
-pub use llama::{ForwardInput, KvCache, Llama};
+pub use causal_lm::{CausalLm, ForwardInput, KvCache};
+pub use llama::Llama;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

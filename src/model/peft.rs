@@ -9,7 +9,7 @@ use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
 use serde_json::{Value as Json, json};
 
-use super::llama::Llama;
+use super::causal_lm::CausalLm;
 use super::lora::{LoraFactors, Proj, transpose};
 use super::weights::{HostTensor, StateDict, read_safetensors};
 use super::ModelError;
@@ -137,7 +137,7 @@ fn parse_key(key: &str) -> Option<(usize, Proj, bool)> {
 
 impl PeftAdapter {
     /// Read and check an adapter directory against a model's shapes.
-    pub fn load(dir: &Path, model: &Llama) -> Result<PeftAdapter, ModelError> {
+    pub fn load(dir: &Path, model: &dyn CausalLm) -> Result<PeftAdapter, ModelError> {
         let adapter = Self::read(dir)?;
         let err = |m: String| ModelError::Adapter { path: dir.to_path_buf(), message: m };
         let shapes: BTreeMap<(usize, Proj), (usize, usize)> = model.projections().into_iter().map(|(l, p, lin)| ((l, p), (lin.d_in(), lin.d_out()))).collect();
@@ -226,7 +226,7 @@ impl PeftAdapter {
 
     /// Add this adapter to the model's layers with merge weight `weight`: every covered module
     /// gains `weight * s * B A`.
-    pub fn attach(&self, model: &mut Llama, weight: f64) {
+    pub fn attach(&self, model: &mut dyn CausalLm, weight: f64) {
         let device = model.device();
         for (layer, proj, lin) in model.projections_mut() {
             let Some(pair) = self.modules.get(&(layer, proj)) else { continue };

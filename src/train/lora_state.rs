@@ -9,7 +9,7 @@ use crate::rng::Rng;
 use crate::model::lora::{LoraFactors, Proj, transpose};
 use crate::model::peft::{LoraPair, PeftAdapter, PeftConfig};
 use crate::model::weights::HostTensor;
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::recipe::resolve::LoraConfig;
 use crate::recipe::types::LoraTarget;
 
@@ -48,7 +48,7 @@ pub struct LoraState {
 impl LoraState {
     /// Fresh factors for `cfg`'s target modules of `model`: A ~ U(-1/sqrt(in), 1/sqrt(in))
     /// (PEFT's `kaiming_uniform_(a=sqrt(5))`), B = 0, drawn from `seed` per module.
-    pub fn init(model: &Llama, cfg: &LoraConfig, seed: u64) -> LoraState {
+    pub fn init(model: &dyn CausalLm, cfg: &LoraConfig, seed: u64) -> LoraState {
         let targets: Vec<Proj> = cfg.targets.iter().copied().map(proj_of).collect();
         let r = cfg.rank as usize;
         let modules = model
@@ -77,7 +77,7 @@ impl LoraState {
     /// Replace the adapters of `model`'s target modules by these factors. With `trainable`, on an
     /// autodiff device, they require gradients (and `dropout` applies to their input); otherwise
     /// nothing is tracked, so a forward pass records no graph. The base stays frozen.
-    pub fn attach(&self, model: &mut Llama, dropout: f64, trainable: bool) {
+    pub fn attach(&self, model: &mut dyn CausalLm, dropout: f64, trainable: bool) {
         let device = model.device();
         let r = self.rank;
         let scale = self.scale();
@@ -95,7 +95,7 @@ impl LoraState {
 
     /// Add the gradients of the attached factors (after `backward`) into `into` (a flat vector
     /// per module: a then b), creating it on first use.
-    pub fn accumulate_grads(&self, model: &Llama, grads: &Gradients, into: &mut Vec<Vec<f32>>) {
+    pub fn accumulate_grads(&self, model: &dyn CausalLm, grads: &Gradients, into: &mut Vec<Vec<f32>>) {
         if into.is_empty() {
             *into = self.modules.iter().map(|m| vec![0.0; m.a.len() + m.b.len()]).collect();
         }

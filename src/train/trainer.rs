@@ -15,7 +15,7 @@ pub use super::log::LogRow;
 use super::lora_state::LoraState;
 use super::optim::{AdamWConfig, Moments, lr_at};
 use crate::rng::Rng;
-use crate::model::Llama;
+use crate::model::CausalLm;
 use crate::recipe::resolve::{LoraConfig, TrainingConfig};
 use crate::recipe::types::Batching;
 
@@ -65,16 +65,16 @@ pub struct TrainOutcome {
 }
 
 /// Sum of negative log-likelihoods of the batch's response tokens (logits only where needed).
-pub fn nll_sum(model: &Llama, batch: &TrainBatch) -> Tensor<1> {
+pub fn nll_sum(model: &dyn CausalLm, batch: &TrainBatch) -> Tensor<1> {
     let hidden = model.hidden(&batch.input, None);
     let [b, t, h] = hidden.dims();
     let picked = hidden.reshape([b * t, h]).select(0, batch.positions.clone());
-    let logp = log_softmax(picked.matmul(model.lm_head.val()), 1);
+    let logp = log_softmax(picked.matmul(model.output_projection()), 1);
     logp.gather(1, batch.targets.clone()).sum().neg()
 }
 
 /// Mean validation loss per response token (no dropout, no gradients kept).
-pub fn validation_loss(model: &mut Llama, state: &LoraState, valid: &[Encoded], batch_size: usize, pad_id: u32) -> f64 {
+pub fn validation_loss(model: &mut dyn CausalLm, state: &LoraState, valid: &[Encoded], batch_size: usize, pad_id: u32) -> f64 {
     // Nothing tracked: validation on the training device records no autodiff graph.
     state.attach(model, 0.0, false);
     let device = model.device();
@@ -97,7 +97,7 @@ pub fn total_steps(n_batches: usize, cfg: &TrainingConfig) -> u64 {
 
 /// Train a LoRA adapter on `train` (validated on `valid`). `model` lives on an autodiff device.
 #[allow(clippy::too_many_arguments)]
-pub fn train(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, seed: u64, pad_id: u32, opts: TrainOptions<'_>) -> Result<TrainOutcome, TrainError> {
+pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, seed: u64, pad_id: u32, opts: TrainOptions<'_>) -> Result<TrainOutcome, TrainError> {
     if cfg.batching == Batching::Pack {
         return Err(TrainError::PackUnsupported);
     }
