@@ -7,6 +7,7 @@
 pub mod assets;
 pub mod backend;
 pub mod bench;
+pub mod civil;
 pub mod cli;
 pub mod data;
 pub mod error;

@@ -135,6 +135,42 @@ fn kv_cache_padding_and_scoring_agree_with_full_forward() {
     }
 }
 
+/// Issue 17, item 10: adapters of two models with identical shapes were merged silently.
+#[test]
+fn adapters_of_another_base_model_are_warned_about_or_refused_with_strict() {
+    let device = devices().remove(0).1;
+    let dir = Path::new(FIXTURES).join("llama");
+    let m = load_hf_dir(&dir.join("model"), &device).unwrap();
+    let tmp = std::env::temp_dir().join(format!("rc-foreign-adapter-{}", std::process::id()));
+    let mut dirs = Vec::new();
+    for (i, base) in ["HuggingFaceTB/SmolLM2-135M-Instruct", "/cache/Qwen2.5-0.5B-Instruct-Q4_K_M.gguf"].iter().enumerate() {
+        let mut a = PeftAdapter::load(&dir.join("adapter0"), &m.model).unwrap();
+        a.config.base_model = Some(base.to_string());
+        let d = tmp.join(format!("a{i}"));
+        a.save(&d).unwrap();
+        dirs.push(d.to_str().unwrap().to_string());
+    }
+    let out = tmp.join("merged");
+    let merge = |extra: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_reccocktail")).args(["merge", "--method", "fixed", "--adapter", &dirs[0], "--adapter", &dirs[1], "--out", out.to_str().unwrap()]).args(extra).output().unwrap();
+    let o = merge(&[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("warning: adapter `a1` was trained on `/cache/Qwen2.5-0.5B-Instruct-Q4_K_M.gguf`, adapter `a0` on `HuggingFaceTB/SmolLM2-135M-Instruct`"), "{stdout}");
+    std::fs::remove_dir_all(&out).ok();
+    let o = merge(&["--strict"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--strict refuses adapters of another base model"));
+    assert!(!out.join("adapter_model.safetensors").exists());
+    // The same model under another path and quantization is no mismatch.
+    let mut a = PeftAdapter::read(Path::new(&dirs[1])).unwrap();
+    a.config.base_model = Some("/elsewhere/SmolLM2-135M-Instruct.Q4_1.gguf".into());
+    a.save(Path::new(&dirs[1])).unwrap();
+    let o = merge(&["--strict"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("warning"));
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
 #[test]
 fn broken_adapters_are_refused_with_clear_errors() {
     let device = devices().remove(0).1;

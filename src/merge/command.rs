@@ -8,7 +8,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use serde::Serialize;
 
 use super::{MergeError, MergeReport, combine, merge};
-use crate::model::peft::{PeftAdapter, module_name};
+use crate::model::peft::{PeftAdapter, base_model_mismatches, module_name};
 use crate::recipe::merge::{MergeConfig, merge_config};
 use crate::recipe::resolve::DEFAULT_SEED;
 
@@ -51,6 +51,10 @@ pub struct MergeArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Refuse adapters whose recorded base models (`base_model_name_or_path`) disagree with each
+    /// other or with --base, instead of warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// What the command did.
@@ -61,6 +65,8 @@ pub struct MergeSummary {
     #[serde(flatten)]
     pub report: MergeReport,
     pub seconds: f64,
+    /// Base-model disagreements that did not stop the merge (see --strict).
+    pub warnings: Vec<String>,
 }
 
 impl MergeSummary {
@@ -68,7 +74,8 @@ impl MergeSummary {
         let r = &self.report;
         let names: Vec<&str> = r.adapters.iter().map(|a| a.name.as_str()).collect();
         let what = if self.dense { "dense HF model".to_string() } else { format!("PEFT adapter, rank {}", rank_text(r.output_rank)) };
-        let mut s = format!("merged {} with `{}` -> {} ({what}, {} modules)\n", names.join(" + "), r.method, self.out.display(), r.modules);
+        let mut s: String = self.warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+        s += &format!("merged {} with `{}` -> {} ({what}, {} modules)\n", names.join(" + "), r.method, self.out.display(), r.modules);
         if let Some(d) = r.dropped_energy {
             s.push_str(&format!("dropped energy {:.3e} ({})\n", d, if r.exact { "exact" } else { "approximate" }));
         } else {
@@ -135,6 +142,11 @@ pub fn run(args: &MergeArgs) -> Result<MergeSummary, MergeError> {
     let dirs: Vec<PathBuf> = args.adapters.iter().map(|(d, _)| d.clone()).collect();
     let names = adapter_names(&dirs);
     let adapters = dirs.iter().map(|d| PeftAdapter::read(d)).collect::<Result<Vec<_>, _>>()?;
+    let base_name = args.base.as_ref().map(|b| b.display().to_string());
+    let warnings = base_model_mismatches(&names, &adapters, base_name.as_deref());
+    if args.strict && !warnings.is_empty() {
+        return Err(invalid(format!("{} (--strict refuses adapters of another base model)", warnings.join("; "))));
+    }
     if let Some(base) = &args.base {
         check_against_base(base, &names, &adapters)?;
     }
@@ -148,8 +160,9 @@ pub fn run(args: &MergeArgs) -> Result<MergeSummary, MergeError> {
     let mut meta = super::summary_json(&config, &output, seconds);
     meta["dense"] = args.dense.into();
     meta["sources"] = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().into();
+    meta["warnings"] = warnings.clone().into();
     crate::table::write_json(&args.out.join("merge.json"), &meta)?;
-    Ok(MergeSummary { out: args.out.clone(), dense: args.dense, report: output.report, seconds })
+    Ok(MergeSummary { out: args.out.clone(), dense: args.dense, report: output.report, seconds, warnings })
 }
 
 /// Every adapted module must exist in the base model with the adapter's shape.
@@ -185,6 +198,7 @@ mod tests {
             out: "o".into(),
             dense: false,
             json: false,
+            strict: false,
         }
     }
 

@@ -11,7 +11,7 @@ use super::params::MergeParams;
 use super::{MergeOutput, adaptation, check_compatible, from_coefficients, merge, summary_json};
 use crate::table::{frame, write_json, write_parquet};
 use crate::exec::context::{StageContext, StageError};
-use crate::model::peft::PeftAdapter;
+use crate::model::peft::{PeftAdapter, base_model_mismatches};
 use crate::plan::Role;
 use crate::recipe::merge::MergeConfig;
 
@@ -29,6 +29,9 @@ pub fn run(ctx: &StageContext<'_>, p: &MergeParams) -> Result<(), StageError> {
         adapters.push(PeftAdapter::read(&dir.join("adapter"))?);
     }
     check_compatible(names, &adapters)?;
+    for w in base_model_mismatches(names, &adapters, None) {
+        (ctx.log)(&format!("{}: warning: {w}", ctx.stage.id));
+    }
     let output = match (config, &p.entropy) {
         (MergeConfig::Entropy { .. }, Some(e)) => {
             let coef = adaptation::learn(ctx, names, &adapters, config, e)?;

@@ -199,7 +199,7 @@ pub fn strftime_utc(unix_secs: i64, fmt: &str) -> String {
     let days = unix_secs.div_euclid(86_400);
     let sod = unix_secs.rem_euclid(86_400);
     let (h, mi, s) = (sod / 3600, sod % 3600 / 60, sod % 60);
-    let (y, m, d) = crate::exec::rundir::civil_from_days(days);
+    let (y, m, d) = crate::civil::civil_from_days(days);
     let (m, d) = (i64::from(m), i64::from(d));
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let cum = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];

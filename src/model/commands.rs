@@ -42,8 +42,13 @@ pub struct Generated {
 
 pub fn generate_text(args: &GenerateArgs<'_>, runtime: &Runtime) -> Result<Generated, ModelError> {
     let mut m = load_text_model(args.model, &runtime.device)?;
+    let model_name = args.model.display().to_string();
     for (dir, w) in args.adapters {
-        PeftAdapter::load(dir, &m.backbone.model)?.attach(&mut m.backbone.model, *w);
+        let adapter = PeftAdapter::load(dir, &m.backbone.model)?;
+        for warning in super::peft::base_model_mismatches(&[dir.display().to_string()], std::slice::from_ref(&adapter), Some(&model_name)) {
+            eprintln!("warning: {warning}");
+        }
+        adapter.attach(&mut m.backbone.model, *w);
     }
     let tok_err = |e: super::tokenizer::TokenizerError| ModelError::Other(e.to_string());
     let prompt_ids = if args.chat {

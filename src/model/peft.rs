@@ -240,9 +240,67 @@ impl PeftAdapter {
     }
 }
 
+/// A base model's identity, for telling adapters of different models apart: the last component of
+/// a path or hub id, lowercased, without its file extension and a trailing quantization tag
+/// (`SmolLM2-135M-Instruct.Q4_1.gguf`, `/cache/HuggingFaceTB/SmolLM2-135M-Instruct/` and
+/// `HuggingFaceTB/SmolLM2-135M-Instruct` are one model). A heuristic: names can only disagree
+/// where both are known.
+pub fn model_identity(name_or_path: &str) -> String {
+    let last = name_or_path.trim_end_matches(['/', '\\']).rsplit(['/', '\\']).next().unwrap_or_default().to_lowercase();
+    let mut id = last.as_str();
+    for ext in [".gguf", ".safetensors", ".bin"] {
+        id = id.strip_suffix(ext).unwrap_or(id);
+    }
+    // llama.cpp quantization tags: `.Q4_1`, `-Q4_K_M`, `.f16`, `.bf16`, `-IQ3_XS` ...
+    if let Some(cut) = id.rfind(['.', '-']) {
+        let tag = &id[cut + 1..];
+        let quant = ["f16", "bf16", "f32"].contains(&tag) || ((tag.starts_with('q') || tag.starts_with("iq")) && tag.chars().any(|c| c.is_ascii_digit()) && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        if quant {
+            id = &id[..cut];
+        }
+    }
+    id.to_string()
+}
+
+/// Disagreements about the base model: between the adapters (named `names`) whose
+/// `base_model_name_or_path` is known, and with `base` (the model they are merged for or applied
+/// to) when given. Empty when everything known agrees.
+pub fn base_model_mismatches(names: &[String], adapters: &[PeftAdapter], base: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let known: Vec<(&String, &str)> = names.iter().zip(adapters).filter_map(|(n, a)| Some((n, a.config.base_model.as_deref()?))).collect();
+    if let Some(&(first, first_base)) = known.first() {
+        for &(name, b) in &known[1..] {
+            if model_identity(b) != model_identity(first_base) {
+                out.push(format!("adapter `{name}` was trained on `{b}`, adapter `{first}` on `{first_base}`"));
+            }
+        }
+    }
+    if let Some(base) = base {
+        for &(name, b) in &known {
+            if model_identity(b) != model_identity(base) {
+                out.push(format!("adapter `{name}` was trained on `{b}`, not on the base model `{base}`"));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_identities_ignore_paths_extensions_and_quantization() {
+        let smol = model_identity("HuggingFaceTB/SmolLM2-135M-Instruct");
+        assert_eq!(smol, "smollm2-135m-instruct");
+        for same in ["/x/.cache/ab12/SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct/", "smollm2-135m-instruct-Q4_K_M.gguf", "SmolLM2-135M-Instruct.f16.gguf"] {
+            assert_eq!(model_identity(same), smol, "{same}");
+        }
+        assert_ne!(model_identity("Qwen2.5-0.5B-Instruct-Q4_K_M.gguf"), smol);
+        assert_eq!(model_identity("Qwen2.5-0.5B-Instruct-Q4_K_M.gguf"), "qwen2.5-0.5b-instruct");
+        // A name that merely ends in a version is not a quantization tag.
+        assert_eq!(model_identity("tiny-model-v2"), "tiny-model-v2");
+    }
 
     #[test]
     fn parses_peft_keys() {
