@@ -158,6 +158,11 @@ fn tiny_experiment_runs_end_to_end_and_is_reproducible() {
         let steps = if best.0 == 0.0 { 0 } else { 3 };
         assert_eq!(summary["steps"].as_u64(), Some(steps), "the chosen rate's own run is kept: one step per prompt, {summary}");
     }
+    // The report names whose prompts the entropy merge adapted on, and every candidate rate.
+    let summary_md = std::fs::read_to_string(run_dir(&results).join("summary.md")).unwrap();
+    assert!(summary_md.contains("| entropy [domain] |") && summary_md.contains("## Entropy merges"), "{summary_md}");
+    let line = summary_md.lines().find(|l| l.starts_with("| entropy | domain | 3 |")).unwrap_or_else(|| panic!("{summary_md}"));
+    assert!(line.contains("0: ") && line.contains("0.05: ") && line.contains("0.5: "), "{line}");
     // Everything is cached the second time, and the table is the same byte for byte.
     let out = run(&results);
     assert_eq!(out.status.code(), Some(0));

@@ -74,8 +74,9 @@ fn samples(m: &TextModel) -> Vec<Encoded> {
         .iter()
         .map(|(p, r)| {
             let p = m.tokenizer.encode(&format!("<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n"), false).unwrap();
+            let answer = m.tokenizer.encode(r, false).unwrap().len();
             let r = m.tokenizer.encode(&format!("{r}<|im_end|>\n"), false).unwrap();
-            Encoded::new(&p, &r, 64, Side::Left).unwrap()
+            Encoded::new(&p, &r, 64, Side::Left).unwrap().with_answer_len(answer)
         })
         .collect()
 }
@@ -143,6 +144,35 @@ fn loss_counts_response_tokens_only() {
     let both: f32 = trainer::nll_sum(&m.backbone.model, &TrainBatch::new(&[s, long], 256, &dev)).into_scalar();
     let alone: f32 = trainer::nll_sum(&m.backbone.model, &TrainBatch::new(&[long], 256, &dev)).into_scalar();
     assert!(((both - alone) as f64 - want).abs() < 1e-3 * want.abs().max(1.0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 17, item 8: checkpoints were selected on a validation loss that counted `<|im_end|>` and
+/// the newline after every answer. It counts the answer's tokens only.
+#[test]
+fn validation_loss_counts_answer_tokens_only() {
+    let _serial = serial();
+    let dir = tmp("valid");
+    let dev = device();
+    let mut m = model(&dir, &dev);
+    let data = samples(&m);
+    let (mut total, mut n) = (0.0f64, 0usize);
+    for s in &data {
+        assert!(s.answer_end < s.len(), "the end-of-turn tokens follow the answer");
+        let logits = logits_of(&m.backbone.model, &s.ids);
+        for j in s.response_start..s.answer_end {
+            let row = &logits[j - 1];
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            total += max + row.iter().map(|x| (*x as f64 - max).exp()).sum::<f64>().ln() - row[s.ids[j] as usize] as f64;
+            n += 1;
+        }
+    }
+    let want = total / n as f64;
+    let cfg = lora(0.0);
+    // A fresh adapter (B = 0) leaves the model as it is.
+    let state = LoraState::init(&m.backbone.model, &cfg, 3);
+    let got = trainer::validation_loss(&mut m.backbone.model, &state, &data, 2, 256);
+    assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{got} vs {want} (answer tokens only)");
     std::fs::remove_dir_all(&dir).ok();
 }
 

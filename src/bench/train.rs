@@ -66,8 +66,9 @@ pub fn fixed_samples(vocab: usize, n: usize, seq_len: usize) -> Vec<Encoded> {
                     x ^= x << 17;
                     (x % vocab as u64) as u32
                 })
-                .collect();
-            Encoded { ids, response_start: 1 }
+                .collect::<Vec<u32>>();
+            let answer_end = ids.len();
+            Encoded { ids, response_start: 1, answer_end }
         })
         .collect()
 }

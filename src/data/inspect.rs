@@ -147,8 +147,7 @@ pub fn render(s: &DataStats) -> String {
         );
         for (kind, set) in [("disjoint from the test users", &e.adaptation.disjoint), ("of the test users", &e.adaptation.from_test)] {
             if let Some(a) = set {
-                let outside = if a.outside_selection > 0 { format!(", {} of users outside the selection", a.outside_selection) } else { String::new() };
-                let _ = writeln!(o, "  adaptation prompts {kind}: {} of {} requested{outside}", a.prompts, a.requested);
+                let _ = writeln!(o, "  adaptation prompts {kind}: {} of {} requested", a.prompts, a.requested);
             }
         }
     }

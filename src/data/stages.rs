@@ -297,10 +297,8 @@ pub struct AdaptationSet {
     pub requested: usize,
     /// Prompts written; an arm of size n uses the first n of its kind.
     pub prompts: usize,
-    /// Disjoint only: prompts of domain users outside the setting's selection, taken because
-    /// fewer eligible users than requested are left after the test users.
-    pub outside_selection: usize,
-    /// `requested - prompts`: the domain has no more users to give.
+    /// `requested - prompts`: the setting has no more users to give (disjoint: eligible users who
+    /// are not evaluated; from the test users: test users).
     pub shortfall: usize,
 }
 
@@ -362,23 +360,20 @@ pub fn eval_set(ctx: &StageContext<'_>, p: &EvalSetParams) -> Result<(), DataErr
     }
     let hist: usize = tests.iter().map(|t| t.position).sum();
 
-    // Adaptation prompts. Disjoint: eligible users not evaluated, then (if too few) the domain's
-    // other users, each in a seeded order. From the test users: the first ones of the selection.
+    // Adaptation prompts. Disjoint: the setting's eligible users not evaluated, in their seeded
+    // order, and never users outside the setting's selection (a cold setting's arm must not adapt
+    // on warm users). From the test users: the first ones of the selection.
     let mut adapt = SampleTable::default();
     let mut sets = AdaptationSets::default();
     if let Some(want) = p.adaptation.disjoint {
-        let selected: HashSet<usize> = order.iter().chain(&rest).copied().collect();
-        let mut others: Vec<usize> = (0..split.users.len()).filter(|u| !selected.contains(u)).collect();
-        Rng::derive(seed, &["adaptation-others", &s.domain, &selection, &tag]).shuffle(&mut others);
         let mut set = AdaptationSet { requested: want, ..Default::default() };
-        for (u, outside) in rest.iter().map(|&u| (u, false)).chain(others.into_iter().map(|u| (u, true))) {
+        for &u in &rest {
             if set.prompts == want {
                 break;
             }
             if let Some(sample) = r.render(u, split.positions(u).test)? {
                 adapt.push("disjoint", &s.domain, &split, &sample);
                 set.prompts += 1;
-                set.outside_selection += usize::from(outside);
             }
         }
         set.shortfall = want - set.prompts;
@@ -389,14 +384,11 @@ pub fn eval_set(ctx: &StageContext<'_>, p: &EvalSetParams) -> Result<(), DataErr
         for t in &tests[..taken] {
             adapt.push("from_test", &s.domain, &split, t);
         }
-        sets.from_test = Some(AdaptationSet { requested: want, prompts: taken, outside_selection: 0, shortfall: want - taken });
+        sets.from_test = Some(AdaptationSet { requested: want, prompts: taken, shortfall: want - taken });
     }
     for (kind, set) in [("disjoint", &sets.disjoint), ("from_test", &sets.from_test)] {
-        if let Some(set) = set.as_ref().filter(|x| x.shortfall > 0 || x.outside_selection > 0) {
-            (ctx.log)(&format!(
-                "setting `{}`: {} of {} {kind} adaptation prompts ({} from users outside the selection)",
-                s.name, set.prompts, set.requested, set.outside_selection
-            ));
+        if let Some(set) = set.as_ref().filter(|x| x.shortfall > 0) {
+            (ctx.log)(&format!("setting `{}`: {} of {} {kind} adaptation prompts (the setting has no more users)", s.name, set.prompts, set.requested));
         }
     }
 

@@ -105,10 +105,41 @@ fn validation_mrr(model: &mut dyn CausalLm, tok: &TextTokenizer, prompter: &Prom
     Ok(results.iter().map(|r| r.rank.map_or(0.0, reciprocal_rank)).sum::<f64>() / results.len().max(1) as f64)
 }
 
+/// Whose unlabeled prompts an entropy merge adapts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Population {
+    /// The evaluated setting's eligible users who are not evaluated.
+    Disjoint,
+    /// The evaluated users themselves (prompts only, never targets): test-time adaptation.
+    Transductive,
+    /// Users of the whole target domain (one merge for every setting).
+    Domain,
+}
+
+impl Population {
+    pub fn of(source: AdaptationSource, disjoint_from_test: bool) -> Population {
+        match (source, disjoint_from_test) {
+            (AdaptationSource::Domain, _) => Population::Domain,
+            (AdaptationSource::Setting, true) => Population::Disjoint,
+            (AdaptationSource::Setting, false) => Population::Transductive,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Population::Disjoint => "the setting's users who are not evaluated",
+            Population::Transductive => "the evaluated users' own prompts, transductively",
+            Population::Domain => "users of the whole domain",
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct EntropySummary {
     adaptation_prompts: usize,
     source: AdaptationSource,
+    population: Population,
     lr: f64,
     lr_grid: Vec<(f64, Option<f64>)>,
     validation_prompts: usize,
@@ -132,14 +163,23 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
         Some(dir) => Some(DomainSplit::read(dir)?.0),
         None => None,
     };
-    let prompts: Vec<AdaptPrompt> = match (adaptation.source, ctx.optional_input(Role::EvalSet), &split) {
-        (AdaptationSource::Setting, Some(dir), _) => from_eval_set(&sm, dir, if adaptation.disjoint_from_test { "disjoint" } else { "from_test" }, size)?,
-        (_, _, Some(split)) => from_split(ctx, e, split, size, "adaptation")?.iter().map(|u| adapt_prompt(&sm, u)).collect::<Result<_, _>>()?,
+    let population = Population::of(adaptation.source, adaptation.disjoint_from_test);
+    let prompts: Vec<AdaptPrompt> = match (population, ctx.optional_input(Role::EvalSet), &split) {
+        (Population::Disjoint, Some(dir), _) => from_eval_set(&sm, dir, "disjoint", size)?,
+        (Population::Transductive, Some(dir), _) => from_eval_set(&sm, dir, "from_test", size)?,
+        (Population::Domain, _, Some(split)) => from_split(ctx, e, split, size, "adaptation")?.iter().map(|u| adapt_prompt(&sm, u)).collect::<Result<_, _>>()?,
         _ => return Err(fail(format!("stage `{}` has neither an eval-set nor a split input to adapt on", ctx.stage.id))),
     };
-    if prompts.is_empty() {
-        return Err(fail(format!("stage `{}`: no unlabeled adaptation prompt (the setting leaves no user outside its test users; lower `max_users` or set `adaptation.disjoint_from_test = false`)", ctx.stage.id)));
+    if prompts.is_empty() || (population == Population::Disjoint && prompts.len() < size) {
+        // Never filled up from another population: a setting's arm adapts on that setting's users.
+        return Err(fail(format!(
+            "stage `{}`: {} of the {size} adaptation prompts asked for: the setting has only that many eligible users who are not evaluated. \
+             Lower `adaptation.size` or the setting's `max_users`, or adapt transductively on the test users' own prompts (unlabeled) with `adaptation.disjoint_from_test = false`",
+            ctx.stage.id,
+            prompts.len()
+        )));
     }
+    (ctx.log)(&format!("{}: adapting on {} unlabeled prompts ({})", ctx.stage.id, prompts.len(), population.describe()));
     let mut s = EntropySettings {
         granularity: *granularity,
         parameterization: *parameterization,
@@ -216,6 +256,7 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
     let summary = EntropySummary {
         adaptation_prompts: prompts.len(),
         source: adaptation.source,
+        population,
         lr: s.lr,
         lr_grid: grid_scores,
         validation_prompts: valid_n,

@@ -155,10 +155,10 @@ pub struct Adaptation {
     /// set prepares the largest size any arm asks for; an arm uses the first `size` of them.
     #[schemars(range(min = 1, max = 1000000))]
     pub size: Option<u32>,
-    /// Draw them from users outside the labelled test users: the setting's eligible users not
-    /// evaluated, then, if too few are left, the domain's other users (the evaluation set's
-    /// `eval_set.json` counts those and any shortfall). `false`: prompts of the test users
-    /// themselves (prompts only, never their targets). Default true.
+    /// Draw them from the setting's eligible users who are not evaluated, never from another
+    /// population; the merge refuses when fewer than `size` are left. `false`: the evaluated
+    /// users' own prompts (unlabeled, never their targets): transductive test-time adaptation, as
+    /// the paper does, and so labelled in the report. Default true.
     pub disjoint_from_test: Option<bool>,
 }
 

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::{Column, CsvWriter, SerWriter};
+use serde::{Deserialize, Serialize};
 
 use super::ResultsError;
 use super::params::LearnedMerge;
@@ -49,6 +50,47 @@ pub fn gather(learned: &[LearnedMerge], dirs: &BTreeMap<String, PathBuf>) -> Res
                 value: value[i].unwrap_or(f64::NAN),
             });
         }
+    }
+    Ok(out)
+}
+
+/// What one entropy merge adapted on and how it chose its learning rate (its `entropy.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adaptation {
+    /// The merge's name in the coefficient table.
+    pub merge: String,
+    pub arm: String,
+    /// `disjoint`, `transductive` or `domain` (see `merge::adaptation::Population`).
+    pub population: String,
+    pub prompts: u64,
+    /// The learning rate kept (0: no adaptation won on validation).
+    pub lr: f64,
+    /// Every candidate rate with its validation MRR (none without a grid).
+    pub lr_grid: Vec<(f64, Option<f64>)>,
+    pub validation_users: u64,
+    pub entropy_before: Option<f64>,
+    pub entropy_after: Option<f64>,
+}
+
+/// The adaptation records of the learned merges in `dirs` (by stage id), in stage order.
+pub fn adaptations(learned: &[LearnedMerge], dirs: &BTreeMap<String, PathBuf>) -> Result<Vec<Adaptation>, ResultsError> {
+    let mut learned: Vec<&LearnedMerge> = learned.iter().collect();
+    learned.sort_by(|a, b| a.stage.cmp(&b.stage));
+    let mut out = Vec::new();
+    for m in learned {
+        let Some(dir) = dirs.get(&m.stage) else { continue };
+        let j: serde_json::Value = table::read_json(&dir.join("entropy.json")).map_err(|e| ResultsError::Input { stage: m.stage.clone(), message: e.to_string() })?;
+        out.push(Adaptation {
+            merge: m.merge.clone(),
+            arm: m.arm.clone(),
+            population: j["population"].as_str().unwrap_or("unrecorded").to_string(),
+            prompts: j["adaptation_prompts"].as_u64().unwrap_or(0),
+            lr: j["lr"].as_f64().unwrap_or(f64::NAN),
+            lr_grid: serde_json::from_value(j["lr_grid"].clone()).unwrap_or_default(),
+            validation_users: j["validation_prompts"].as_u64().unwrap_or(0),
+            entropy_before: j["objective_before"].as_f64(),
+            entropy_after: j["objective_after"].as_f64(),
+        });
     }
     Ok(out)
 }

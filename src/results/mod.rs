@@ -80,6 +80,9 @@ pub struct Results {
     pub seed: u64,
     pub records: Vec<Record>,
     pub failures: Vec<Failure>,
+    /// What each entropy merge adapted on and how it chose its learning rate.
+    #[serde(default)]
+    pub adaptations: Vec<coefficients::Adaptation>,
 }
 
 fn baseline_name(b: Baseline) -> String {
@@ -92,7 +95,7 @@ fn baseline_name(b: Baseline) -> String {
 pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, MissingInput>) -> Result<Results, ResultsError> {
     // The recipe's protocol, for the rows of arms that failed.
     let recipe_protocol = serde_json::to_value(e.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, records: Vec::new(), failures: Vec::new() };
+    let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, records: Vec::new(), failures: Vec::new(), adaptations: Vec::new() };
     let record = |arm: &str, setting: &str, protocol: &str, metric: String, k: Option<u32>, value: Option<f64>, users: Option<u64>, status: &str| Record {
         experiment: e.experiment.clone(),
         recipe_hash: e.recipe_hash.clone(),
@@ -170,7 +173,7 @@ impl Results {
         let io = |path: PathBuf| move |source| ResultsError::Io { path, source };
         table::write_parquet(&mut self.frame()?, &dir.join("results.parquet"))?;
         std::fs::write(dir.join("results.csv"), self.csv()?).map_err(io(dir.join("results.csv")))?;
-        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures }))?;
+        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations }))?;
         std::fs::write(dir.join("summary.md"), markdown(self)).map_err(io(dir.join("summary.md")))?;
         let mut metrics: Vec<&str> = Vec::new();
         for r in &self.records {
@@ -211,7 +214,8 @@ impl Results {
             })
             .collect();
         let report: Option<serde_json::Value> = table::read_json(&dir.join("report.json")).ok();
-        let failures = report.and_then(|r| serde_json::from_value(r["failures"].clone()).ok()).unwrap_or_default();
+        let failures = report.as_ref().and_then(|r| serde_json::from_value(r["failures"].clone()).ok()).unwrap_or_default();
+        let adaptations = report.and_then(|r| serde_json::from_value(r["adaptations"].clone()).ok()).unwrap_or_default();
         let first = records.first();
         Ok(Results {
             experiment: first.map(|r| r.experiment.clone()).unwrap_or_default(),
@@ -219,13 +223,15 @@ impl Results {
             seed: first.map_or(0, |r| r.seed),
             records,
             failures,
+            adaptations,
         })
     }
 }
 
 /// The `report` stage: gather, write into the stage's output and the run directory, log the summary.
 pub fn report(ctx: &StageContext<'_>, p: &ReportParams) -> Result<(), ResultsError> {
-    let results = gather(p, &ctx.inputs, ctx.failed_inputs)?;
+    let mut results = gather(p, &ctx.inputs, ctx.failed_inputs)?;
+    results.adaptations = coefficients::adaptations(&p.learned, &ctx.inputs)?;
     results.write(ctx.out)?;
     let learned = coefficients::gather(&p.learned, &ctx.inputs)?;
     coefficients::write(&learned, ctx.out)?;

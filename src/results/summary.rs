@@ -38,7 +38,9 @@ pub fn markdown(r: &Results) -> String {
             .collect();
         for arm in &arms {
             let users = rows.iter().find(|x| x.arm == *arm).and_then(|x| x.users).map_or("—".to_string(), |u| u.to_string());
-            s.push_str(&format!("| {arm} | {users} |"));
+            // An entropy arm's row says whose prompts it adapted on (see "Entropy merges").
+            let adapted = r.adaptations.iter().find(|a| a.arm == *arm && (a.merge == format!("{arm}:{setting}") || a.merge == *arm)).map_or(String::new(), |a| format!(" [{}]", a.population));
+            s.push_str(&format!("| {arm}{adapted} | {users} |"));
             for (c, b) in columns.iter().zip(&best) {
                 let text = match cell(arm, *c) {
                     Some(Record { value: Some(v), .. }) => {
@@ -55,6 +57,19 @@ pub fn markdown(r: &Results) -> String {
     }
     if r.records.iter().any(|x| REFERENCES.contains(&x.arm.as_str())) {
         s.push_str("\nBold: the best LLM arm per column (random and popularity are non-LLM references on the same candidate lists; random is the expected value).\n");
+    }
+    if !r.adaptations.is_empty() {
+        s.push_str("\n## Entropy merges\n\nAdapted on: `disjoint` = the setting's users who are not evaluated; `transductive` = the evaluated users' own prompts (unlabeled; test-time adaptation); `domain` = users of the whole target domain. Learning rate 0 is the initial coefficients, unadapted.\n\n| merge | adapted on | prompts | entropy before → after | lr chosen | validation MRR by lr (users) |\n|---|---|---:|---|---:|---|\n");
+        for a in &r.adaptations {
+            let f = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.4}"));
+            let grid = if a.lr_grid.iter().all(|(_, m)| m.is_none()) {
+                "— (one rate)".to_string()
+            } else {
+                let cells: Vec<String> = a.lr_grid.iter().map(|(lr, m)| format!("{lr}: {}", f(*m))).collect();
+                format!("{} ({})", cells.join(", "), a.validation_users)
+            };
+            s.push_str(&format!("| {} | {} | {} | {} → {} | {} | {grid} |\n", a.merge, a.population, a.prompts, f(a.entropy_before), f(a.entropy_after), a.lr));
+        }
     }
     if !r.failures.is_empty() {
         s.push_str("\n## Arms without results\n\n");

@@ -15,6 +15,9 @@ pub struct Encoded {
     pub ids: Vec<u32>,
     /// Tokens before this index are prompt; from it on, response (the loss targets).
     pub response_start: usize,
+    /// End (exclusive) of the answer proper: the response without its end-of-turn tokens
+    /// (`<|im_end|>`, the newline, eos), which validation does not count.
+    pub answer_end: usize,
 }
 
 impl Encoded {
@@ -39,7 +42,20 @@ impl Encoded {
         }
         let mut ids = prompt.to_vec();
         ids.extend_from_slice(response);
-        Some(Encoded { ids, response_start: prompt.len() })
+        let answer_end = ids.len();
+        Some(Encoded { ids, response_start: prompt.len(), answer_end })
+    }
+
+    /// The answer is the first `n` response tokens (at least one, at most the response).
+    pub fn with_answer_len(mut self, n: usize) -> Encoded {
+        self.answer_end = (self.response_start + n.max(1)).min(self.ids.len());
+        self
+    }
+
+    /// The sample cut after its answer: the loss targets are the answer's tokens alone (a causal
+    /// model's earlier positions do not see what was cut).
+    pub fn answer_only(&self) -> Encoded {
+        Encoded { ids: self.ids[..self.answer_end].to_vec(), response_start: self.response_start, answer_end: self.answer_end }
     }
 
     pub fn len(&self) -> usize {

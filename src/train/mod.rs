@@ -57,7 +57,9 @@ pub fn encode_rows(prompter: &Prompter, tok: &TextTokenizer, rows: &[(String, St
     for (instruction, response) in rows {
         let p = prompter.prompt_ids(tok, instruction)?;
         let r = prompter.response_ids(tok, instruction, response)?;
-        match Encoded::new(&p, &r, max_len, side) {
+        // The answer's own tokens (a title, or a list of them), without the end-of-turn marker.
+        let answer = prompter.title_ids(tok, response)?.len();
+        match Encoded::new(&p, &r, max_len, side).map(|e| e.with_answer_len(answer)) {
             Some(e) => {
                 if e.len() < p.len() + r.len() {
                     cut += 1;

@@ -73,13 +73,16 @@ pub fn nll_sum(model: &dyn CausalLm, batch: &TrainBatch) -> Tensor<1> {
     logp.gather(1, batch.targets.clone()).sum().neg()
 }
 
-/// Mean validation loss per response token (no dropout, no gradients kept).
+/// Mean validation loss per answer token (no dropout, no gradients kept): the end-of-turn tokens
+/// every response ends with are nearly free to predict and would only dilute the comparison of
+/// checkpoints, so they are not counted (`Encoded::answer_end`).
 pub fn validation_loss(model: &mut dyn CausalLm, state: &LoraState, valid: &[Encoded], batch_size: usize, pad_id: u32) -> f64 {
     // Nothing tracked: validation on the training device records no autodiff graph.
     state.attach(model, 0.0, false);
     let device = model.device();
     let (mut total, mut n) = (0.0f64, 0usize);
-    let refs: Vec<&Encoded> = valid.iter().collect();
+    let answers: Vec<Encoded> = valid.iter().map(Encoded::answer_only).collect();
+    let refs: Vec<&Encoded> = answers.iter().collect();
     for chunk in refs.chunks(batch_size.max(1)) {
         let batch = TrainBatch::new(chunk, pad_id, &device);
         let loss: f32 = nll_sum(model, &batch).without_autodiff().into_scalar();
