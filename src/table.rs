@@ -87,6 +87,19 @@ pub fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>, TableError> {
         .collect()
 }
 
+/// A list-of-strings column (a null list is empty; null entries are dropped).
+pub fn str_lists(df: &DataFrame, name: &str) -> Result<Vec<Vec<String>>, TableError> {
+    let c = column(df, name)?.list().map_err(polars_err(format!("column `{name}`")))?;
+    let mut out = Vec::with_capacity(c.len());
+    for v in c.series_iter() {
+        out.push(match v {
+            Some(s) => s.str().map_err(polars_err(format!("column `{name}`")))?.iter().flatten().map(str::to_string).collect(),
+            None => Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
 pub fn opt_i64s(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>, TableError> {
     let c = column(df, name)?.cast(&DataType::Int64).map_err(polars_err(format!("column `{name}`")))?;
     Ok(c.i64().map_err(polars_err(format!("column `{name}`")))?.iter().collect())

@@ -279,3 +279,69 @@ fn ingredient_max_users_sets_the_cold_population() {
     assert!(table::strs(&p, "user").unwrap().iter().all(|u| !seen.contains(u)));
     std::fs::remove_dir_all(&results).unwrap();
 }
+
+/// Issue 17, item 5: the leak check of every evaluation set equals an independent count over the
+/// adapters' samples; `error` refuses a leaking setting; a user partition removes the leaks.
+#[test]
+fn leak_check_counts_targets_seen_in_training_and_partitions_remove_them() {
+    let results = tempdir("leak");
+    let dirs = run(&results);
+    let mut leaked_somewhere = false;
+    for setting in ["warm", "cold", "new_items", "short"] {
+        let set = &dirs[&format!("eval-set:{setting}")];
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(set.join("eval_set.json")).unwrap()).unwrap();
+        let prompts = table::read_parquet(&set.join("prompts.parquet")).unwrap();
+        let tests: Vec<(String, String)> = table::strs(&prompts, "user").unwrap().into_iter().zip(table::strs(&prompts, "target").unwrap()).collect();
+        let mut total = HashSet::new();
+        for adapter in ["base_spirit", "drama"] {
+            let mut seen = HashSet::new();
+            for file in ["train.parquet", "valid.parquet"] {
+                let df = table::read_parquet(&dirs[&format!("prompts:{adapter}")].join(file)).unwrap();
+                let (users, targets) = (table::strs(&df, "user").unwrap(), table::strs(&df, "target").unwrap());
+                let histories = table::str_lists(&df, "history_items").unwrap();
+                for k in 0..users.len() {
+                    seen.insert((users[k].clone(), targets[k].clone()));
+                    for h in &histories[k] {
+                        seen.insert((users[k].clone(), h.clone()));
+                    }
+                }
+            }
+            let hits: Vec<&(String, String)> = tests.iter().filter(|t| seen.contains(*t)).collect();
+            assert_eq!(summary["leakage"]["by_adapter"][adapter].as_u64(), Some(hits.len() as u64), "{setting}/{adapter}: {summary}");
+            total.extend(hits);
+        }
+        assert_eq!(summary["leakage"]["targets_in_training"].as_u64(), Some(total.len() as u64), "{setting}");
+        assert_eq!(summary["leakage"]["shared_titles"].as_u64(), Some(0), "one dataset");
+        leaked_somewhere |= !total.is_empty();
+    }
+    assert!(leaked_somewhere, "this recipe's base spirit shares users and films with its target domain");
+
+    // `error` (the default) refuses the leaking settings.
+    // Copies outside tests/recipes: every relative path made absolute.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(RECIPE).unwrap().replace("path = \"no_model\"", &format!("path = \"{root}/tests/recipes/no_model\""));
+    let strict = results.join("strict.toml");
+    std::fs::write(&strict, text.replace("leakage = \"warn\"", "").replace("path = \"../../", &format!("path = \"{root}/"))).unwrap();
+    let bin = env!("CARGO_BIN_EXE_reccocktail");
+    let out = std::process::Command::new(bin).args(["data", strict.to_str().unwrap(), "--results", results.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("test targets seen in adapter training (base_spirit: ") && stderr.contains("evaluation.leakage"), "{stderr}");
+
+    // Disjoint user halves for the base spirit's domains and the target: nothing leaks.
+    let mut parted = text.replace("leakage = \"warn\"", "").replace("path = \"../../", &format!("path = \"{root}/"));
+    for d in ["comedy", "action"] {
+        parted = parted.replace(&format!("[domains.{d}]\ndataset = \"latest\"\n"), &format!("[domains.{d}]\ndataset = \"latest\"\nusers = {{ parts = 2, part = 0 }}\n"));
+    }
+    parted = parted.replace("[domains.drama]\ndataset = \"latest\"\n", "[domains.drama]\ndataset = \"latest\"\nusers = { parts = 2, part = 1 }\n");
+    let parted_path = results.join("parted.toml");
+    std::fs::write(&parted_path, &parted).unwrap();
+    let out = std::process::Command::new(bin).args(["data", parted_path.to_str().unwrap(), "--json", "--results", results.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let settings = stats["settings"].as_object().unwrap_or_else(|| panic!("{stats}"));
+    for (name, s) in settings {
+        assert_eq!(s["leakage"]["targets_in_training"].as_u64(), Some(0), "{name}: {s}");
+    }
+    std::fs::remove_dir_all(&results).ok();
+}

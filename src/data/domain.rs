@@ -112,9 +112,15 @@ impl DomainSplit {
         let mut seqs: BTreeMap<usize, UserRows> = BTreeMap::new();
         let mut first: HashMap<&str, usize> = HashMap::new();
         let mut filtered_pairs = Vec::new();
+        let mut partition: HashMap<&str, bool> = HashMap::new();
         for (k, (u, i)) in users.iter().zip(&item_col).enumerate() {
             if !title_of.contains_key(i.as_str()) {
                 continue;
+            }
+            if let Some(p) = &d.users {
+                if !*partition.entry(u.as_str()).or_insert_with(|| p.keeps(u)) {
+                    continue;
+                }
             }
             filtered_pairs.push((u, i));
             let slot = *first.entry(u.as_str()).or_insert(k);

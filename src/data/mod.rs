@@ -13,6 +13,7 @@ pub mod candidates;
 pub mod domain;
 pub mod fetch;
 pub mod inspect;
+pub mod leakage;
 pub mod loaders;
 pub mod params;
 pub mod process;

@@ -70,6 +70,17 @@ pub struct EvalSetParams {
     pub render: RenderParams,
     /// Unlabeled adaptation prompts the adaptive entropy arms take from this setting.
     pub adaptation: AdaptationRequest,
+    pub leakage: LeakageParams,
+}
+
+/// The leak check of an evaluation set: its test targets against the training and validation
+/// samples of every trained adapter (the `training` inputs, in the order of `adapters`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LeakageParams {
+    pub policy: crate::recipe::types::Leakage,
+    pub adapters: Vec<String>,
+    /// The dataset of every domain (user and item ids compare within one dataset only).
+    pub datasets: std::collections::BTreeMap<String, String>,
 }
 
 /// The largest adaptation sizes asked for: of users disjoint from the test users, and of the test

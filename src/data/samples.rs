@@ -1,6 +1,6 @@
 //! Rendering samples (a user's sequence position) into prompts, and the tables that hold them.
 
-use polars::prelude::{Column, DataFrame};
+use polars::prelude::{Column, DataFrame, DataType, NamedFrom, Series};
 
 use super::candidates::CandidateSampler;
 use super::domain::DomainSplit;
@@ -22,6 +22,8 @@ pub struct Sample {
     pub prior_instruction: Option<String>,
     /// History items dropped (oldest first) to fit the history token budget.
     pub budget_dropped: usize,
+    /// The history items the prompt shows, oldest first (after the budget).
+    pub history: Vec<u32>,
 }
 
 pub struct Renderer<'a> {
@@ -92,7 +94,8 @@ impl<'a> Renderer<'a> {
             }
         }
         let prior_instruction = if self.prior { Some(self.template.render(&PromptContext { history: Vec::new(), ..ctx })?.instruction) } else { None };
-        Ok(Some(Sample { user, position, candidates, rendered, prior_instruction, budget_dropped }))
+        let history = s.history(user, position)[budget_dropped..].to_vec();
+        Ok(Some(Sample { user, position, candidates, rendered, prior_instruction, budget_dropped, history }))
     }
 }
 
@@ -104,6 +107,7 @@ pub struct SampleTable {
     user: Vec<String>,
     position: Vec<u32>,
     history: Vec<u32>,
+    history_items: Vec<Series>,
     target: Vec<String>,
     target_title: Vec<String>,
     instruction: Vec<String>,
@@ -127,6 +131,7 @@ impl SampleTable {
         self.user.push(user.clone());
         self.position.push(s.position as u32);
         self.history.push(s.position as u32);
+        self.history_items.push(Series::new("".into(), s.history.iter().map(|&i| split.items[i as usize].clone()).collect::<Vec<_>>()));
         self.target.push(split.items[target as usize].clone());
         self.target_title.push(split.titles[target as usize].clone());
         self.instruction.push(s.rendered.instruction.clone());
@@ -162,6 +167,7 @@ impl SampleTable {
         p(&mut self.user, order);
         p(&mut self.position, order);
         p(&mut self.history, order);
+        p(&mut self.history_items, order);
         p(&mut self.target, order);
         p(&mut self.target_title, order);
         p(&mut self.instruction, order);
@@ -181,6 +187,7 @@ impl SampleTable {
             Column::new("user".into(), self.user.clone()),
             Column::new("position".into(), self.position.clone()),
             Column::new("history".into(), self.history.clone()),
+            Column::from(Series::new("".into(), self.history_items.clone()).cast(&DataType::List(Box::new(DataType::String))).map_err(table::polars_err("history_items column"))?.with_name("history_items".into())),
             Column::new("target".into(), self.target.clone()),
             Column::new("target_title".into(), self.target_title.clone()),
             Column::new("instruction".into(), self.instruction.clone()),

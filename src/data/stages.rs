@@ -14,6 +14,7 @@ use super::process::{self, Log, Step};
 use crate::rng::{Rng, sample_keep_order};
 use super::samples::{HistoryBudget, Renderer, Sample, SampleTable};
 use super::params::{DataParams, EvalSetParams, PromptsParams, RenderParams, SplitParams};
+use super::leakage::{self, LeakReport, TestTarget};
 use super::{DataError, fetch};
 use crate::table;
 use crate::assets::FetchParams;
@@ -21,7 +22,7 @@ use crate::exec::context::StageContext;
 use crate::plan::Role;
 use crate::prompt::PromptTemplate;
 use crate::recipe::resolve::ResolvedSetting;
-use crate::recipe::types::UserSelection;
+use crate::recipe::types::{Leakage, UserSelection};
 
 /// The directory of the stage's one input of `role`.
 fn input<'a>(ctx: &'a StageContext<'_>, role: Role) -> Result<&'a Path, DataError> {
@@ -276,6 +277,9 @@ pub struct EvalSetSummary {
     pub adaptation: AdaptationSets,
     pub no_candidates: usize,
     pub mean_history: f64,
+    /// The leak check of the test targets against every adapter's samples.
+    #[serde(default)]
+    pub leakage: LeakReport,
     /// With `history_token_budget`: test prompts whose history lost items to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_truncated: Option<usize>,
@@ -360,6 +364,28 @@ pub fn eval_set(ctx: &StageContext<'_>, p: &EvalSetParams) -> Result<(), DataErr
     }
     let hist: usize = tests.iter().map(|t| t.position).sum();
 
+    // The leak check: were these test targets shown to any adapter in training?
+    let targets: Vec<TestTarget<'_>> = tests
+        .iter()
+        .map(|t| {
+            let item = split.sequences[t.user][t.position] as usize;
+            TestTarget { user: &split.users[t.user], item: &split.items[item], title: &split.titles[item] }
+        })
+        .collect();
+    let training: Vec<std::path::PathBuf> = ctx.inputs_of(Role::Training).into_iter().map(|(_, d)| d.to_path_buf()).collect();
+    let leakage = leakage::check(&p.leakage, &s.domain, &targets, &training)?;
+    let leak_line = format!("setting `{}`: leak check: {}", s.name, leakage.describe(tests.len()));
+    match p.leakage.policy {
+        Leakage::Error if leakage.targets_in_training > 0 => {
+            return Err(DataError::Invalid(format!(
+                "{leak_line}. The evaluation would score items the model was trained on. Give the base spirit's domains and the target domain disjoint users \
+                 (`users = {{ parts = 2, part = 0 }}` on one, `part = 1` on the other), or set `evaluation.leakage = \"warn\"` to evaluate anyway"
+            )));
+        }
+        Leakage::Error | Leakage::Warn if leakage.targets_in_training > 0 || leakage.shared_titles > 0 => (ctx.log)(&format!("warning: {leak_line}")),
+        _ => (ctx.log)(&leak_line),
+    }
+
     // Adaptation prompts. Disjoint: the setting's eligible users not evaluated, in their seeded
     // order, and never users outside the setting's selection (a cold setting's arm must not adapt
     // on warm users). From the test users: the first ones of the selection.
@@ -411,6 +437,7 @@ pub fn eval_set(ctx: &StageContext<'_>, p: &EvalSetParams) -> Result<(), DataErr
         no_candidates,
         mean_history: if n == 0 { 0.0 } else { hist as f64 / n as f64 },
         budget_truncated: budget.is_some().then(|| tests.iter().filter(|t| t.budget_dropped > 0).count()),
+        leakage,
         example: rows.example(),
     };
     table::write_json(&ctx.out.join("eval_set.json"), &summary)?;

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{CODE_SALT, Input, Plan, ResultRow, Role, RowSource, Stage, StageKind, StageParams};
 use crate::assets::{FetchParams, SourceRef};
-use crate::data::params::{AdaptationRequest, BaselinesParams, DataParams, EvalSetParams, HistoryBudgetParams, PromptsParams, RenderParams, SplitParams};
+use crate::data::params::{AdaptationRequest, BaselinesParams, DataParams, EvalSetParams, HistoryBudgetParams, LeakageParams, PromptsParams, RenderParams, SplitParams};
 use crate::eval::params::{EvalParams, EvalSettings};
 use crate::merge::params::{EntropyParams, MergeParams};
 use crate::model::load::BackboneRef;
@@ -175,7 +175,13 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
             inputs.push(input(Role::Prompts, p));
         }
         inputs.extend(tokenizer_inputs.clone());
-        let params = EvalSetParams { setting: s.clone(), render: render(&ev.template), adaptation };
+        inputs.extend(prompt_ids.values().map(|p| input(Role::Training, p)));
+        let leakage = LeakageParams {
+            policy: ev.leakage,
+            adapters: prompt_ids.keys().cloned().collect(),
+            datasets: r.domains.iter().map(|(n, d)| (n.clone(), d.dataset.clone())).collect(),
+        };
+        let params = EvalSetParams { setting: s.clone(), render: render(&ev.template), adaptation, leakage };
         eval_set_ids.insert(s.name.clone(), b.add(format!("eval-set:{}", s.name), inputs, StageParams::EvalSet(params)));
     }
 
@@ -279,7 +285,10 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     }
     report_inputs.sort_by(|a, b| a.stage.cmp(&b.stage));
     report_inputs.extend(learned.iter().map(|m| input(Role::LearnedMerge, &m.stage)));
+    // The evaluation sets, for their leak checks (in the order of `settings`).
+    report_inputs.extend(eval_set_ids.values().map(|id| input(Role::EvalSet, id)));
     let report = ReportParams {
+        settings: eval_set_ids.keys().cloned().collect(),
         experiment: r.experiment.name.clone(),
         recipe_hash: r.recipe_hash.clone(),
         seed,

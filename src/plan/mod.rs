@@ -128,6 +128,8 @@ pub enum Role {
     Split,
     /// An adapter's selected samples (for an evaluation set: its ingredient's, to tell warm from cold).
     Prompts,
+    /// Every trained adapter's samples, for an evaluation set's leak check.
+    Training,
     /// A trained or imported adapter (several, in the order of the merge's adapters).
     Adapter,
     /// An evaluation setting's users, candidates and prompts.
@@ -148,6 +150,7 @@ impl Role {
             Role::Data => "data",
             Role::Split => "split",
             Role::Prompts => "prompts",
+            Role::Training => "training samples",
             Role::Adapter => "adapter",
             Role::EvalSet => "eval-set",
             Role::Merge => "merge",

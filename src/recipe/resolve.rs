@@ -101,6 +101,24 @@ pub struct ResolvedDomain {
     pub dataset: String,
     pub filter: Option<ItemFilter>,
     pub label: String,
+    /// Absent (and so not in the recipe hash) when every user is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<ResolvedPartition>,
+}
+
+/// A user partition with its seed resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedPartition {
+    pub parts: u32,
+    pub part: u32,
+    pub seed: u64,
+}
+
+impl ResolvedPartition {
+    /// Whether `user` falls into the kept part.
+    pub fn keeps(&self, user: &str) -> bool {
+        crate::rng::Rng::derive(self.seed, &["user-partition", user]).below(self.parts as u64) == self.part as u64
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -194,6 +212,7 @@ pub struct ResolvedEvaluation {
     pub metrics: Vec<Metric>,
     pub backbone: bool,
     pub baselines: Vec<Baseline>,
+    pub leakage: Leakage,
     pub settings: Vec<ResolvedSetting>,
 }
 
@@ -246,6 +265,7 @@ impl Serialize for ResolvedEvaluation {
             baselines: &'a [Baseline],
             max_new_tokens: Option<u32>,
             fuzzy_match: bool,
+            leakage: Leakage,
             settings: &'a [ResolvedSetting],
         }
         let fuzzy_match = matches!(self.protocol, ResolvedProtocol::Generate { fuzzy_match: true, .. });
@@ -259,6 +279,7 @@ impl Serialize for ResolvedEvaluation {
             baselines: &self.baselines,
             max_new_tokens: self.protocol.max_new_tokens(),
             fuzzy_match,
+            leakage: self.leakage,
             settings: &self.settings,
         }
         .serialize(s)
@@ -451,7 +472,12 @@ impl ResolvedRecipe {
         let domains = r
             .domains
             .iter()
-            .map(|(n, d)| (n.clone(), ResolvedDomain { dataset: d.dataset.clone(), filter: d.filter.clone(), label: d.label.clone().unwrap_or_else(|| n.clone()) }))
+            .map(|(n, d)| (n.clone(), ResolvedDomain {
+                        dataset: d.dataset.clone(),
+                        filter: d.filter.clone(),
+                        label: d.label.clone().unwrap_or_else(|| n.clone()),
+                        users: d.users.as_ref().map(|u| ResolvedPartition { parts: u.parts, part: u.part, seed: u.seed.unwrap_or(seed) }),
+                    }))
             .collect();
         let d = &r.data;
         let data = ResolvedData {
@@ -538,6 +564,7 @@ impl ResolvedRecipe {
             metrics,
             backbone: ev.backbone.unwrap_or(true),
             baselines: ev.baselines.clone().unwrap_or_else(|| vec![Baseline::Random, Baseline::Popularity]),
+            leakage: ev.leakage.unwrap_or(Leakage::Error),
             settings,
         };
         let mut resolved = ResolvedRecipe { recipe_hash: String::new(), experiment, backbone, datasets, domains, data, templates, adapters, arms, evaluation };

@@ -174,6 +174,9 @@ impl Checker<'_> {
             if !self.reference(p(&[&"domains", name, &"dataset"]), &d.dataset, "dataset", self.recipe.datasets.keys().map(String::as_str)) {
                 continue;
             }
+            if let Some(u) = d.users.as_ref().filter(|u| u.part >= u.parts) {
+                self.err(p(&[&"domains", name, &"users", &"part"]), "out-of-range", format!("part {} of {} parts: parts are numbered 0..{}", u.part, u.parts, u.parts), None);
+            }
             if let Some(f) = &d.filter {
                 self.filter_field(name, &d.dataset, f);
             }

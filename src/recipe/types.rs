@@ -202,6 +202,23 @@ pub struct Domain {
     pub filter: Option<ItemFilter>,
     /// Human name used in prompts (e.g. "movies"). Default: the domain's key.
     pub label: Option<String>,
+    /// Keep only one part of the dataset's users, split into `parts` by a seeded hash of the user
+    /// id: domains of one dataset with different `part`s share no user, so a base spirit trained on
+    /// one part never sees the evaluated users of another.
+    pub users: Option<UserPartition>,
+}
+
+/// A seeded partition of a dataset's users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPartition {
+    /// Number of parts.
+    #[schemars(range(min = 2, max = 1000))]
+    pub parts: u32,
+    /// The part kept, `0..parts`.
+    pub part: u32,
+    /// Seed of the partition. Default: the experiment seed.
+    pub seed: Option<u64>,
 }
 
 /// Keep items whose field contains any of the given values.
@@ -413,6 +430,18 @@ pub struct AdapterSpec {
     pub training: Option<TrainingSpec>,
 }
 
+/// What an evaluation set does when its test targets were seen in an adapter's training samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Leakage {
+    /// The setting is refused: its evaluations fail with the counts.
+    Error,
+    /// The counts are logged and reported; the setting is evaluated.
+    Warn,
+    /// Counted and reported, without a warning.
+    Allow,
+}
+
 /// What `validate` does when the base spirit would train on an ingredient's target domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -461,6 +490,9 @@ pub struct Evaluation {
     pub backbone: Option<bool>,
     /// Non-LLM reference rows on the same candidate lists. Default [random, popularity].
     pub baselines: Option<Vec<Baseline>>,
+    /// When a test user's target item (same dataset, same user) is a target or a history item of
+    /// any adapter's training or validation samples. Default `error`.
+    pub leakage: Option<Leakage>,
     /// Named evaluation settings (`[evaluation.settings.NAME]`), e.g. warm and cold.
     pub settings: BTreeMap<String, Setting>,
 }

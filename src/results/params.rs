@@ -41,6 +41,9 @@ pub struct ReportParams {
     pub seed: u64,
     pub rows: Vec<ResultRow>,
     pub learned: Vec<LearnedMerge>,
+    /// The evaluation settings whose sets (the `eval_set` inputs, in this order) the report reads
+    /// for their leak checks.
+    pub settings: Vec<String>,
     pub ks: Vec<u32>,
     pub metrics: Vec<Metric>,
     pub protocol: Protocol,

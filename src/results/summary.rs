@@ -58,6 +58,12 @@ pub fn markdown(r: &Results) -> String {
     if r.records.iter().any(|x| REFERENCES.contains(&x.arm.as_str())) {
         s.push_str("\nBold: the best LLM arm per column (random and popularity are non-LLM references on the same candidate lists; random is the expected value).\n");
     }
+    if !r.leakage.is_empty() {
+        s.push_str("\n## Leak check\n\nTest targets (user, item) that any adapter saw in training or validation, as the target or in the history (same dataset); target titles that are another dataset's training targets.\n\n| setting | test users | targets seen in training | titles shared with another dataset |\n|---|---:|---:|---:|\n");
+        for l in &r.leakage {
+            s.push_str(&format!("| {} | {} | {} | {} |\n", l.setting, l.test_users, l.report.targets_in_training, l.report.shared_titles));
+        }
+    }
     if !r.adaptations.is_empty() {
         s.push_str("\n## Entropy merges\n\nAdapted on: `disjoint` = the setting's users who are not evaluated; `transductive` = the evaluated users' own prompts (unlabeled; test-time adaptation); `domain` = users of the whole target domain. Learning rate 0 is the initial coefficients, unadapted.\n\n| merge | adapted on | prompts | entropy before → after | lr chosen | validation MRR by lr (users) |\n|---|---|---:|---|---:|---|\n");
         for a in &r.adaptations {

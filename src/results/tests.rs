@@ -94,6 +94,7 @@ fn synthetic(root: &Path) -> Results {
         seed: 42,
         rows: rows.to_vec(),
         learned: Vec::new(),
+        settings: Vec::new(),
         ks: KS.to_vec(),
         metrics: METRICS.to_vec(),
         protocol: crate::recipe::types::Protocol::Likelihood,

@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn batches_cover_every_sample_once_and_are_deterministic() {
-        let samples: Vec<Encoded> = (0..37).map(|i| Encoded { ids: vec![1; 3 + (i * 7) % 11], response_start: 2 }).collect();
+        let samples: Vec<Encoded> = (0..37).map(|i| Encoded::new(&[1, 1], &vec![1; 1 + (i * 7) % 11], 64, crate::recipe::types::Side::Left).unwrap()).collect();
         for batching in [Batching::None, Batching::Length] {
             let a = epoch_batches(&samples, 4, batching, 9, 0);
             assert_eq!(a, epoch_batches(&samples, 4, batching, 9, 0));
