@@ -277,6 +277,17 @@ fn ingredient_max_users_sets_the_cold_population() {
     assert_eq!(cold["test"], serde_json::json!(20));
     let p = table::read_parquet(&dirs["eval-set:cold"].join("prompts.parquet")).unwrap();
     assert!(table::strs(&p, "user").unwrap().iter().all(|u| !seen.contains(u)));
+    // Issue 17, item 6: the 12 users are stratified by sequence length, so warm and cold do not
+    // differ by history length by construction: for every length L, the share of chosen users
+    // with at most L items is within one user of the share among all users with a training item.
+    let lens: Vec<usize> = (0..split.users.len()).filter(|&u| !split.positions(u).train.is_empty()).map(|u| split.sequences[u].len()).collect();
+    let chosen: Vec<usize> = (0..split.users.len()).filter(|&u| seen.contains(&split.users[u])).map(|u| split.sequences[u].len()).collect();
+    assert_eq!(chosen.len(), 12);
+    for l in lens.iter().copied().collect::<std::collections::BTreeSet<_>>() {
+        let expected = 12.0 * lens.iter().filter(|&&x| x <= l).count() as f64 / lens.len() as f64;
+        let got = chosen.iter().filter(|&&x| x <= l).count() as f64;
+        assert!((got - expected).abs() <= 1.0 + 1e-9, "length <= {l}: {got} chosen, {expected:.2} expected (lengths {chosen:?})");
+    }
     std::fs::remove_dir_all(&results).unwrap();
 }
 

@@ -145,6 +145,7 @@ pub fn render(s: &DataStats) -> String {
             "\nsetting `{name}` ({users} users of `{}`): {} of {} test users eligible, {} evaluated; mean history {:.1}, {} candidates",
             e.domain, e.eligible, e.domain_users, e.test, e.mean_history, e.candidates
         );
+        let _ = writeln!(o, "  history length of the test users: {}", e.history_lengths.describe());
         let _ = writeln!(o, "  leak check: {}", e.leakage.describe(e.test));
         for (kind, set) in [("disjoint from the test users", &e.adaptation.disjoint), ("of the test users", &e.adaptation.from_test)] {
             if let Some(a) = set {

@@ -240,13 +240,26 @@ pub fn prompts(ctx: &StageContext<'_>, a: &PromptsParams) -> Result<(), DataErro
 }
 
 /// The users (indices, ascending) whose histories an adapter may sample in one domain: every user,
-/// or `max_users` drawn by seeded sampling among those with a training position.
+/// or `max_users` of those with a training position, stratified by sequence length (a seeded
+/// systematic sample over the users sorted by length, ties in seeded order), so that the users
+/// left out, who become the cold ones, have the same length distribution as those kept, rather
+/// than mostly the shortest sequences.
 fn adapter_users(split: &DomainSplit, max_users: Option<u32>, rng: &mut Rng) -> Vec<usize> {
     match max_users {
         None => (0..split.users.len()).collect(),
         Some(n) => {
-            let with_train: Vec<usize> = (0..split.users.len()).filter(|&u| !split.positions(u).train.is_empty()).collect();
-            sample_keep_order(with_train, Some(n), rng)
+            let mut with_train: Vec<usize> = (0..split.users.len()).filter(|&u| !split.positions(u).train.is_empty()).collect();
+            let n = n as usize;
+            if n >= with_train.len() {
+                return with_train;
+            }
+            rng.shuffle(&mut with_train);
+            with_train.sort_by_key(|&u| split.sequences[u].len());
+            let step = with_train.len() as f64 / n as f64;
+            let offset = rng.below(1 << 20) as f64 / (1u64 << 20) as f64 * step;
+            let mut chosen: Vec<usize> = (0..n).map(|i| with_train[((offset + i as f64 * step) as usize).min(with_train.len() - 1)]).collect();
+            chosen.sort_unstable();
+            chosen
         }
     }
 }
@@ -277,6 +290,9 @@ pub struct EvalSetSummary {
     pub adaptation: AdaptationSets,
     pub no_candidates: usize,
     pub mean_history: f64,
+    /// The test users' history lengths (items before the target, before any truncation).
+    #[serde(default)]
+    pub history_lengths: LengthStats,
     /// The leak check of the test targets against every adapter's samples.
     #[serde(default)]
     pub leakage: LeakReport,
@@ -438,11 +454,37 @@ pub fn eval_set(ctx: &StageContext<'_>, p: &EvalSetParams) -> Result<(), DataErr
         mean_history: if n == 0 { 0.0 } else { hist as f64 / n as f64 },
         budget_truncated: budget.is_some().then(|| tests.iter().filter(|t| t.budget_dropped > 0).count()),
         leakage,
+        history_lengths: LengthStats::of(tests.iter().map(|t| t.position).collect()),
         example: rows.example(),
     };
     table::write_json(&ctx.out.join("eval_set.json"), &summary)?;
     (ctx.log)(&format!("setting `{}`: {} of {} users eligible, {} evaluated", s.name, eligible_n, split.users.len(), summary.test));
     Ok(())
+}
+
+/// Quartiles of a list of lengths (nearest rank); all zero when empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LengthStats {
+    pub min: usize,
+    pub q1: usize,
+    pub median: usize,
+    pub q3: usize,
+    pub max: usize,
+}
+
+impl LengthStats {
+    pub fn of(mut v: Vec<usize>) -> LengthStats {
+        if v.is_empty() {
+            return LengthStats::default();
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        LengthStats { min: v[0], q1: at(0.25), median: at(0.5), q3: at(0.75), max: v[v.len() - 1] }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("median {} (quartiles {}–{}, range {}–{})", self.median, self.q1, self.q3, self.min, self.max)
+    }
 }
 
 /// The per-item training counts of a split, by item id (popularity).
@@ -452,7 +494,15 @@ pub fn popularity(split: &DomainSplit) -> HashMap<String, u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::mixture_quotas;
+    use super::{LengthStats, mixture_quotas};
+
+    #[test]
+    fn length_quartiles_by_nearest_rank() {
+        let s = LengthStats::of(vec![9, 1, 3, 7, 5, 2, 8, 4]);
+        assert_eq!(s, LengthStats { min: 1, q1: 2, median: 4, q3: 7, max: 9 });
+        assert_eq!(LengthStats::of(vec![3]), LengthStats { min: 3, q1: 3, median: 3, q3: 3, max: 3 });
+        assert_eq!(LengthStats::of(Vec::new()), LengthStats::default());
+    }
 
     #[test]
     fn mixture_shares_of_a_total_use_largest_remainders() {

@@ -83,30 +83,34 @@ pub struct Results {
     /// What each entropy merge adapted on and how it chose its learning rate.
     #[serde(default)]
     pub adaptations: Vec<coefficients::Adaptation>,
-    /// Each evaluation setting's leak check.
+    /// Each evaluation set's users: history lengths and leak check.
     #[serde(default)]
-    pub leakage: Vec<SettingLeakage>,
+    pub settings: Vec<SettingFacts>,
 }
 
-/// One setting's leak check (see `data::leakage`).
+/// What the report says of one evaluation set (from its `eval_set.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SettingLeakage {
+pub struct SettingFacts {
     pub setting: String,
     pub test_users: u64,
-    #[serde(flatten)]
-    pub report: crate::data::leakage::LeakReport,
+    pub history_lengths: crate::data::stages::LengthStats,
+    pub leakage: crate::data::leakage::LeakReport,
 }
 
-/// The leak checks of the evaluation sets among `ctx`'s inputs (settings in `p.settings` order).
-fn leak_checks(ctx: &StageContext<'_>, p: &ReportParams) -> Result<Vec<SettingLeakage>, ResultsError> {
+/// The facts of the evaluation sets among `ctx`'s inputs (settings in `p.settings` order).
+fn setting_facts(ctx: &StageContext<'_>, p: &ReportParams) -> Result<Vec<SettingFacts>, ResultsError> {
     let mut out = Vec::new();
     let sets = ctx.stage.inputs.iter().filter(|i| i.role == crate::plan::Role::EvalSet);
     for (setting, input) in p.settings.iter().zip(sets) {
         // A set that failed (a refused leak check among others) is among the failures already.
         let (id, Some(dir)) = (&input.stage, ctx.inputs.get(&input.stage)) else { continue };
         let j: serde_json::Value = table::read_json(&dir.join("eval_set.json")).map_err(|e| ResultsError::Input { stage: id.to_string(), message: e.to_string() })?;
-        let report = serde_json::from_value(j["leakage"].clone()).unwrap_or_default();
-        out.push(SettingLeakage { setting: setting.clone(), test_users: j["test"].as_u64().unwrap_or(0), report });
+        out.push(SettingFacts {
+            setting: setting.clone(),
+            test_users: j["test"].as_u64().unwrap_or(0),
+            history_lengths: serde_json::from_value(j["history_lengths"].clone()).unwrap_or_default(),
+            leakage: serde_json::from_value(j["leakage"].clone()).unwrap_or_default(),
+        });
     }
     Ok(out)
 }
@@ -121,7 +125,7 @@ fn baseline_name(b: Baseline) -> String {
 pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, MissingInput>) -> Result<Results, ResultsError> {
     // The recipe's protocol, for the rows of arms that failed.
     let recipe_protocol = serde_json::to_value(e.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, records: Vec::new(), failures: Vec::new(), adaptations: Vec::new(), leakage: Vec::new() };
+    let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, records: Vec::new(), failures: Vec::new(), adaptations: Vec::new(), settings: Vec::new() };
     let record = |arm: &str, setting: &str, protocol: &str, metric: String, k: Option<u32>, value: Option<f64>, users: Option<u64>, status: &str| Record {
         experiment: e.experiment.clone(),
         recipe_hash: e.recipe_hash.clone(),
@@ -199,7 +203,7 @@ impl Results {
         let io = |path: PathBuf| move |source| ResultsError::Io { path, source };
         table::write_parquet(&mut self.frame()?, &dir.join("results.parquet"))?;
         std::fs::write(dir.join("results.csv"), self.csv()?).map_err(io(dir.join("results.csv")))?;
-        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations, "leakage": self.leakage }))?;
+        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations, "settings": self.settings }))?;
         std::fs::write(dir.join("summary.md"), markdown(self)).map_err(io(dir.join("summary.md")))?;
         let mut metrics: Vec<&str> = Vec::new();
         for r in &self.records {
@@ -242,7 +246,7 @@ impl Results {
         let report: Option<serde_json::Value> = table::read_json(&dir.join("report.json")).ok();
         let failures = report.as_ref().and_then(|r| serde_json::from_value(r["failures"].clone()).ok()).unwrap_or_default();
         let adaptations = report.as_ref().and_then(|r| serde_json::from_value(r["adaptations"].clone()).ok()).unwrap_or_default();
-        let leakage = report.and_then(|r| serde_json::from_value(r["leakage"].clone()).ok()).unwrap_or_default();
+        let settings = report.and_then(|r| serde_json::from_value(r["settings"].clone()).ok()).unwrap_or_default();
         let first = records.first();
         Ok(Results {
             experiment: first.map(|r| r.experiment.clone()).unwrap_or_default(),
@@ -251,7 +255,7 @@ impl Results {
             records,
             failures,
             adaptations,
-            leakage,
+            settings,
         })
     }
 }
@@ -260,7 +264,7 @@ impl Results {
 pub fn report(ctx: &StageContext<'_>, p: &ReportParams) -> Result<(), ResultsError> {
     let mut results = gather(p, &ctx.inputs, ctx.failed_inputs)?;
     results.adaptations = coefficients::adaptations(&p.learned, &ctx.inputs)?;
-    results.leakage = leak_checks(ctx, p)?;
+    results.settings = setting_facts(ctx, p)?;
     results.write(ctx.out)?;
     let learned = coefficients::gather(&p.learned, &ctx.inputs)?;
     coefficients::write(&learned, ctx.out)?;

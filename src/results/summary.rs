@@ -58,10 +58,11 @@ pub fn markdown(r: &Results) -> String {
     if r.records.iter().any(|x| REFERENCES.contains(&x.arm.as_str())) {
         s.push_str("\nBold: the best LLM arm per column (random and popularity are non-LLM references on the same candidate lists; random is the expected value).\n");
     }
-    if !r.leakage.is_empty() {
-        s.push_str("\n## Leak check\n\nTest targets (user, item) that any adapter saw in training or validation, as the target or in the history (same dataset); target titles that are another dataset's training targets.\n\n| setting | test users | targets seen in training | titles shared with another dataset |\n|---|---:|---:|---:|\n");
-        for l in &r.leakage {
-            s.push_str(&format!("| {} | {} | {} | {} |\n", l.setting, l.test_users, l.report.targets_in_training, l.report.shared_titles));
+    if !r.settings.is_empty() {
+        s.push_str("\n## Evaluation sets\n\nHistory length: items before the target (median, quartiles). Leak check: test targets (user, item) that an adapter saw in training or validation, as the target or in the history (same dataset), and target titles that are another dataset's training targets.\n\n| setting | test users | history length | targets seen in training | titles shared with another dataset |\n|---|---:|---|---:|---:|\n");
+        for f in &r.settings {
+            let h = &f.history_lengths;
+            s.push_str(&format!("| {} | {} | {} ({}–{}) | {} | {} |\n", f.setting, f.test_users, h.median, h.q1, h.q3, f.leakage.targets_in_training, f.leakage.shared_titles));
         }
     }
     if !r.adaptations.is_empty() {
