@@ -141,6 +141,28 @@ mod tests {
         assert_eq!(r.response, "Casino (1995)");
     }
 
+    /// Issue 17, item 7: each shipped template's answer has the form its question asks for.
+    #[test]
+    fn shipped_templates_answer_what_they_ask() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let mut ctx = PromptContext::sample();
+        ctx.candidates = ["Casino (1995)", "Babe (1995)", "Heat (1995)", "Jaws (1975)"].map(String::from).to_vec();
+        ctx.target = "Heat (1995)".into();
+        ctx.k = 3;
+        // One title asked, one title answered.
+        for one in ["rank.jinja", "next_title.jinja"] {
+            let r = PromptTemplate::load(&root.join(one)).unwrap().render(&ctx).unwrap();
+            assert_eq!(r.response, "Heat (1995)", "{one}");
+            assert!(!r.instruction.contains(" 3 "), "{one} asks for one title: {}", r.instruction);
+        }
+        // K titles asked, K answered: the target first, then other candidates in their order.
+        let r = PromptTemplate::load(&root.join("rank_list.jinja")).unwrap().render(&ctx).unwrap();
+        assert!(r.instruction.contains("Recommend the 3 candidates"), "{}", r.instruction);
+        assert_eq!(r.response, "Heat (1995) || Casino (1995) || Babe (1995)");
+        ctx.k = 1;
+        assert_eq!(PromptTemplate::load(&root.join("rank_list.jinja")).unwrap().render(&ctx).unwrap().response, "Heat (1995)");
+    }
+
     #[test]
     fn unknown_variable_names_the_line() {
         let src = "{% block instruction %}\nok\n{{ histroy }}{% endblock %}{% block response %}x{% endblock %}";
