@@ -28,14 +28,18 @@ pub struct Coefficient {
     pub value: f64,
 }
 
+/// The learned merges whose artifacts are among `dirs`, with their directories, in stage-id order.
+fn present<'a>(learned: &'a [LearnedMerge], dirs: &'a BTreeMap<String, PathBuf>) -> Vec<(&'a LearnedMerge, &'a PathBuf)> {
+    let mut out: Vec<(&LearnedMerge, &PathBuf)> = learned.iter().filter_map(|m| Some((m, dirs.get(&m.stage)?))).collect();
+    out.sort_by(|a, b| a.0.stage.cmp(&b.0.stage));
+    out
+}
+
 /// The coefficients of the learned merges (in stage-id order) whose artifacts are among `dirs`
 /// (stage id -> output directory; a merge that failed has none).
 pub fn gather(learned: &[LearnedMerge], dirs: &BTreeMap<String, PathBuf>) -> Result<Vec<Coefficient>, ResultsError> {
-    let mut learned: Vec<&LearnedMerge> = learned.iter().collect();
-    learned.sort_by(|a, b| a.stage.cmp(&b.stage));
     let mut out = Vec::new();
-    for m in learned {
-        let Some(dir) = dirs.get(&m.stage) else { continue };
+    for (m, dir) in present(learned, dirs) {
         let bad = |e: crate::table::TableError| ResultsError::Input { stage: m.stage.clone(), message: e.to_string() };
         let df = table::read_parquet(&dir.join("coefficients.parquet")).map_err(bad)?;
         let (module, adapter) = (table::strs(&df, "module").map_err(bad)?, table::strs(&df, "adapter").map_err(bad)?);
@@ -74,11 +78,8 @@ pub struct Adaptation {
 
 /// The adaptation records of the learned merges in `dirs` (by stage id), in stage order.
 pub fn adaptations(learned: &[LearnedMerge], dirs: &BTreeMap<String, PathBuf>) -> Result<Vec<Adaptation>, ResultsError> {
-    let mut learned: Vec<&LearnedMerge> = learned.iter().collect();
-    learned.sort_by(|a, b| a.stage.cmp(&b.stage));
     let mut out = Vec::new();
-    for m in learned {
-        let Some(dir) = dirs.get(&m.stage) else { continue };
+    for (m, dir) in present(learned, dirs) {
         let j: serde_json::Value = table::read_json(&dir.join("entropy.json")).map_err(|e| ResultsError::Input { stage: m.stage.clone(), message: e.to_string() })?;
         out.push(Adaptation {
             merge: m.merge.clone(),
