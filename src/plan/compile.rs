@@ -298,6 +298,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         metrics: ev.metrics.clone(),
         protocol: ev.protocol.kind(),
         baselines: ev.baselines.clone(),
+        bootstrap: ev.bootstrap,
     };
     b.add("report".into(), report_inputs, StageParams::Report(report));
     Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows })

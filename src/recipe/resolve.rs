@@ -28,6 +28,8 @@ pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful recommendation assist
 pub use crate::prompt::template::DEFAULT_SEPARATOR;
 /// `scoring` of the `likelihood` protocol.
 pub const DEFAULT_SCORING: Scoring = Scoring::Sum;
+/// Resamples behind each reported interval (`evaluation.bootstrap`).
+pub const DEFAULT_BOOTSTRAP: u32 = 1000;
 /// `max_new_tokens` of the `generate` protocol.
 pub const DEFAULT_MAX_NEW_TOKENS: u32 = 64;
 /// The answer length an entropy merge generates (`token_entropy`) when neither the merge nor a
@@ -213,6 +215,7 @@ pub struct ResolvedEvaluation {
     pub backbone: bool,
     pub baselines: Vec<Baseline>,
     pub leakage: Leakage,
+    pub bootstrap: u32,
     pub settings: Vec<ResolvedSetting>,
 }
 
@@ -266,6 +269,7 @@ impl Serialize for ResolvedEvaluation {
             max_new_tokens: Option<u32>,
             fuzzy_match: bool,
             leakage: Leakage,
+            bootstrap: u32,
             settings: &'a [ResolvedSetting],
         }
         let fuzzy_match = matches!(self.protocol, ResolvedProtocol::Generate { fuzzy_match: true, .. });
@@ -280,6 +284,7 @@ impl Serialize for ResolvedEvaluation {
             max_new_tokens: self.protocol.max_new_tokens(),
             fuzzy_match,
             leakage: self.leakage,
+            bootstrap: self.bootstrap,
             settings: &self.settings,
         }
         .serialize(s)
@@ -565,6 +570,7 @@ impl ResolvedRecipe {
             backbone: ev.backbone.unwrap_or(true),
             baselines: ev.baselines.clone().unwrap_or_else(|| vec![Baseline::Random, Baseline::Popularity]),
             leakage: ev.leakage.unwrap_or(Leakage::Error),
+            bootstrap: ev.bootstrap.unwrap_or(DEFAULT_BOOTSTRAP),
             settings,
         };
         let mut resolved = ResolvedRecipe { recipe_hash: String::new(), experiment, backbone, datasets, domains, data, templates, adapters, arms, evaluation };

@@ -490,6 +490,10 @@ pub struct Evaluation {
     pub backbone: Option<bool>,
     /// Non-LLM reference rows on the same candidate lists. Default [random, popularity].
     pub baselines: Option<Vec<Baseline>>,
+    /// Resamples of the percentile bootstrap (over users, seeded) behind every reported 95%
+    /// interval. Default 1000.
+    #[schemars(range(min = 100, max = 1000000))]
+    pub bootstrap: Option<u32>,
     /// When a test user's target item (same dataset, same user) is a target or a history item of
     /// any adapter's training or validation samples. Default `error`.
     pub leakage: Option<Leakage>,

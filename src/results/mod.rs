@@ -4,13 +4,16 @@
 //! `results.parquet` / `results.csv` columns, one row per arm x setting x metric x K:
 //! experiment (str), recipe_hash (str), seed (u64), arm (str; `random` and `popularity` are the
 //! references), setting (str), protocol (str: `likelihood`, `generate`, or `reference`), metric
-//! (str), k (u32, null for mrr and valid_ratio), value (f64, null when the arm failed), users
+//! (str), k (u32, null for mrr and valid_ratio), value (f64, null when the arm failed), ci_low and
+//! ci_high (f64: the 95% percentile-bootstrap interval over users, `evaluation.bootstrap`
+//! resamples per setting, seeded; null for the random reference, an exact expectation), users
 //! (u64, null when failed), status (`ok`, `failed`, `skipped`, or `not_run` in a `run --cached-only`
 //! report). `report.json` lists each arm without results with the reason; `summary.md` and `plot_<metric>.svg` are rendered from these.
 
 pub mod coefficients;
 pub mod params;
 mod plot;
+pub mod stats;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -22,7 +25,7 @@ use polars::prelude::{Column, CsvWriter, SerWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::table;
-use crate::eval::metrics::metric_rows;
+use crate::eval::metrics::{hr_at, metric_rows, ndcg_at, reciprocal_rank};
 use crate::exec::context::{MissingInput, StageContext};
 use crate::recipe::types::Baseline;
 use params::{ReportParams, RowSource};
@@ -59,6 +62,12 @@ pub struct Record {
     pub metric: String,
     pub k: Option<u32>,
     pub value: Option<f64>,
+    /// The 95% percentile-bootstrap interval of `value` over users (none for the random
+    /// reference, an exact expectation, and for arms without results).
+    #[serde(default)]
+    pub ci_low: Option<f64>,
+    #[serde(default)]
+    pub ci_high: Option<f64>,
     pub users: Option<u64>,
     pub status: String,
 }
@@ -115,6 +124,60 @@ fn setting_facts(ctx: &StageContext<'_>, p: &ReportParams) -> Result<Vec<Setting
     Ok(out)
 }
 
+/// One arm's per-user outcomes on a setting, in user-id order: the target's rank (`None`: not
+/// ranked) and the share of valid generated items.
+struct Outcomes {
+    ranks: Vec<Option<usize>>,
+    valid: Vec<f64>,
+}
+
+impl Outcomes {
+    /// Each user's value of `metric` at `k`.
+    fn values(&self, metric: &str, k: Option<u32>) -> Vec<f64> {
+        let f = |r: usize| match (metric, k) {
+            ("hr", Some(k)) => hr_at(r, k),
+            ("ndcg", Some(k)) => ndcg_at(r, k),
+            _ => reciprocal_rank(r),
+        };
+        if metric == "valid_ratio" { self.valid.clone() } else { self.ranks.iter().map(|r| r.map_or(0.0, f)).collect() }
+    }
+}
+
+/// Per-user outcomes of an evaluate stage's `per_user.parquet` (keyed by the arm's row name, "")
+/// or of a baselines stage's `ranks.parquet` (by baseline; `random` has none: its values are exact
+/// expectations, not outcomes).
+fn per_user_outcomes(dir: &Path, is_ref: bool) -> Result<BTreeMap<String, Outcomes>, ResultsError> {
+    let mut rows: BTreeMap<String, Vec<(String, Option<usize>, f64)>> = BTreeMap::new();
+    if is_ref {
+        let df = table::read_parquet(&dir.join("ranks.parquet"))?;
+        let (b, u, r) = (table::strs(&df, "baseline")?, table::strs(&df, "user")?, table::opt_f64s(&df, "rank")?);
+        for i in 0..u.len() {
+            if b[i] != "random" {
+                rows.entry(b[i].clone()).or_default().push((u[i].clone(), r[i].map(|x| x as usize), 1.0));
+            }
+        }
+    } else {
+        let df = table::read_parquet(&dir.join("per_user.parquet"))?;
+        let (u, r) = (table::strs(&df, "user")?, table::opt_i64s(&df, "rank")?);
+        let (g, v) = (table::opt_i64s(&df, "generated_items")?, table::opt_i64s(&df, "valid_items")?);
+        let list = rows.entry(String::new()).or_default();
+        for i in 0..u.len() {
+            let ratio = match (g[i], v[i]) {
+                (Some(g), Some(v)) if g > 0 => v as f64 / g as f64,
+                _ => 0.0,
+            };
+            list.push((u[i].clone(), r[i].map(|x| x as usize), ratio));
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(name, mut list)| {
+            list.sort_by(|a, b| a.0.cmp(&b.0));
+            (name, Outcomes { ranks: list.iter().map(|x| x.1).collect(), valid: list.iter().map(|x| x.2).collect() })
+        })
+        .collect())
+}
+
 fn baseline_name(b: Baseline) -> String {
     serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
@@ -136,6 +199,8 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
         metric,
         k,
         value,
+        ci_low: None,
+        ci_high: None,
         users,
         status: status.into(),
     };
@@ -164,9 +229,17 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
         let (metric, k, value) = (table::strs(&m, "metric")?, table::opt_i64s(&m, "k")?, table::opt_f64s(&m, "value")?);
         let arm_col = if is_ref { table::strs(&m, "baseline")? } else { vec![row.arm.clone(); metric.len()] };
         let protocol = if is_ref { "reference".to_string() } else { summary["protocol"].as_str().unwrap_or(&recipe_protocol).to_string() };
+        let per_user = per_user_outcomes(dir, is_ref)?;
+        let draws = stats::resamples(e.seed, &row.setting, users as usize, e.bootstrap as usize);
         for i in 0..metric.len() {
             let cut = k[i].map(|x| u32::try_from(x).map_err(|_| bad(format!("k = {x}")))).transpose()?;
-            out.records.push(record(&arm_col[i], &row.setting, &protocol, metric[i].clone(), cut, value[i], Some(users), "ok"));
+            let mut r = record(&arm_col[i], &row.setting, &protocol, metric[i].clone(), cut, value[i], Some(users), "ok");
+            if let Some(outcomes) = per_user.get(if is_ref { arm_col[i].as_str() } else { "" }) {
+                if let Some((lo, hi)) = stats::mean_interval(&outcomes.values(&metric[i], cut), &draws) {
+                    (r.ci_low, r.ci_high) = (Some(lo), Some(hi));
+                }
+            }
+            out.records.push(r);
         }
     }
     Ok(out)
@@ -186,6 +259,8 @@ impl Results {
             Column::new("metric".into(), s(|x| x.metric.as_str())),
             Column::new("k".into(), r.iter().map(|x| x.k).collect::<Vec<_>>()),
             Column::new("value".into(), r.iter().map(|x| x.value).collect::<Vec<_>>()),
+            Column::new("ci_low".into(), r.iter().map(|x| x.ci_low).collect::<Vec<_>>()),
+            Column::new("ci_high".into(), r.iter().map(|x| x.ci_high).collect::<Vec<_>>()),
             Column::new("users".into(), r.iter().map(|x| x.users).collect::<Vec<_>>()),
             Column::new("status".into(), s(|x| x.status.as_str())),
         ])?)
@@ -228,6 +303,9 @@ impl Results {
         let s = |c: &str| table::strs(&df, c);
         let (experiment, recipe_hash, arm, setting, protocol, metric, status) = (s("experiment")?, s("recipe_hash")?, s("arm")?, s("setting")?, s("protocol")?, s("metric")?, s("status")?);
         let (seed, k, value, users) = (table::opt_i64s(&df, "seed")?, table::opt_i64s(&df, "k")?, table::opt_f64s(&df, "value")?, table::opt_i64s(&df, "users")?);
+        // Tables written before intervals were reported have no interval columns.
+        let has_ci = table::names(&df).iter().any(|c| c == "ci_low");
+        let (ci_low, ci_high) = if has_ci { (table::opt_f64s(&df, "ci_low")?, table::opt_f64s(&df, "ci_high")?) } else { (vec![None; arm.len()], vec![None; arm.len()]) };
         let records: Vec<Record> = (0..arm.len())
             .map(|i| Record {
                 experiment: experiment[i].clone(),
@@ -239,6 +317,8 @@ impl Results {
                 metric: metric[i].clone(),
                 k: k[i].map(|k| k as u32),
                 value: value[i],
+                ci_low: ci_low[i],
+                ci_high: ci_high[i],
                 users: users[i].map(|u| u as u64),
                 status: status[i].clone(),
             })

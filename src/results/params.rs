@@ -48,4 +48,6 @@ pub struct ReportParams {
     pub metrics: Vec<Metric>,
     pub protocol: Protocol,
     pub baselines: Vec<Baseline>,
+    /// Bootstrap resamples of each interval.
+    pub bootstrap: u32,
 }

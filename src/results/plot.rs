@@ -1,6 +1,6 @@
 //! Grouped bar charts as hand-written SVG: one chart per metric, one group of bars per setting
 //! (and K), one bar per arm (legend on the right). Arms without a value get no bar and are
-//! marked "(no result)" in the legend.
+//! marked "(no result)" in the legend. A bar with an interval gets a 95% error bar.
 
 use std::fmt::Write;
 
@@ -28,7 +28,8 @@ pub fn svg_plot(r: &Results, metric: &str) -> String {
         }
     }
     let value = |g: (&str, Option<u32>), arm: &str| rows.iter().find(|x| x.setting == g.0 && x.k == g.1 && x.arm == arm).and_then(|x| x.value).filter(|v| v.is_finite());
-    let top = rows.iter().filter_map(|x| x.value).filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+    let interval = |g: (&str, Option<u32>), arm: &str| rows.iter().find(|x| x.setting == g.0 && x.k == g.1 && x.arm == arm).and_then(|x| Some((x.ci_low?, x.ci_high?))).filter(|(l, h)| l.is_finite() && h.is_finite());
+    let top = rows.iter().flat_map(|x| [x.value, x.ci_high]).flatten().filter(|v| v.is_finite()).fold(0.0f64, f64::max);
     // Axis top: the next multiple of 0.1 above the largest value (at least 0.1).
     let ymax = ((top * 10.0).ceil() / 10.0).max(0.1);
     let (bar, gap, left, right, top_m, bottom, plot_h) = (14.0, 18.0, 56.0, 190.0, 40.0, 56.0, 240.0);
@@ -50,6 +51,10 @@ pub fn svg_plot(r: &Results, metric: &str) -> String {
             if let Some(v) = value(*g, arm) {
                 let fill = if REFERENCES.contains(arm) { REFERENCE_FILL } else { PALETTE[ai % PALETTE.len()] };
                 let _ = writeln!(s, r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{fill}"><title>{} / {}: {v:.3}</title></rect>"#, x0 + ai as f64 * bar, y(v), bar - 2.0, top_m + plot_h - y(v), esc(arm), esc(g.0));
+                if let Some((lo, hi)) = interval(*g, arm) {
+                    let cx = x0 + ai as f64 * bar + (bar - 2.0) / 2.0;
+                    let _ = writeln!(s, r##"<path d="M{cx:.1} {:.1}V{:.1}M{:.1} {:.1}H{:.1}M{:.1} {:.1}H{:.1}" stroke="#333" fill="none"><title>95% interval {lo:.3}–{hi:.3}</title></path>"##, y(lo), y(hi), cx - 3.0, y(lo), cx + 3.0, cx - 3.0, y(hi), cx + 3.0);
+                }
             }
         }
         let label = match g.1 {

@@ -43,8 +43,13 @@ pub fn markdown(r: &Results) -> String {
             s.push_str(&format!("| {arm}{adapted} | {users} |"));
             for (c, b) in columns.iter().zip(&best) {
                 let text = match cell(arm, *c) {
-                    Some(Record { value: Some(v), .. }) => {
-                        let t = format!("{v:.3}");
+                    Some(Record { value: Some(v), ci_low, ci_high, .. }) => {
+                        // The interval as ± its half width (the exact bounds are in results.csv).
+                        let half = match (ci_low, ci_high) {
+                            (Some(lo), Some(hi)) => format!(" ±{:.2}", (hi - lo) / 2.0),
+                            _ => String::new(),
+                        };
+                        let t = format!("{v:.3}{half}");
                         if !REFERENCES.contains(arm) && Some(*v) == *b { format!("**{t}**") } else { t }
                     }
                     Some(x) => x.status.clone(),
@@ -56,7 +61,7 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     if r.records.iter().any(|x| REFERENCES.contains(&x.arm.as_str())) {
-        s.push_str("\nBold: the best LLM arm per column (random and popularity are non-LLM references on the same candidate lists; random is the expected value).\n");
+        s.push_str("\nBold: the best LLM arm per column, by value alone, with no test of its difference from the others (random and popularity are non-LLM references on the same candidate lists; random is the expected value). ±: half the width of the 95% percentile-bootstrap interval over users (results.csv has its bounds); intervals that overlap do not tell arms apart.\n");
     }
     if !r.settings.is_empty() {
         s.push_str("\n## Evaluation sets\n\nHistory length: items before the target (median, quartiles). Leak check: test targets (user, item) that an adapter saw in training or validation, as the target or in the history (same dataset), and target titles that are another dataset's training targets.\n\n| setting | test users | history length | targets seen in training | titles shared with another dataset |\n|---|---:|---|---:|---:|\n");

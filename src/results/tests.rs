@@ -66,6 +66,15 @@ fn baselines_dir(root: &Path, id: &str, users: u64) -> PathBuf {
     ])
     .unwrap();
     table::write_parquet(&mut m, &dir.join("metrics.parquet")).unwrap();
+    // Per-user ranks (random: the expected rank; popularity: 1 and 2 alternately).
+    let n = users as usize;
+    let mut ranks = table::frame(vec![
+        Column::new("baseline".into(), (0..2 * n).map(|i| if i < n { "random" } else { "popularity" }).collect::<Vec<_>>()),
+        Column::new("user".into(), (0..2 * n).map(|i| format!("u{}", i % n)).collect::<Vec<_>>()),
+        Column::new("rank".into(), (0..2 * n).map(|i| if i < n { 2.5 } else { 1.0 + (i % 2) as f64 }).collect::<Vec<_>>()),
+    ])
+    .unwrap();
+    table::write_parquet(&mut ranks, &dir.join("ranks.parquet")).unwrap();
     table::write_json(&dir.join("baselines.json"), &serde_json::json!({ "users": users })).unwrap();
     dir
 }
@@ -99,6 +108,7 @@ fn synthetic(root: &Path) -> Results {
         metrics: METRICS.to_vec(),
         protocol: crate::recipe::types::Protocol::Likelihood,
         baselines: vec![Baseline::Random, Baseline::Popularity],
+        bootstrap: 200,
     };
     gather(&e, &dirs, &failed).unwrap()
 }
