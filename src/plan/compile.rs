@@ -299,6 +299,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         protocol: ev.protocol.kind(),
         baselines: ev.baselines.clone(),
         bootstrap: ev.bootstrap,
+        comparisons: ev.compare.clone(),
     };
     b.add("report".into(), report_inputs, StageParams::Report(report));
     Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows })

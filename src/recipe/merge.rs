@@ -198,6 +198,16 @@ pub enum MergeConfig {
 }
 
 impl MergeConfig {
+    /// How many of the arm's adapters the merge actually uses (a fixed weight or lambda of 0
+    /// drops its adapter; the other methods use them all).
+    pub fn adapters_used(&self, adapters: usize) -> usize {
+        match self {
+            MergeConfig::Fixed { weights } => weights.iter().filter(|w| **w != 0.0).count(),
+            MergeConfig::TaskArithmetic { lambdas } => lambdas.iter().filter(|w| **w != 0.0).count(),
+            _ => adapters,
+        }
+    }
+
     pub fn is_adaptive(&self) -> bool {
         matches!(self, MergeConfig::Entropy { adaptation: ResolvedAdaptation { source: AdaptationSource::Setting, .. }, .. })
     }

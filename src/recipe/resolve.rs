@@ -216,6 +216,8 @@ pub struct ResolvedEvaluation {
     pub baselines: Vec<Baseline>,
     pub leakage: Leakage,
     pub bootstrap: u32,
+    /// The paired comparisons, `[arm_a, arm_b]` (swept names expanded).
+    pub compare: Vec<[String; 2]>,
     pub settings: Vec<ResolvedSetting>,
 }
 
@@ -270,6 +272,7 @@ impl Serialize for ResolvedEvaluation {
             fuzzy_match: bool,
             leakage: Leakage,
             bootstrap: u32,
+            compare: &'a [[String; 2]],
             settings: &'a [ResolvedSetting],
         }
         let fuzzy_match = matches!(self.protocol, ResolvedProtocol::Generate { fuzzy_match: true, .. });
@@ -285,6 +288,7 @@ impl Serialize for ResolvedEvaluation {
             fuzzy_match,
             leakage: self.leakage,
             bootstrap: self.bootstrap,
+            compare: &self.compare,
             settings: &self.settings,
         }
         .serialize(s)
@@ -407,6 +411,47 @@ fn source(asset: &Option<String>, path: &Option<PathBuf>, base: &Path) -> Source
         (None, Some(p)) => Source::Path { path: anchor(base, p) },
         (None, None) => unreachable!("validated: asset or path"),
     }
+}
+
+/// The paired comparisons of a recipe: the declared pairs (a swept arm's base name standing for
+/// each of its points), or the default: every cocktail against each one-adapter arm, then every
+/// arm against the raw backbone when it is evaluated.
+fn comparisons(ev: &Evaluation, arms: &[ResolvedArm]) -> Vec<[String; 2]> {
+    let expand = |name: &str| -> Vec<String> {
+        let points: Vec<String> = arms.iter().filter(|a| a.base_name == name && a.name != name).map(|a| a.name.clone()).collect();
+        if points.is_empty() { vec![name.to_string()] } else { points }
+    };
+    let mut out: Vec<[String; 2]> = Vec::new();
+    let mut push = |a: String, b: String| {
+        if a != b && !out.iter().any(|p| p[0] == a && p[1] == b) {
+            out.push([a, b]);
+        }
+    };
+    match &ev.compare {
+        Some(pairs) => {
+            for [a, b] in pairs {
+                for x in expand(a) {
+                    for y in expand(b) {
+                        push(x.clone(), y);
+                    }
+                }
+            }
+        }
+        None => {
+            let single = |a: &ResolvedArm| a.merge.adapters_used(a.adapters.len()) <= 1;
+            for c in arms.iter().filter(|a| !single(a)) {
+                for s in arms.iter().filter(|a| single(a)) {
+                    push(c.name.clone(), s.name.clone());
+                }
+            }
+            if ev.backbone.unwrap_or(true) {
+                for a in arms {
+                    push(a.name.clone(), "backbone".into());
+                }
+            }
+        }
+    }
+    out
 }
 
 impl ResolvedEvaluation {
@@ -571,6 +616,7 @@ impl ResolvedRecipe {
             baselines: ev.baselines.clone().unwrap_or_else(|| vec![Baseline::Random, Baseline::Popularity]),
             leakage: ev.leakage.unwrap_or(Leakage::Error),
             bootstrap: ev.bootstrap.unwrap_or(DEFAULT_BOOTSTRAP),
+            compare: comparisons(ev, &arms),
             settings,
         };
         let mut resolved = ResolvedRecipe { recipe_hash: String::new(), experiment, backbone, datasets, domains, data, templates, adapters, arms, evaluation };

@@ -475,6 +475,21 @@ impl Checker<'_> {
                 }
             }
         }
+        if let Some(pairs) = &e.compare {
+            let mut known: Vec<&str> = r.arms.iter().map(|a| a.name.as_str()).collect();
+            known.extend(["backbone", "popularity"]);
+            for (i, pair) in pairs.iter().enumerate() {
+                for (j, name) in pair.iter().enumerate() {
+                    if !known.contains(&name.as_str()) {
+                        let help = did_you_mean(name, known.iter().copied()).unwrap_or_else(|| format!("known: {}", known.join(", ")));
+                        self.err(p(&[&"evaluation", &"compare", &i, &j]), "unknown-arm", format!("unknown arm `{name}` (random has no per-user outcomes to compare)"), Some(help));
+                    }
+                }
+                if pair[0] == pair[1] {
+                    self.err(p(&[&"evaluation", &"compare", &i]), "conflict", format!("`{}` compared with itself", pair[0]), None);
+                }
+            }
+        }
         if e.settings.is_empty() {
             self.err_key(at("settings"), "too-few", "declare at least one evaluation setting (e.g. warm and cold)", None);
         }

@@ -490,6 +490,10 @@ pub struct Evaluation {
     pub backbone: Option<bool>,
     /// Non-LLM reference rows on the same candidate lists. Default [random, popularity].
     pub baselines: Option<Vec<Baseline>>,
+    /// Paired comparisons `[arm_a, arm_b]` (arm names, a swept arm's name for all its points,
+    /// `backbone`, `popularity`). Default: every cocktail (an arm merging two or more adapters)
+    /// against each arm that uses one adapter alone, and every arm against `backbone`.
+    pub compare: Option<Vec<[String; 2]>>,
     /// Resamples of the percentile bootstrap (over users, seeded) behind every reported 95%
     /// interval. Default 1000.
     #[schemars(range(min = 100, max = 1000000))]

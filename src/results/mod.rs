@@ -13,6 +13,7 @@
 pub mod coefficients;
 pub mod params;
 mod plot;
+pub mod compare;
 pub mod stats;
 mod summary;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{Column, CsvWriter, SerWriter};
 use serde::{Deserialize, Serialize};
 
+use crate::rng::Rng;
 use crate::table;
 use crate::eval::metrics::{hr_at, metric_rows, ndcg_at, reciprocal_rank};
 use crate::exec::context::{MissingInput, StageContext};
@@ -82,7 +84,7 @@ pub struct Failure {
 }
 
 /// The whole report: what `report.json` holds next to the tables.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Results {
     pub experiment: String,
     pub recipe_hash: String,
@@ -95,6 +97,23 @@ pub struct Results {
     /// Each evaluation set's users: history lengths and leak check.
     #[serde(default)]
     pub settings: Vec<SettingFacts>,
+    /// The paired comparisons of the recipe's pairs.
+    #[serde(default)]
+    pub comparisons: Vec<compare::Comparison>,
+    /// The cells whose best LLM arm beats the runner-up significantly (the bold ones).
+    #[serde(default)]
+    pub best: Vec<BestCell>,
+}
+
+/// A column's best LLM arm when a paired test separates it from the runner-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestCell {
+    pub setting: String,
+    pub metric: String,
+    pub k: Option<u32>,
+    pub arm: String,
+    pub runner_up: String,
+    pub p_value: f64,
 }
 
 /// What the report says of one evaluation set (from its `eval_set.json`).
@@ -127,6 +146,7 @@ fn setting_facts(ctx: &StageContext<'_>, p: &ReportParams) -> Result<Vec<Setting
 /// One arm's per-user outcomes on a setting, in user-id order: the target's rank (`None`: not
 /// ranked) and the share of valid generated items.
 struct Outcomes {
+    users: Vec<String>,
     ranks: Vec<Option<usize>>,
     valid: Vec<f64>,
 }
@@ -173,7 +193,7 @@ fn per_user_outcomes(dir: &Path, is_ref: bool) -> Result<BTreeMap<String, Outcom
         .into_iter()
         .map(|(name, mut list)| {
             list.sort_by(|a, b| a.0.cmp(&b.0));
-            (name, Outcomes { ranks: list.iter().map(|x| x.1).collect(), valid: list.iter().map(|x| x.2).collect() })
+            (name, Outcomes { users: list.iter().map(|x| x.0.clone()).collect(), ranks: list.iter().map(|x| x.1).collect(), valid: list.iter().map(|x| x.2).collect() })
         })
         .collect())
 }
@@ -188,7 +208,8 @@ fn baseline_name(b: Baseline) -> String {
 pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, MissingInput>) -> Result<Results, ResultsError> {
     // The recipe's protocol, for the rows of arms that failed.
     let recipe_protocol = serde_json::to_value(e.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, records: Vec::new(), failures: Vec::new(), adaptations: Vec::new(), settings: Vec::new() };
+    let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, ..Default::default() };
+    let mut outcomes: BTreeMap<(String, String), Outcomes> = BTreeMap::new();
     let record = |arm: &str, setting: &str, protocol: &str, metric: String, k: Option<u32>, value: Option<f64>, users: Option<u64>, status: &str| Record {
         experiment: e.experiment.clone(),
         recipe_hash: e.recipe_hash.clone(),
@@ -229,7 +250,7 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
         let (metric, k, value) = (table::strs(&m, "metric")?, table::opt_i64s(&m, "k")?, table::opt_f64s(&m, "value")?);
         let arm_col = if is_ref { table::strs(&m, "baseline")? } else { vec![row.arm.clone(); metric.len()] };
         let protocol = if is_ref { "reference".to_string() } else { summary["protocol"].as_str().unwrap_or(&recipe_protocol).to_string() };
-        let per_user = per_user_outcomes(dir, is_ref)?;
+        let mut per_user = per_user_outcomes(dir, is_ref)?;
         let draws = stats::resamples(e.seed, &row.setting, users as usize, e.bootstrap as usize);
         for i in 0..metric.len() {
             let cut = k[i].map(|x| u32::try_from(x).map_err(|_| bad(format!("k = {x}")))).transpose()?;
@@ -241,8 +262,98 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
             }
             out.records.push(r);
         }
+        for (name, o) in std::mem::take(&mut per_user) {
+            let arm = if is_ref { name } else { row.arm.clone() };
+            outcomes.insert((arm, row.setting.clone()), o);
+        }
     }
+    out.comparisons = comparisons(e, &outcomes);
+    out.best = significant_best(e, &out.records, &outcomes);
     Ok(out)
+}
+
+/// The users two arms both evaluated and each one's values of `metric` at `k` for them.
+fn aligned(a: &Outcomes, b: &Outcomes, metric: &str, k: Option<u32>) -> (Vec<f64>, Vec<f64>) {
+    let index: BTreeMap<&str, usize> = b.users.iter().enumerate().map(|(i, u)| (u.as_str(), i)).collect();
+    let (va, vb) = (a.values(metric, k), b.values(metric, k));
+    a.users.iter().enumerate().filter_map(|(i, u)| Some((va[i], vb[*index.get(u.as_str())?]))).unzip()
+}
+
+/// Every declared pair in every setting, metric and K where both arms have outcomes, with
+/// Holm-adjusted p-values over the whole family.
+fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>) -> Vec<compare::Comparison> {
+    let settings: Vec<&String> = e.rows.iter().map(|r| &r.setting).fold(Vec::new(), |mut v, s| {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+        v
+    });
+    let cells = metric_rows(&e.metrics, &e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0);
+    let mut out = Vec::new();
+    for setting in settings {
+        let mut rng = Rng::derive(e.seed, &["sign-flips", setting]);
+        for [a, b] in &e.comparisons {
+            let (Some(oa), Some(ob)) = (outcomes.get(&(a.clone(), setting.clone())), outcomes.get(&(b.clone(), setting.clone()))) else { continue };
+            for (metric, k, _) in &cells {
+                let (va, vb) = aligned(oa, ob, metric, *k);
+                let draws = stats::resamples(e.seed, setting, va.len(), e.bootstrap as usize);
+                let (mean_diff, ci, test, p_value) = compare::paired(&va, &vb, metric == "hr", &draws, &mut rng, e.bootstrap as usize);
+                out.push(compare::Comparison {
+                    setting: setting.clone(),
+                    metric: metric.clone(),
+                    k: *k,
+                    arm_a: a.clone(),
+                    arm_b: b.clone(),
+                    users: va.len() as u64,
+                    mean_diff,
+                    ci_low: ci.map(|c| c.0),
+                    ci_high: ci.map(|c| c.1),
+                    test: test.into(),
+                    p_value,
+                    p_holm: p_value,
+                });
+            }
+        }
+    }
+    let adjusted = compare::holm(&out.iter().map(|c| c.p_value).collect::<Vec<_>>());
+    for (c, p) in out.iter_mut().zip(adjusted) {
+        c.p_holm = p;
+    }
+    out
+}
+
+/// The cells whose best LLM arm differs from the runner-up by a paired test at
+/// [`compare::ALPHA`] (unadjusted): the only ones the summary sets in bold.
+fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(String, String), Outcomes>) -> Vec<BestCell> {
+    let mut out = Vec::new();
+    let mut cells: Vec<(&str, &str, Option<u32>)> = Vec::new();
+    for r in records {
+        if !cells.contains(&(r.setting.as_str(), r.metric.as_str(), r.k)) {
+            cells.push((r.setting.as_str(), r.metric.as_str(), r.k));
+        }
+    }
+    for (setting, metric, k) in cells {
+        let mut arms: Vec<(&str, f64)> = records
+            .iter()
+            .filter(|r| r.setting == setting && r.metric == metric && r.k == k && !summary::REFERENCES.contains(&r.arm.as_str()))
+            .filter_map(|r| Some((r.arm.as_str(), r.value.filter(|v| v.is_finite())?)))
+            .collect();
+        arms.sort_by(|x, y| y.1.total_cmp(&x.1));
+        let [(best, vb), (second, vs), ..] = arms[..] else { continue };
+        if vb <= vs {
+            continue;
+        }
+        let key = |a: &str| (a.to_string(), setting.to_string());
+        let (Some(ob), Some(os)) = (outcomes.get(&key(best)), outcomes.get(&key(second))) else { continue };
+        let (va, vr) = aligned(ob, os, metric, k);
+        let draws = stats::resamples(e.seed, setting, va.len(), e.bootstrap as usize);
+        let mut rng = Rng::derive(e.seed, &["best-vs-runner-up", setting, metric]);
+        let (_, _, _, p) = compare::paired(&va, &vr, metric == "hr", &draws, &mut rng, e.bootstrap as usize);
+        if p < compare::ALPHA {
+            out.push(BestCell { setting: setting.into(), metric: metric.into(), k, arm: best.into(), runner_up: second.into(), p_value: p });
+        }
+    }
+    out
 }
 
 impl Results {
@@ -266,6 +377,27 @@ impl Results {
         ])?)
     }
 
+    /// `comparisons.parquet`: setting, metric, k, arm_a, arm_b, users, mean_diff (A - B), ci_low,
+    /// ci_high (95% paired bootstrap), test, p_value, p_holm.
+    pub fn comparisons_frame(&self) -> Result<polars::prelude::DataFrame, table::TableError> {
+        let c = &self.comparisons;
+        let s = |f: fn(&compare::Comparison) -> &str| c.iter().map(|x| f(x).to_string()).collect::<Vec<_>>();
+        table::frame(vec![
+            Column::new("setting".into(), s(|x| x.setting.as_str())),
+            Column::new("metric".into(), s(|x| x.metric.as_str())),
+            Column::new("k".into(), c.iter().map(|x| x.k).collect::<Vec<_>>()),
+            Column::new("arm_a".into(), s(|x| x.arm_a.as_str())),
+            Column::new("arm_b".into(), s(|x| x.arm_b.as_str())),
+            Column::new("users".into(), c.iter().map(|x| x.users).collect::<Vec<_>>()),
+            Column::new("mean_diff".into(), c.iter().map(|x| x.mean_diff).collect::<Vec<_>>()),
+            Column::new("ci_low".into(), c.iter().map(|x| x.ci_low).collect::<Vec<_>>()),
+            Column::new("ci_high".into(), c.iter().map(|x| x.ci_high).collect::<Vec<_>>()),
+            Column::new("test".into(), s(|x| x.test.as_str())),
+            Column::new("p_value".into(), c.iter().map(|x| x.p_value).collect::<Vec<_>>()),
+            Column::new("p_holm".into(), c.iter().map(|x| x.p_holm).collect::<Vec<_>>()),
+        ])
+    }
+
     /// The CSV text of the table.
     pub fn csv(&self) -> Result<String, table::TableError> {
         let mut buf = Vec::new();
@@ -278,7 +410,14 @@ impl Results {
         let io = |path: PathBuf| move |source| ResultsError::Io { path, source };
         table::write_parquet(&mut self.frame()?, &dir.join("results.parquet"))?;
         std::fs::write(dir.join("results.csv"), self.csv()?).map_err(io(dir.join("results.csv")))?;
-        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations, "settings": self.settings }))?;
+        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations, "settings": self.settings, "comparisons": self.comparisons, "best": self.best }))?;
+        if !self.comparisons.is_empty() {
+            let mut df = self.comparisons_frame()?;
+            table::write_parquet(&mut df, &dir.join("comparisons.parquet"))?;
+            let mut buf = Vec::new();
+            CsvWriter::new(&mut buf).include_header(true).finish(&mut df).map_err(table::polars_err("writing csv"))?;
+            std::fs::write(dir.join("comparisons.csv"), buf).map_err(io(dir.join("comparisons.csv")))?;
+        }
         std::fs::write(dir.join("summary.md"), markdown(self)).map_err(io(dir.join("summary.md")))?;
         let mut metrics: Vec<&str> = Vec::new();
         for r in &self.records {
@@ -326,7 +465,10 @@ impl Results {
         let report: Option<serde_json::Value> = table::read_json(&dir.join("report.json")).ok();
         let failures = report.as_ref().and_then(|r| serde_json::from_value(r["failures"].clone()).ok()).unwrap_or_default();
         let adaptations = report.as_ref().and_then(|r| serde_json::from_value(r["adaptations"].clone()).ok()).unwrap_or_default();
-        let settings = report.and_then(|r| serde_json::from_value(r["settings"].clone()).ok()).unwrap_or_default();
+        let field = |name: &str| report.as_ref().map(|r| r[name].clone()).unwrap_or_default();
+        let settings = serde_json::from_value(field("settings")).unwrap_or_default();
+        let comparisons = serde_json::from_value(field("comparisons")).unwrap_or_default();
+        let best = serde_json::from_value(field("best")).unwrap_or_default();
         let first = records.first();
         Ok(Results {
             experiment: first.map(|r| r.experiment.clone()).unwrap_or_default(),
@@ -336,6 +478,8 @@ impl Results {
             failures,
             adaptations,
             settings,
+            comparisons,
+            best,
         })
     }
 }

@@ -48,6 +48,8 @@ pub struct ReportParams {
     pub metrics: Vec<Metric>,
     pub protocol: Protocol,
     pub baselines: Vec<Baseline>,
-    /// Bootstrap resamples of each interval.
+    /// Bootstrap resamples of each interval (and random sign flips of each permutation test).
     pub bootstrap: u32,
+    /// Paired comparisons `[arm_a, arm_b]`, made in every setting.
+    pub comparisons: Vec<[String; 2]>,
 }

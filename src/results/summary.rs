@@ -50,7 +50,8 @@ pub fn markdown(r: &Results) -> String {
                             _ => String::new(),
                         };
                         let t = format!("{v:.3}{half}");
-                        if !REFERENCES.contains(arm) && Some(*v) == *b { format!("**{t}**") } else { t }
+                        let significant = r.best.iter().any(|x| x.setting == setting && x.metric == c.0 && x.k == c.1 && x.arm == *arm);
+                        if !REFERENCES.contains(arm) && Some(*v) == *b && significant { format!("**{t}**") } else { t }
                     }
                     Some(x) => x.status.clone(),
                     None => "—".into(),
@@ -61,7 +62,23 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     if r.records.iter().any(|x| REFERENCES.contains(&x.arm.as_str())) {
-        s.push_str("\nBold: the best LLM arm per column, by value alone, with no test of its difference from the others (random and popularity are non-LLM references on the same candidate lists; random is the expected value). ±: half the width of the 95% percentile-bootstrap interval over users (results.csv has its bounds); intervals that overlap do not tell arms apart.\n");
+        s.push_str("\nBold: the best LLM arm of a column, only where a paired test over the same users separates it from the runner-up (p < 0.05, unadjusted; exact McNemar for HR, sign-flip permutation for NDCG and MRR); no bold means no arm stands out (random and popularity are non-LLM references on the same candidate lists; random is the expected value). ±: half the width of the 95% percentile-bootstrap interval over users (results.csv has its bounds); intervals that overlap do not tell arms apart.\n");
+    }
+    if !r.comparisons.is_empty() {
+        let marked = r.comparisons.iter().filter(|c| c.p_holm < super::compare::ALPHA).count();
+        s.push_str(&format!(
+            "\n## Paired comparisons\n\nEvery declared pair on the same users: mean difference A − B with its 95% paired bootstrap interval, and the p-value (exact McNemar for HR@K, sign-flip permutation for NDCG@K and MRR) adjusted by Holm over all {} comparisons of the run (`comparisons.csv` has every metric and K). {} significant at 0.05 after adjustment (marked \\*). MRR:\n\n| setting | A | B | users | A − B [95% CI] | p | p (Holm) |\n|---|---|---|---:|---|---:|---:|\n",
+            r.comparisons.len(),
+            if marked == 0 { "None is".to_string() } else if marked == 1 { "1 is".to_string() } else { format!("{marked} are") }
+        ));
+        for c in r.comparisons.iter().filter(|c| c.metric == "mrr") {
+            let ci = match (c.ci_low, c.ci_high) {
+                (Some(lo), Some(hi)) => format!(" [{lo:+.3}, {hi:+.3}]"),
+                _ => String::new(),
+            };
+            let mark = if c.p_holm < super::compare::ALPHA { " \\*" } else { "" };
+            s.push_str(&format!("| {} | {} | {} | {} | {:+.3}{ci} | {:.3} | {:.3}{mark} |\n", c.setting, c.arm_a, c.arm_b, c.users, c.mean_diff, c.p_value, c.p_holm));
+        }
     }
     if !r.settings.is_empty() {
         s.push_str("\n## Evaluation sets\n\nHistory length: items before the target (median, quartiles). Leak check: test targets (user, item) that an adapter saw in training or validation, as the target or in the history (same dataset), and target titles that are another dataset's training targets.\n\n| setting | test users | history length | targets seen in training | titles shared with another dataset |\n|---|---:|---|---:|---:|\n");

@@ -109,6 +109,7 @@ fn synthetic(root: &Path) -> Results {
         protocol: crate::recipe::types::Protocol::Likelihood,
         baselines: vec![Baseline::Random, Baseline::Popularity],
         bootstrap: 200,
+        comparisons: vec![["ingredient".into(), "backbone".into()], ["popularity".into(), "backbone".into()]],
     };
     gather(&e, &dirs, &failed).unwrap()
 }
