@@ -157,3 +157,51 @@ fn tables_round_trip_through_a_run_directory() {
     }
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// The bold rule and the comparisons on a clear case: over 30 users, one arm ranks every target
+/// first and the other ranks it third; a tie (same ranks) is never bold.
+#[test]
+fn comparisons_and_bold_follow_paired_tests() {
+    let root = std::env::temp_dir().join(format!("rc-report-cmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut dirs = BTreeMap::new();
+    dirs.insert("evaluate:good:s".to_string(), evaluate_dir(&root, "evaluate:good:s", &[1; 30]));
+    dirs.insert("evaluate:poor:s".to_string(), evaluate_dir(&root, "evaluate:poor:s", &[3; 30]));
+    dirs.insert("evaluate:same:s".to_string(), evaluate_dir(&root, "evaluate:same:s", &[3; 30]));
+    let rows = [row("good", "s"), row("poor", "s"), row("same", "s")];
+    let e = ReportParams {
+        experiment: "cmp".into(),
+        recipe_hash: "0123456789abcdef".into(),
+        seed: 42,
+        rows: rows.to_vec(),
+        learned: Vec::new(),
+        settings: Vec::new(),
+        ks: KS.to_vec(),
+        metrics: METRICS.to_vec(),
+        protocol: crate::recipe::types::Protocol::Likelihood,
+        baselines: Vec::new(),
+        bootstrap: 500,
+        comparisons: vec![["good".into(), "poor".into()], ["same".into(), "poor".into()]],
+    };
+    let r = gather(&e, &dirs, &BTreeMap::new()).unwrap();
+    let c = |a: &str, m: &str, k: Option<u32>| r.comparisons.iter().find(|c| c.arm_a == a && c.metric == m && c.k == k).unwrap();
+    // HR@1: 30 discordant users, all for `good`: exact McNemar p = 2 / 2^30.
+    let hr1 = c("good", "hr", Some(1));
+    assert_eq!((hr1.mean_diff, hr1.test.as_str(), hr1.users), (1.0, "mcnemar_exact", 30));
+    assert!((hr1.p_value - 2.0 / 2f64.powi(30)).abs() < 1e-15);
+    // HR@3: both hit: no discordant user.
+    assert_eq!(c("good", "hr", Some(3)).p_value, 1.0);
+    // MRR: 30 equal differences of 2/3: the sign-flip test's random flips never reach them.
+    let mrr = c("good", "mrr", None);
+    assert_eq!(mrr.test, "sign_flip");
+    assert!((mrr.mean_diff - 2.0 / 3.0).abs() < 1e-12 && mrr.p_value < 0.01 && mrr.p_holm < 0.05, "{mrr:?}");
+    assert_eq!((mrr.ci_low, mrr.ci_high), (Some(2.0 / 3.0), Some(2.0 / 3.0)));
+    assert_eq!(c("same", "mrr", None).p_value, 1.0);
+    // Bold: `good` in the HR@1, NDCG and MRR columns; nothing in HR@3, where all tie.
+    let bold: Vec<(&str, Option<u32>)> = r.best.iter().map(|b| (b.metric.as_str(), b.k)).collect();
+    assert_eq!(bold, [("hr", Some(1)), ("ndcg", Some(1)), ("ndcg", Some(3)), ("mrr", None)]);
+    assert!(r.best.iter().all(|b| b.arm == "good"));
+    let md = super::markdown(&r);
+    assert!(md.contains("| good | 30 | **1.000 ±0.00** | 1.000 ±0.00 |"), "{md}");
+    std::fs::remove_dir_all(&root).ok();
+}
