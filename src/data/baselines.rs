@@ -1,6 +1,7 @@
 //! Non-LLM reference rows on an evaluation set's fixed candidate lists: `random` (the expected
-//! metrics of a uniformly random ranking) and `popularity` (candidates ranked by their number of
-//! training interactions in the domain; ties by presentation order, see [`crate::eval::metrics`]).
+//! metrics of a uniformly random ranking), `popularity` (candidates ranked by their number of
+//! training interactions in the domain), and the conventional sequential recommenders `markov`
+//! and `itemknn` ([`super::conventional`]); ties by presentation order, see [`crate::eval::metrics`].
 //!
 //! Artifacts: `ranks.parquet` (baseline, user, rank: 1-based; the expected rank for random),
 //! `metrics.parquet` (baseline, metric, k (null for mrr), value) and `baselines.json`.
@@ -10,6 +11,7 @@ use std::collections::HashMap;
 use polars::prelude::Column;
 use serde_json::json;
 
+use super::conventional::Fitted;
 use super::domain::DomainSplit;
 use super::DataError;
 use crate::table;
@@ -26,8 +28,10 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
     let popularity: HashMap<&str, u64> = split.items.iter().map(String::as_str).zip(split.train_counts()).collect();
     let cands = table::read_parquet(&dir(Role::EvalSet)?.join("candidates.parquet"))?;
     let (set, user, item, is_target) = (table::strs(&cands, "set")?, table::strs(&cands, "user")?, table::strs(&cands, "item")?, table::opt_i64s(&cands, "is_target")?);
-    // Test lists in file order (slot order within a user).
-    let mut lists: Vec<(String, Vec<(u64, bool)>)> = Vec::new();
+    let item_index: HashMap<&str, u32> = split.items.iter().enumerate().map(|(i, x)| (x.as_str(), i as u32)).collect();
+    let user_index: HashMap<&str, usize> = split.users.iter().enumerate().map(|(i, x)| (x.as_str(), i)).collect();
+    // Test lists in file order (slot order within a user): (popularity, is target, item index).
+    let mut lists: Vec<(String, Vec<(u64, bool, u32)>)> = Vec::new();
     for k in 0..user.len() {
         if set[k] != "test" {
             continue;
@@ -36,8 +40,16 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
             lists.push((user[k].clone(), Vec::new()));
         }
         let count = popularity.get(item[k].as_str()).copied().unwrap_or(0);
-        lists.last_mut().expect("pushed").1.push((count, is_target[k] == Some(1)));
+        let index = *item_index.get(item[k].as_str()).ok_or_else(|| DataError::Invalid(format!("candidate `{}` is not an item of the split", item[k])))?;
+        lists.last_mut().expect("pushed").1.push((count, is_target[k] == Some(1), index));
     }
+    let needs_fit = which.iter().any(|b| matches!(b, Baseline::Markov | Baseline::Itemknn));
+    let fitted = needs_fit.then(|| Fitted::new(&split));
+    // A user's history at the test position: every earlier item of the sequence.
+    let history = |u: &str| -> Result<&[u32], DataError> {
+        let i = *user_index.get(u).ok_or_else(|| DataError::Invalid(format!("test user `{u}` is not in the split")))?;
+        Ok(&split.sequences[i][..split.positions(i).test])
+    };
     let (mut rb, mut ru, mut rr) = (Vec::new(), Vec::new(), Vec::new());
     let (mut mb, mut mm, mut mk, mut mv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut summary = serde_json::Map::new();
@@ -45,14 +57,17 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
         let bname = serde_json::to_value(b).expect("enum").as_str().unwrap_or_default().to_string();
         let ranks: Vec<f64> = lists
             .iter()
-            .map(|(_, l)| {
+            .map(|(u, l)| {
                 let t = l.iter().position(|c| c.1).unwrap_or(0);
-                match b {
+                let items: Vec<u32> = l.iter().map(|c| c.2).collect();
+                Ok(match b {
                     Baseline::Random => (l.len() as f64 + 1.0) / 2.0,
                     Baseline::Popularity => rank_of(&l.iter().map(|c| c.0 as f64).collect::<Vec<_>>(), t) as f64,
-                }
+                    Baseline::Markov => rank_of(&fitted.as_ref().expect("fitted").markov(history(u)?, &items), t) as f64,
+                    Baseline::Itemknn => rank_of(&fitted.as_ref().expect("fitted").itemknn(history(u)?, &items), t) as f64,
+                })
             })
-            .collect();
+            .collect::<Result<_, DataError>>()?;
         let sizes: Vec<usize> = lists.iter().map(|(_, l)| l.len()).collect();
         let per_user = |f: &dyn Fn(usize) -> f64| -> f64 {
             if ranks.is_empty() {
@@ -60,7 +75,7 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
             }
             let total: f64 = match b {
                 Baseline::Random => sizes.iter().map(|&n| expected(n, f)).sum(),
-                Baseline::Popularity => ranks.iter().map(|&r| f(r as usize)).sum(),
+                _ => ranks.iter().map(|&r| f(r as usize)).sum(),
             };
             total / ranks.len() as f64
         };

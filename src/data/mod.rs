@@ -10,6 +10,7 @@
 
 pub mod baselines;
 pub mod candidates;
+pub mod conventional;
 pub mod domain;
 pub mod fetch;
 pub mod inspect;

@@ -477,7 +477,7 @@ impl Checker<'_> {
         }
         if let Some(pairs) = &e.compare {
             let mut known: Vec<&str> = r.arms.iter().map(|a| a.name.as_str()).collect();
-            known.extend(["backbone", "popularity"]);
+            known.extend(["backbone", "popularity", "markov", "itemknn"]);
             for (i, pair) in pairs.iter().enumerate() {
                 for (j, name) in pair.iter().enumerate() {
                     if !known.contains(&name.as_str()) {

@@ -488,10 +488,11 @@ pub struct Evaluation {
     pub metrics: Option<Vec<Metric>>,
     /// Evaluate the raw backbone (no adapter) too. Default true.
     pub backbone: Option<bool>,
-    /// Non-LLM reference rows on the same candidate lists. Default [random, popularity].
+    /// Non-LLM reference rows on the same candidate lists: random, popularity, markov, itemknn.
+    /// Default [random, popularity].
     pub baselines: Option<Vec<Baseline>>,
     /// Paired comparisons `[arm_a, arm_b]` (arm names, a swept arm's name for all its points,
-    /// `backbone`, `popularity`). Default: every cocktail (an arm merging two or more adapters)
+    /// `backbone`, `popularity`, `markov`, `itemknn`). Default: every cocktail (an arm merging two or more adapters)
     /// against each arm that uses one adapter alone, and every arm against `backbone`.
     pub compare: Option<Vec<[String; 2]>>,
     /// Resamples of the percentile bootstrap (over users, seeded) behind every reported 95%
@@ -563,8 +564,14 @@ pub enum Metric {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Baseline {
+    /// The expected metrics of a uniformly random ranking.
     Random,
+    /// Candidates by their training interactions in the domain.
     Popularity,
+    /// First-order transitions from the last history item (popularity back-off).
+    Markov,
+    /// Item-item cosine over training co-occurrence, summed over the history.
+    Itemknn,
 }
 
 /// A set of test users of one domain.
