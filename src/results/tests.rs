@@ -84,6 +84,24 @@ fn row(arm: &str, setting: &str) -> ResultRow {
     ResultRow { arm: arm.into(), setting: setting.into(), stage, source }
 }
 
+/// The report's parameters for `rows` (seed 42, the test's K and metrics).
+fn report_params(experiment: &str, rows: &[ResultRow], baselines: Vec<Baseline>, bootstrap: u32, comparisons: &[[&str; 2]]) -> ReportParams {
+    ReportParams {
+        experiment: experiment.into(),
+        recipe_hash: "0123456789abcdef".into(),
+        seed: 42,
+        rows: rows.to_vec(),
+        learned: Vec::new(),
+        settings: Vec::new(),
+        ks: KS.to_vec(),
+        metrics: METRICS.to_vec(),
+        protocol: crate::recipe::types::Protocol::Likelihood,
+        baselines,
+        bootstrap,
+        comparisons: comparisons.iter().map(|[a, b]| [a.to_string(), b.to_string()]).collect(),
+    }
+}
+
 fn synthetic(root: &Path) -> Results {
     let rows = [row("baselines", "warm"), row("backbone", "warm"), row("baselines", "cold"), row("backbone", "cold"), row("ingredient", "warm"), row("fixed", "warm"), row("ingredient", "cold"), row("fixed", "cold")];
     let mut dirs = BTreeMap::new();
@@ -97,20 +115,7 @@ fn synthetic(root: &Path) -> Results {
         ("evaluate:fixed:warm".to_string(), MissingInput { status: InputStatus::Failed, reason: "failed: out of memory".into() }),
         ("evaluate:fixed:cold".to_string(), MissingInput { status: InputStatus::Skipped, reason: "skipped: `merge:fixed` failed: weights do not match".into() }),
     ]);
-    let e = ReportParams {
-        experiment: "synthetic".into(),
-        recipe_hash: "0123456789abcdef".into(),
-        seed: 42,
-        rows: rows.to_vec(),
-        learned: Vec::new(),
-        settings: Vec::new(),
-        ks: KS.to_vec(),
-        metrics: METRICS.to_vec(),
-        protocol: crate::recipe::types::Protocol::Likelihood,
-        baselines: vec![Baseline::Random, Baseline::Popularity],
-        bootstrap: 200,
-        comparisons: vec![["ingredient".into(), "backbone".into()], ["popularity".into(), "backbone".into()]],
-    };
+    let e = report_params("synthetic", &rows, vec![Baseline::Random, Baseline::Popularity], 200, &[["ingredient", "backbone"], ["popularity", "backbone"]]);
     gather(&e, &dirs, &failed).unwrap()
 }
 
@@ -169,20 +174,7 @@ fn comparisons_and_bold_follow_paired_tests() {
     dirs.insert("evaluate:poor:s".to_string(), evaluate_dir(&root, "evaluate:poor:s", &[3; 30]));
     dirs.insert("evaluate:same:s".to_string(), evaluate_dir(&root, "evaluate:same:s", &[3; 30]));
     let rows = [row("good", "s"), row("poor", "s"), row("same", "s")];
-    let e = ReportParams {
-        experiment: "cmp".into(),
-        recipe_hash: "0123456789abcdef".into(),
-        seed: 42,
-        rows: rows.to_vec(),
-        learned: Vec::new(),
-        settings: Vec::new(),
-        ks: KS.to_vec(),
-        metrics: METRICS.to_vec(),
-        protocol: crate::recipe::types::Protocol::Likelihood,
-        baselines: Vec::new(),
-        bootstrap: 500,
-        comparisons: vec![["good".into(), "poor".into()], ["same".into(), "poor".into()]],
-    };
+    let e = report_params("cmp", &rows, Vec::new(), 500, &[["good", "poor"], ["same", "poor"]]);
     let r = gather(&e, &dirs, &BTreeMap::new()).unwrap();
     let c = |a: &str, m: &str, k: Option<u32>| r.comparisons.iter().find(|c| c.arm_a == a && c.metric == m && c.k == k).unwrap();
     // HR@1: 30 discordant users, all for `good`: exact McNemar p = 2 / 2^30.
