@@ -300,6 +300,8 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         baselines: ev.baselines.clone(),
         bootstrap: ev.bootstrap,
         comparisons: ev.compare.clone(),
+        candidates: r.data.candidates,
+        negatives: r.data.negatives,
     };
     b.add("report".into(), report_inputs, StageParams::Report(report));
     Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows })

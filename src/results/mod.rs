@@ -8,7 +8,9 @@
 //! ci_high (f64: the 95% percentile-bootstrap interval over users, `evaluation.bootstrap`
 //! resamples per setting, seeded; null for the random reference, an exact expectation), users
 //! (u64, null when failed), status (`ok`, `failed`, `skipped`, or `not_run` in a `run --cached-only`
-//! report). `report.json` lists each arm without results with the reason; `summary.md` and `plot_<metric>.svg` are rendered from these.
+//! report), candidates (u32: list length) and negatives (`uniform` / `popularity`, always excluding
+//! the user's own items): the candidate protocol, so that tables of two recipes are not compared
+//! blind. `report.json` lists each arm without results with the reason; `summary.md` and `plot_<metric>.svg` are rendered from these.
 
 pub mod coefficients;
 pub mod params;
@@ -72,6 +74,13 @@ pub struct Record {
     pub ci_high: Option<f64>,
     pub users: Option<u64>,
     pub status: String,
+    /// The candidate protocol: list length (target + negatives) ...
+    #[serde(default)]
+    pub candidates: Option<u32>,
+    /// ... and how the negatives were sampled (`uniform` or `popularity`; always excluding the
+    /// user's own items and second items of one title).
+    #[serde(default)]
+    pub negatives: Option<String>,
 }
 
 /// An arm x setting without results, and why.
@@ -224,6 +233,8 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
         ci_high: None,
         users,
         status: status.into(),
+        candidates: Some(e.candidates),
+        negatives: serde_json::to_value(e.negatives).ok().and_then(|v| v.as_str().map(str::to_string)),
     };
     for row in &e.rows {
         let is_ref = row.source == RowSource::Baselines;
@@ -374,6 +385,8 @@ impl Results {
             Column::new("ci_high".into(), r.iter().map(|x| x.ci_high).collect::<Vec<_>>()),
             Column::new("users".into(), r.iter().map(|x| x.users).collect::<Vec<_>>()),
             Column::new("status".into(), s(|x| x.status.as_str())),
+            Column::new("candidates".into(), r.iter().map(|x| x.candidates).collect::<Vec<_>>()),
+            Column::new("negatives".into(), r.iter().map(|x| x.negatives.clone()).collect::<Vec<_>>()),
         ])?)
     }
 
@@ -444,6 +457,8 @@ impl Results {
         let (seed, k, value, users) = (table::opt_i64s(&df, "seed")?, table::opt_i64s(&df, "k")?, table::opt_f64s(&df, "value")?, table::opt_i64s(&df, "users")?);
         // Tables written before intervals were reported have no interval columns.
         let has_ci = table::names(&df).iter().any(|c| c == "ci_low");
+        let has_protocol = table::names(&df).iter().any(|c| c == "negatives");
+        let (candidates, negatives) = if has_protocol { (table::opt_i64s(&df, "candidates")?, table::opt_strs(&df, "negatives")?) } else { (vec![None; arm.len()], vec![None; arm.len()]) };
         let (ci_low, ci_high) = if has_ci { (table::opt_f64s(&df, "ci_low")?, table::opt_f64s(&df, "ci_high")?) } else { (vec![None; arm.len()], vec![None; arm.len()]) };
         let records: Vec<Record> = (0..arm.len())
             .map(|i| Record {
@@ -460,6 +475,8 @@ impl Results {
                 ci_high: ci_high[i],
                 users: users[i].map(|u| u as u64),
                 status: status[i].clone(),
+                candidates: candidates[i].map(|c| c as u32),
+                negatives: negatives[i].clone(),
             })
             .collect();
         let report: Option<serde_json::Value> = table::read_json(&dir.join("report.json")).ok();

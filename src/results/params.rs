@@ -52,4 +52,7 @@ pub struct ReportParams {
     pub bootstrap: u32,
     /// Paired comparisons `[arm_a, arm_b]`, made in every setting.
     pub comparisons: Vec<[String; 2]>,
+    /// The candidate protocol every row states: list length and how negatives are sampled.
+    pub candidates: u32,
+    pub negatives: crate::recipe::types::NegativeSampling,
 }

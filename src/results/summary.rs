@@ -20,6 +20,14 @@ fn first_seen<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
 
 pub fn markdown(r: &Results) -> String {
     let mut s = format!("# Results: `{}` (recipe {}, seed {})\n", r.experiment, r.recipe_hash, r.seed);
+    if let Some(x) = r.records.iter().find(|x| x.candidates.is_some()) {
+        let negatives = x.negatives.as_deref().unwrap_or("?");
+        s.push_str(&format!(
+            "\nCandidates: {} per user, the target and {} {negatives}-sampled negatives (never an item of the user's own sequence).\n",
+            x.candidates.unwrap_or(0),
+            x.candidates.unwrap_or(1).saturating_sub(1)
+        ));
+    }
     for setting in first_seen(r.records.iter().map(|x| x.setting.as_str())) {
         let rows: Vec<&Record> = r.records.iter().filter(|x| x.setting == setting).collect();
         let columns = first_seen(rows.iter().map(|x| (x.metric.as_str(), x.k)));

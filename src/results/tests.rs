@@ -99,6 +99,8 @@ fn report_params(experiment: &str, rows: &[ResultRow], baselines: Vec<Baseline>,
         baselines,
         bootstrap,
         comparisons: comparisons.iter().map(|[a, b]| [a.to_string(), b.to_string()]).collect(),
+        candidates: 4,
+        negatives: crate::recipe::types::NegativeSampling::Uniform,
     }
 }
 
