@@ -54,6 +54,19 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<(), TableError> 
     Ok(())
 }
 
+/// The CSV text of a table, with a header row.
+pub fn csv_text(df: &mut DataFrame) -> Result<String, TableError> {
+    let mut buf = Vec::new();
+    CsvWriter::new(&mut buf).include_header(true).finish(df).map_err(polars_err("writing csv"))?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Write a table as CSV with a header row.
+pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<(), TableError> {
+    let text = csv_text(df)?;
+    std::fs::write(path, text).map_err(io("cannot write", path))
+}
+
 pub fn read_parquet(path: &Path) -> Result<DataFrame, TableError> {
     let file = std::fs::File::open(path).map_err(io("cannot open", path))?;
     ParquetReader::new(file).finish().map_err(polars_err(format!("reading {}", path.display())))

@@ -62,10 +62,12 @@ pub fn check(p: &LeakageParams, domain: &str, tests: &[TestTarget<'_>], training
                 }
             }
         }
-        let n = tests.iter().filter(|t| seen.contains(&(t.user.to_string(), t.item.to_string()))).inspect(|t| {
+        let mut hits = 0;
+        for t in tests.iter().filter(|t| seen.contains(&(t.user.to_string(), t.item.to_string()))) {
+            hits += 1;
             leaked.insert((t.user, t.item));
-        });
-        report.by_adapter.insert(name.clone(), n.count());
+        }
+        report.by_adapter.insert(name.clone(), hits);
     }
     report.targets_in_training = leaked.len();
     report.shared_titles = tests.iter().map(|t| t.title).filter(|t| foreign_titles.contains(*t)).collect::<HashSet<_>>().len();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{Column, CsvWriter, SerWriter};
+use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
 
 use super::ResultsError;
@@ -113,9 +113,7 @@ pub fn write(rows: &[Coefficient], dir: &Path) -> Result<(), ResultsError> {
     ])?;
     table::write_parquet(&mut df, &dir.join("coefficients.parquet"))?;
     let io = |path: PathBuf| move |source| ResultsError::Io { path, source };
-    let mut buf = Vec::new();
-    CsvWriter::new(&mut buf).include_header(true).finish(&mut df).map_err(table::polars_err("writing csv"))?;
-    std::fs::write(dir.join("coefficients.csv"), buf).map_err(io(dir.join("coefficients.csv")))?;
+    table::write_csv(&mut df, &dir.join("coefficients.csv"))?;
     std::fs::write(dir.join("plot_coefficients.svg"), svg(rows)).map_err(io(dir.join("plot_coefficients.svg")))?;
     Ok(())
 }

@@ -24,7 +24,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{Column, CsvWriter, SerWriter};
+use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
@@ -219,6 +219,7 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
     let recipe_protocol = serde_json::to_value(e.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, ..Default::default() };
     let mut outcomes: BTreeMap<(String, String), Outcomes> = BTreeMap::new();
+    let mut resamples = stats::Resamples::new(e.seed, e.bootstrap as usize);
     let record = |arm: &str, setting: &str, protocol: &str, metric: String, k: Option<u32>, value: Option<f64>, users: Option<u64>, status: &str| Record {
         experiment: e.experiment.clone(),
         recipe_hash: e.recipe_hash.clone(),
@@ -262,12 +263,12 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
         let arm_col = if is_ref { table::strs(&m, "baseline")? } else { vec![row.arm.clone(); metric.len()] };
         let protocol = if is_ref { "reference".to_string() } else { summary["protocol"].as_str().unwrap_or(&recipe_protocol).to_string() };
         let mut per_user = per_user_outcomes(dir, is_ref)?;
-        let draws = stats::resamples(e.seed, &row.setting, users as usize, e.bootstrap as usize);
+        let draws = resamples.of(&row.setting, users as usize);
         for i in 0..metric.len() {
             let cut = k[i].map(|x| u32::try_from(x).map_err(|_| bad(format!("k = {x}")))).transpose()?;
             let mut r = record(&arm_col[i], &row.setting, &protocol, metric[i].clone(), cut, value[i], Some(users), "ok");
             if let Some(outcomes) = per_user.get(if is_ref { arm_col[i].as_str() } else { "" }) {
-                if let Some((lo, hi)) = stats::mean_interval(&outcomes.values(&metric[i], cut), &draws) {
+                if let Some((lo, hi)) = stats::mean_interval(&outcomes.values(&metric[i], cut), draws) {
                     (r.ci_low, r.ci_high) = (Some(lo), Some(hi));
                 }
             }
@@ -278,8 +279,8 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
             outcomes.insert((arm, row.setting.clone()), o);
         }
     }
-    out.comparisons = comparisons(e, &outcomes);
-    out.best = significant_best(e, &out.records, &outcomes);
+    out.comparisons = comparisons(e, &outcomes, &mut resamples);
+    out.best = significant_best(e, &out.records, &outcomes, &mut resamples);
     Ok(out)
 }
 
@@ -292,13 +293,8 @@ fn aligned(a: &Outcomes, b: &Outcomes, metric: &str, k: Option<u32>) -> (Vec<f64
 
 /// Every declared pair in every setting, metric and K where both arms have outcomes, with
 /// Holm-adjusted p-values over the whole family.
-fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>) -> Vec<compare::Comparison> {
-    let settings: Vec<&String> = e.rows.iter().map(|r| &r.setting).fold(Vec::new(), |mut v, s| {
-        if !v.contains(&s) {
-            v.push(s);
-        }
-        v
-    });
+fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>, resamples: &mut stats::Resamples) -> Vec<compare::Comparison> {
+    let settings = summary::first_seen(e.rows.iter().map(|r| &r.setting));
     let cells = metric_rows(&e.metrics, &e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0);
     let mut out = Vec::new();
     for setting in settings {
@@ -307,8 +303,8 @@ fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>
             let (Some(oa), Some(ob)) = (outcomes.get(&(a.clone(), setting.clone())), outcomes.get(&(b.clone(), setting.clone()))) else { continue };
             for (metric, k, _) in &cells {
                 let (va, vb) = aligned(oa, ob, metric, *k);
-                let draws = stats::resamples(e.seed, setting, va.len(), e.bootstrap as usize);
-                let (mean_diff, ci, test, p_value) = compare::paired(&va, &vb, metric == "hr", &draws, &mut rng, e.bootstrap as usize);
+                let draws = resamples.of(setting, va.len());
+                let (mean_diff, ci, test, p_value) = compare::paired(&va, &vb, metric == "hr", draws, &mut rng, e.bootstrap as usize);
                 out.push(compare::Comparison {
                     setting: setting.clone(),
                     metric: metric.clone(),
@@ -335,7 +331,7 @@ fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>
 
 /// The cells whose best LLM arm differs from the runner-up by a paired test at
 /// [`compare::ALPHA`] (unadjusted): the only ones the summary sets in bold.
-fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(String, String), Outcomes>) -> Vec<BestCell> {
+fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(String, String), Outcomes>, resamples: &mut stats::Resamples) -> Vec<BestCell> {
     let mut out = Vec::new();
     let mut cells: Vec<(&str, &str, Option<u32>)> = Vec::new();
     for r in records {
@@ -357,9 +353,9 @@ fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(S
         let key = |a: &str| (a.to_string(), setting.to_string());
         let (Some(ob), Some(os)) = (outcomes.get(&key(best)), outcomes.get(&key(second))) else { continue };
         let (va, vr) = aligned(ob, os, metric, k);
-        let draws = stats::resamples(e.seed, setting, va.len(), e.bootstrap as usize);
+        let draws = resamples.of(setting, va.len());
         let mut rng = Rng::derive(e.seed, &["best-vs-runner-up", setting, metric]);
-        let (_, _, _, p) = compare::paired(&va, &vr, metric == "hr", &draws, &mut rng, e.bootstrap as usize);
+        let (_, _, _, p) = compare::paired(&va, &vr, metric == "hr", draws, &mut rng, e.bootstrap as usize);
         if p < compare::ALPHA {
             out.push(BestCell { setting: setting.into(), metric: metric.into(), k, arm: best.into(), runner_up: second.into(), p_value: p });
         }
@@ -413,9 +409,7 @@ impl Results {
 
     /// The CSV text of the table.
     pub fn csv(&self) -> Result<String, table::TableError> {
-        let mut buf = Vec::new();
-        CsvWriter::new(&mut buf).include_header(true).finish(&mut self.frame()?).map_err(table::polars_err("writing csv"))?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        table::csv_text(&mut self.frame()?)
     }
 
     /// Write `results.parquet`, `results.csv`, `report.json`, `summary.md` and the plots to `dir`.
@@ -427,9 +421,7 @@ impl Results {
         if !self.comparisons.is_empty() {
             let mut df = self.comparisons_frame()?;
             table::write_parquet(&mut df, &dir.join("comparisons.parquet"))?;
-            let mut buf = Vec::new();
-            CsvWriter::new(&mut buf).include_header(true).finish(&mut df).map_err(table::polars_err("writing csv"))?;
-            std::fs::write(dir.join("comparisons.csv"), buf).map_err(io(dir.join("comparisons.csv")))?;
+            table::write_csv(&mut df, &dir.join("comparisons.csv"))?;
         }
         std::fs::write(dir.join("summary.md"), markdown(self)).map_err(io(dir.join("summary.md")))?;
         let mut metrics: Vec<&str> = Vec::new();

@@ -5,6 +5,8 @@
 //! setting])`) and every arm's interval uses it: intervals of one setting are computed on the same
 //! resampled populations, and a rerun gives the same bounds bit for bit.
 
+use std::collections::HashMap;
+
 use crate::rng::Rng;
 
 /// The coverage of the reported intervals.
@@ -14,6 +16,26 @@ pub const LEVEL: f64 = 0.95;
 pub fn resamples(seed: u64, setting: &str, n: usize, resamples: usize) -> Vec<Vec<usize>> {
     let mut rng = Rng::derive(seed, &["bootstrap", setting]);
     (0..resamples).map(|_| (0..n).map(|_| rng.below(n.max(1) as u64) as usize).collect()).collect()
+}
+
+/// A report's resample sets, each drawn once per (setting, number of users) and reused by every
+/// interval and paired test of that setting.
+pub struct Resamples {
+    seed: u64,
+    count: usize,
+    drawn: HashMap<(String, usize), Vec<Vec<usize>>>,
+}
+
+impl Resamples {
+    pub fn new(seed: u64, count: usize) -> Self {
+        Resamples { seed, count, drawn: HashMap::new() }
+    }
+
+    /// The resamples of `n` users of `setting`.
+    pub fn of(&mut self, setting: &str, n: usize) -> &[Vec<usize>] {
+        let (seed, count) = (self.seed, self.count);
+        self.drawn.entry((setting.to_string(), n)).or_insert_with(|| resamples(seed, setting, n, count))
+    }
 }
 
 /// The percentile interval (LEVEL) of the mean of `values` over the resamples `draws`

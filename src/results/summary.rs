@@ -8,7 +8,7 @@ use crate::eval::metrics::label;
 /// Arms that are not LLM arms.
 pub const REFERENCES: [&str; 4] = ["random", "popularity", "markov", "itemknn"];
 
-fn first_seen<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+pub(super) fn first_seen<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::new();
     for i in items {
         if !out.contains(&i) {
