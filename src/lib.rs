@@ -6,6 +6,7 @@
 
 pub mod assets;
 pub mod backend;
+pub mod baselines;
 pub mod bench;
 pub mod civil;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod prompt;
 pub mod recipe;
 pub mod results;
 pub mod rng;
+pub mod sasrec;
 pub mod table;
 pub mod train;
 

@@ -8,7 +8,6 @@
 //!   format-specific text fields (`year`, `author`, ...). A domain filter tests any of these fields;
 //!   multi-valued fields hold their values joined by [`MULTI_SEP`].
 
-pub mod baselines;
 pub mod candidates;
 pub mod conventional;
 pub mod domain;

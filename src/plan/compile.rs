@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{CODE_SALT, Input, Plan, ResultRow, Role, RowSource, Stage, StageKind, StageParams};
 use crate::assets::{FetchParams, SourceRef};
+use crate::sasrec::SasrecParams;
 use crate::data::params::{AdaptationRequest, BaselinesParams, DataParams, EvalSetParams, HistoryBudgetParams, LeakageParams, PromptsParams, RenderParams, SplitParams};
 use crate::eval::params::{EvalParams, EvalSettings};
 use crate::merge::params::{EntropyParams, MergeParams};
@@ -206,10 +207,22 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         rows.push(ResultRow { arm: label.to_string(), setting: setting.to_string(), stage: id, source: RowSource::Model });
     };
 
+    // SASRec: one network per evaluated domain, shared by that domain's settings.
+    let mut sasrec_ids: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(sr) = &ev.sasrec {
+        for s in &ev.settings {
+            if !sasrec_ids.contains_key(&s.domain) {
+                let params = SasrecParams { sasrec: sr.clone(), seed };
+                let id = b.add(format!("sasrec:{}", s.domain), vec![input(Role::Split, &split_ids[&s.domain])], StageParams::Sasrec(params));
+                sasrec_ids.insert(s.domain.clone(), id);
+            }
+        }
+    }
     for s in &ev.settings {
         if !ev.baselines.is_empty() {
             let params = BaselinesParams { baselines: ev.baselines.clone(), ks: ev.k.clone(), metrics: ev.metrics.clone() };
-            let inputs = vec![input(Role::EvalSet, &eval_set_ids[&s.name]), input(Role::Split, &split_ids[&s.domain])];
+            let mut inputs = vec![input(Role::EvalSet, &eval_set_ids[&s.name]), input(Role::Split, &split_ids[&s.domain])];
+            inputs.extend(sasrec_ids.get(&s.domain).map(|id| input(Role::Recommender, id)));
             let id = b.add(format!("baselines:{}", s.name), inputs, StageParams::Baselines(params));
             rows.push(ResultRow { arm: "baselines".into(), setting: s.name.clone(), stage: id, source: RowSource::Baselines });
         }

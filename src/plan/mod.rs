@@ -20,6 +20,7 @@ use crate::eval::params::EvalParams;
 use crate::merge::params::MergeParams;
 pub use crate::results::params::{ResultRow, RowSource};
 use crate::results::params::ReportParams;
+use crate::sasrec::SasrecParams;
 use crate::train::params::{ImportParams, TrainParams};
 
 /// Bumped whenever a stage's output format or semantics change, invalidating cached artifacts.
@@ -47,7 +48,9 @@ pub enum StageKind {
     Merge,
     /// Evaluate a model (raw backbone, or backbone + merged adapter) on one setting.
     Evaluate,
-    /// Non-LLM reference rankings (random, popularity) on one setting.
+    /// Train the SASRec baseline on one domain's split.
+    Sasrec,
+    /// Non-LLM reference rankings (random, popularity, markov, itemknn, sasrec) on one setting.
     Baselines,
     /// Assemble result tables and the summary.
     Report,
@@ -65,6 +68,7 @@ impl StageKind {
             StageKind::EvalSet => "eval-set",
             StageKind::Merge => "merge",
             StageKind::Evaluate => "evaluate",
+            StageKind::Sasrec => "sasrec",
             StageKind::Baselines => "baselines",
             StageKind::Report => "report",
         }
@@ -87,6 +91,7 @@ pub enum StageParams {
     EvalSet(EvalSetParams),
     Merge(MergeParams),
     Evaluate(EvalParams),
+    Sasrec(SasrecParams),
     Baselines(BaselinesParams),
     Report(ReportParams),
 }
@@ -103,6 +108,7 @@ impl StageParams {
             StageParams::EvalSet(_) => StageKind::EvalSet,
             StageParams::Merge(_) => StageKind::Merge,
             StageParams::Evaluate(_) => StageKind::Evaluate,
+            StageParams::Sasrec(_) => StageKind::Sasrec,
             StageParams::Baselines(_) => StageKind::Baselines,
             StageParams::Report(_) => StageKind::Report,
         }
@@ -140,6 +146,8 @@ pub enum Role {
     Evaluation,
     /// A merge with learned coefficients, for the report's coefficient table.
     LearnedMerge,
+    /// A trained conventional recommender (SASRec), for a baselines stage.
+    Recommender,
 }
 
 impl Role {
@@ -156,6 +164,7 @@ impl Role {
             Role::Merge => "merge",
             Role::Evaluation => "evaluation",
             Role::LearnedMerge => "learned merge",
+            Role::Recommender => "recommender",
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod diagnostic;
 pub mod doc;
 pub mod merge;
 pub mod resolve;
+pub mod sasrec;
 pub mod schema;
 mod semantic;
 pub mod sweep;

@@ -214,6 +214,8 @@ pub struct ResolvedEvaluation {
     pub metrics: Vec<Metric>,
     pub backbone: bool,
     pub baselines: Vec<Baseline>,
+    /// SASRec's settings, when `baselines` lists it.
+    pub sasrec: Option<super::sasrec::ResolvedSasrec>,
     pub leakage: Leakage,
     pub bootstrap: u32,
     /// The paired comparisons, `[arm_a, arm_b]` (swept names expanded).
@@ -268,6 +270,8 @@ impl Serialize for ResolvedEvaluation {
             metrics: &'a [Metric],
             backbone: bool,
             baselines: &'a [Baseline],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sasrec: Option<&'a super::sasrec::ResolvedSasrec>,
             max_new_tokens: Option<u32>,
             fuzzy_match: bool,
             leakage: Leakage,
@@ -284,6 +288,7 @@ impl Serialize for ResolvedEvaluation {
             metrics: &self.metrics,
             backbone: self.backbone,
             baselines: &self.baselines,
+            sasrec: self.sasrec.as_ref(),
             max_new_tokens: self.protocol.max_new_tokens(),
             fuzzy_match,
             leakage: self.leakage,
@@ -607,13 +612,16 @@ impl ResolvedRecipe {
                 max_users: s.max_users,
             });
         }
+        let baselines = ev.baselines.clone().unwrap_or_else(|| vec![Baseline::Random, Baseline::Popularity]);
+        let sasrec = baselines.contains(&Baseline::Sasrec).then(|| ev.sasrec.clone().unwrap_or_default().resolve());
         let evaluation = ResolvedEvaluation {
             protocol,
             template: ev.template.clone(),
             k,
             metrics,
             backbone: ev.backbone.unwrap_or(true),
-            baselines: ev.baselines.clone().unwrap_or_else(|| vec![Baseline::Random, Baseline::Popularity]),
+            baselines,
+            sasrec,
             leakage: ev.leakage.unwrap_or(Leakage::Error),
             bootstrap: ev.bootstrap.unwrap_or(DEFAULT_BOOTSTRAP),
             compare: comparisons(ev, &arms),

@@ -477,7 +477,7 @@ impl Checker<'_> {
         }
         if let Some(pairs) = &e.compare {
             let mut known: Vec<&str> = r.arms.iter().map(|a| a.name.as_str()).collect();
-            known.extend(["backbone", "popularity", "markov", "itemknn"]);
+            known.extend(["backbone", "popularity", "markov", "itemknn", "sasrec"]);
             for (i, pair) in pairs.iter().enumerate() {
                 for (j, name) in pair.iter().enumerate() {
                     if !known.contains(&name.as_str()) {
@@ -488,6 +488,16 @@ impl Checker<'_> {
                 if pair[0] == pair[1] {
                     self.err(p(&[&"evaluation", &"compare", &i]), "conflict", format!("`{}` compared with itself", pair[0]), None);
                 }
+            }
+        }
+        if let Some(sr) = &e.sasrec {
+            if !e.baselines.as_ref().is_some_and(|b| b.contains(&Baseline::Sasrec)) {
+                self.err_key(at("sasrec"), "unused", "`evaluation.sasrec` is set, but `evaluation.baselines` does not list `sasrec`", Some("add \"sasrec\" to evaluation.baselines, or remove [evaluation.sasrec]".into()));
+            }
+            let (hidden, heads) = (sr.hidden.unwrap_or(50), sr.heads.unwrap_or(1));
+            if hidden % heads != 0 {
+                let path = if sr.heads.is_some() { p(&[&"evaluation", &"sasrec", &"heads"]) } else { p(&[&"evaluation", &"sasrec", &"hidden"]) };
+                self.err(path, "sasrec-heads", format!("{heads} attention heads do not divide hidden width {hidden}"), None);
             }
         }
         if e.settings.is_empty() {

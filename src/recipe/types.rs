@@ -488,11 +488,13 @@ pub struct Evaluation {
     pub metrics: Option<Vec<Metric>>,
     /// Evaluate the raw backbone (no adapter) too. Default true.
     pub backbone: Option<bool>,
-    /// Non-LLM reference rows on the same candidate lists: random, popularity, markov, itemknn.
-    /// Default [random, popularity].
+    /// Non-LLM reference rows on the same candidate lists: random, popularity, markov, itemknn,
+    /// sasrec. Default [random, popularity].
     pub baselines: Option<Vec<Baseline>>,
+    /// SASRec's hyper-parameters (used when `baselines` lists `sasrec`).
+    pub sasrec: Option<super::sasrec::SasrecSpec>,
     /// Paired comparisons `[arm_a, arm_b]` (arm names, a swept arm's name for all its points,
-    /// `backbone`, `popularity`, `markov`, `itemknn`). Default: every cocktail (an arm merging two or more adapters)
+    /// `backbone`, `popularity`, `markov`, `itemknn`, `sasrec`). Default: every cocktail (an arm merging two or more adapters)
     /// against each arm that uses one adapter alone, and every arm against `backbone`.
     pub compare: Option<Vec<[String; 2]>>,
     /// Resamples of the percentile bootstrap (over users, seeded) behind every reported 95%
@@ -572,6 +574,9 @@ pub enum Baseline {
     Markov,
     /// Item-item cosine over training co-occurrence, summed over the history.
     Itemknn,
+    /// Self-attentive sequential recommendation (Kang & McAuley 2018), trained per domain
+    /// (settings in `[evaluation.sasrec]`).
+    Sasrec,
 }
 
 /// A set of test users of one domain.

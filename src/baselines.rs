@@ -1,7 +1,8 @@
 //! Non-LLM reference rows on an evaluation set's fixed candidate lists: `random` (the expected
 //! metrics of a uniformly random ranking), `popularity` (candidates ranked by their number of
-//! training interactions in the domain), and the conventional sequential recommenders `markov`
-//! and `itemknn` ([`super::conventional`]); ties by presentation order, see [`crate::eval::metrics`].
+//! training interactions in the domain), the conventional sequential recommenders `markov`
+//! and `itemknn` ([`crate::data::conventional`]) and `sasrec` (the domain's trained network,
+//! [`crate::sasrec`]); ties by presentation order, see [`crate::eval::metrics`].
 //!
 //! Artifacts: `ranks.parquet` (baseline, user, rank: 1-based; the expected rank for random),
 //! `metrics.parquet` (baseline, metric, k (null for mrr), value) and `baselines.json`.
@@ -11,17 +12,18 @@ use std::collections::HashMap;
 use polars::prelude::Column;
 use serde_json::json;
 
-use super::conventional::Fitted;
-use super::domain::DomainSplit;
-use super::DataError;
-use crate::table;
+use crate::data::conventional::Fitted;
+use crate::data::domain::DomainSplit;
+use crate::data::params::BaselinesParams;
+use crate::data::DataError;
 use crate::eval::metrics::{expected, metric_rows, rank_of};
-use super::params::BaselinesParams;
-use crate::exec::context::StageContext;
+use crate::exec::context::{StageContext, StageError};
 use crate::plan::Role;
 use crate::recipe::types::Baseline;
+use crate::sasrec::Trained;
+use crate::table;
 
-pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), DataError> {
+pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), StageError> {
     let (which, ks, metrics) = (&p.baselines, &p.ks, &p.metrics);
     let dir = |role: Role| ctx.optional_input(role).ok_or_else(|| DataError::Invalid(format!("stage `{}` has no {} input", ctx.stage.id, role.name())));
     let (split, _) = DomainSplit::read(dir(Role::Split)?)?;
@@ -50,6 +52,18 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
         let i = *user_index.get(u).ok_or_else(|| DataError::Invalid(format!("test user `{u}` is not in the split")))?;
         Ok(&split.sequences[i][..split.positions(i).test])
     };
+    // SASRec ranks every list in batches, once.
+    let sasrec_ranks: Option<Vec<f64>> = if which.contains(&Baseline::Sasrec) {
+        let trained = Trained::load(dir(Role::Recommender)?, &ctx.runtime.device).map_err(|e| StageError::domain(e, false))?;
+        if trained.shape.items != split.items.len() {
+            return Err(DataError::Invalid(format!("the SASRec network knows {} items, the split {}", trained.shape.items, split.items.len())).into());
+        }
+        let queries: Vec<(&[u32], Vec<u32>)> = lists.iter().map(|(u, l)| Ok((history(u)?, l.iter().map(|c| c.2).collect()))).collect::<Result<_, DataError>>()?;
+        let scores = trained.scores(&queries);
+        Some(scores.iter().zip(&lists).map(|(s, (_, l))| rank_of(s, l.iter().position(|c| c.1).unwrap_or(0)) as f64).collect())
+    } else {
+        None
+    };
     let (mut rb, mut ru, mut rr) = (Vec::new(), Vec::new(), Vec::new());
     let (mut mb, mut mm, mut mk, mut mv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut summary = serde_json::Map::new();
@@ -57,7 +71,8 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
         let bname = serde_json::to_value(b).expect("enum").as_str().unwrap_or_default().to_string();
         let ranks: Vec<f64> = lists
             .iter()
-            .map(|(u, l)| {
+            .enumerate()
+            .map(|(k, (u, l))| {
                 let t = l.iter().position(|c| c.1).unwrap_or(0);
                 let items: Vec<u32> = l.iter().map(|c| c.2).collect();
                 Ok(match b {
@@ -65,6 +80,7 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
                     Baseline::Popularity => rank_of(&l.iter().map(|c| c.0 as f64).collect::<Vec<_>>(), t) as f64,
                     Baseline::Markov => rank_of(&fitted.as_ref().expect("fitted").markov(history(u)?, &items), t) as f64,
                     Baseline::Itemknn => rank_of(&fitted.as_ref().expect("fitted").itemknn(history(u)?, &items), t) as f64,
+                    Baseline::Sasrec => sasrec_ranks.as_ref().expect("scored above")[k],
                 })
             })
             .collect::<Result<_, DataError>>()?;
@@ -100,5 +116,6 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Data
     table::write_parquet(&mut ranks, &ctx.out.join("ranks.parquet"))?;
     let mut m = table::frame(vec![Column::new("baseline".into(), mb), Column::new("metric".into(), mm), Column::new("k".into(), mk), Column::new("value".into(), mv)])?;
     table::write_parquet(&mut m, &ctx.out.join("metrics.parquet"))?;
-    Ok(table::write_json(&ctx.out.join("baselines.json"), &json!({ "users": lists.len(), "metrics": summary }))?)
+    table::write_json(&ctx.out.join("baselines.json"), &json!({ "users": lists.len(), "metrics": summary })).map_err(DataError::from)?;
+    Ok(())
 }

@@ -1,0 +1,83 @@
+//! SASRec (self-attentive sequential recommendation) as a conventional baseline, written in burn
+//! and run on the experiment's backend and device.
+//!
+//! Stage `sasrec:<domain>` trains one network per domain split ([`train`]) and writes
+//! `model.safetensors` and `sasrec.json` (shape, settings, validation log, throughput). The
+//! `baselines:<setting>` stages load it and rank their test candidate lists with it
+//! ([`Trained::scores`]): the history is every item before the test one (its last `max_len`).
+
+pub mod model;
+pub mod train;
+
+use std::path::Path;
+
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::data::domain::DomainSplit;
+use crate::exec::context::{StageContext, StageError};
+use crate::plan::Role;
+use crate::recipe::sasrec::ResolvedSasrec;
+use crate::table;
+use model::{SasRec, Shape};
+
+/// `sasrec:<domain>`: train SASRec on the domain's split.
+#[derive(Debug, Clone, Serialize)]
+pub struct SasrecParams {
+    pub sasrec: ResolvedSasrec,
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SasrecError {
+    #[error("SASRec weights `{path}`: {message}")]
+    Weights { path: String, message: String },
+    #[error("SASRec record `{path}`: {message}")]
+    Record { path: String, message: String },
+    #[error("domain `{0}` has no user with two training items: SASRec has nothing to learn from")]
+    NoTrainingUsers(String),
+}
+
+pub fn stage(ctx: &StageContext<'_>, p: &SasrecParams) -> Result<(), StageError> {
+    let (split, _) = DomainSplit::read(ctx.input(Role::Split)?).map_err(|e| StageError::domain(e, true))?;
+    if !split.sequences.iter().any(|s| s.len() >= 4) {
+        return Err(StageError::domain(SasrecError::NoTrainingUsers(split.settings.label.clone()), true));
+    }
+    let (model, log) = train::train(&split, &p.sasrec, p.seed, &ctx.runtime.device, ctx.log);
+    let path = ctx.out.join("model.safetensors");
+    model.save_into(&mut SafetensorsStore::from_file(&path)).map_err(|e| StageError::domain(SasrecError::Weights { path: path.display().to_string(), message: e.to_string() }, false))?;
+    table::write_json(&ctx.out.join("sasrec.json"), &log).map_err(|e| StageError::domain(e, false))?;
+    Ok(())
+}
+
+/// A trained network, loaded from a `sasrec:<domain>` artifact.
+pub struct Trained {
+    pub model: SasRec,
+    pub shape: Shape,
+}
+
+impl Trained {
+    pub fn load(dir: &Path, device: &Device) -> Result<Trained, SasrecError> {
+        let record = dir.join("sasrec.json");
+        let err = |message: String| SasrecError::Record { path: record.display().to_string(), message };
+        let text = std::fs::read_to_string(&record).map_err(|e| err(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let shape: Shape = serde_json::from_value(v["shape"].clone()).map_err(|e| err(e.to_string()))?;
+        let mut model = SasRec::init(&shape, 0, device);
+        let path = dir.join("model.safetensors");
+        let werr = |message: String| SasrecError::Weights { path: path.display().to_string(), message };
+        let applied = model.load_from(&mut SafetensorsStore::from_file(&path)).map_err(|e| werr(e.to_string()))?;
+        if !applied.missing.is_empty() || !applied.errors.is_empty() {
+            return Err(werr(format!("missing {:?}, errors {:?}", applied.missing, applied.errors)));
+        }
+        Ok(Trained { model, shape })
+    }
+
+    /// Scores of each (history, candidates) pair (item indices of the split), in order.
+    pub fn scores(&self, lists: &[(&[u32], Vec<u32>)]) -> Vec<Vec<f64>> {
+        let len = self.shape.max_len;
+        let encoded: Vec<(Vec<i64>, Vec<i64>)> = lists.iter().map(|(h, c)| (train::left_padded(h, len), c.iter().map(|&i| i as i64 + 1).collect())).collect();
+        train::score_lists(&self.model, &encoded, len, 256)
+    }
+}
