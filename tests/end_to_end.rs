@@ -94,7 +94,16 @@ merge = {{ method = "entropy", granularity = "layer", lr_grid = [0.05, 0.5], obj
 protocol = {{ kind = "likelihood" }}
 template = "rank"
 k = [1, 3]
-baselines = ["random", "popularity", "markov", "itemknn"]
+baselines = ["random", "popularity", "markov", "itemknn", "sasrec"]
+
+[evaluation.sasrec]
+hidden = 8
+heads = 2
+blocks = 1
+max_len = 6
+batch_size = 16
+epochs = 4
+eval_every = 2
 
 [evaluation.settings.warm]
 domain = "drama"
@@ -135,7 +144,7 @@ fn tiny_experiment_runs_end_to_end_and_is_reproducible() {
         runs.pop().unwrap()
     };
     let first = std::fs::read_to_string(run_dir(&results).join("results.csv")).unwrap();
-    for arm in ["backbone", "base_only", "ingredient_only", "fixed_0.5", "task_arithmetic", "entropy", "random", "popularity", "markov", "itemknn"] {
+    for arm in ["backbone", "base_only", "ingredient_only", "fixed_0.5", "task_arithmetic", "entropy", "random", "popularity", "markov", "itemknn", "sasrec"] {
         for setting in ["warm", "cold"] {
             assert!(first.lines().any(|l| l.contains(&format!(",{arm},{setting},"))), "no {arm}/{setting} row in\n{first}");
         }

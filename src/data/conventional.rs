@@ -9,7 +9,7 @@
 //!   in their training part: cos(i, j) = |U_i ∩ U_j| / sqrt(|U_i| |U_j|)); a candidate scores the
 //!   sum of its cosines with every item of the user's history, ties by popularity.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::domain::DomainSplit;
 
@@ -22,7 +22,9 @@ fn train_part(s: &[u32]) -> &[u32] {
 pub struct Fitted {
     popularity: Vec<f64>,
     transitions: HashMap<(u32, u32), f64>,
-    users_of: Vec<HashSet<u32>>,
+    /// Per item, the users with it in their training part (ascending, each once).
+    users_of: Vec<Vec<u32>>,
+    users: usize,
 }
 
 impl Fitted {
@@ -30,18 +32,21 @@ impl Fitted {
         let n = split.items.len();
         let mut popularity = vec![0.0; n];
         let mut transitions: HashMap<(u32, u32), f64> = HashMap::new();
-        let mut users_of: Vec<HashSet<u32>> = vec![HashSet::new(); n];
+        let mut users_of: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (u, s) in split.sequences.iter().enumerate() {
             let t = train_part(s);
             for (k, &i) in t.iter().enumerate() {
                 popularity[i as usize] += 1.0;
-                users_of[i as usize].insert(u as u32);
+                // Users are visited in ascending order: a repeat of the same user is the last entry.
+                if users_of[i as usize].last() != Some(&(u as u32)) {
+                    users_of[i as usize].push(u as u32);
+                }
                 if k > 0 {
                     *transitions.entry((t[k - 1], i)).or_default() += 1.0;
                 }
             }
         }
-        Fitted { popularity, transitions, users_of }
+        Fitted { popularity, transitions, users_of, users: split.sequences.len() }
     }
 
     /// Markov scores of `candidates` after `history` (oldest first): transitions from the last
@@ -57,22 +62,31 @@ impl Fitted {
             .collect()
     }
 
-    fn cosine(&self, a: u32, b: u32) -> f64 {
-        let (ua, ub) = (&self.users_of[a as usize], &self.users_of[b as usize]);
-        if ua.is_empty() || ub.is_empty() {
-            return 0.0;
-        }
-        let (small, large) = if ua.len() <= ub.len() { (ua, ub) } else { (ub, ua) };
-        small.iter().filter(|u| large.contains(u)).count() as f64 / ((ua.len() * ub.len()) as f64).sqrt()
-    }
-
     /// Item-kNN scores of `candidates` against the whole `history`, popularity breaking ties.
+    ///
+    /// `sum_h cos(h, c) = sum_{u in U_c} w_u / sqrt|U_c|` with `w_u = sum_{h: u in U_h} 1 / sqrt|U_h|`
+    /// (over history occurrences): one pass over the history's users, one over each candidate's,
+    /// instead of a set intersection per (history item, candidate) pair.
     pub fn itemknn(&self, history: &[u32], candidates: &[u32]) -> Vec<f64> {
         let top = self.popularity.iter().copied().fold(0.0, f64::max) + 1.0;
+        let mut w = vec![0.0f64; self.users];
+        for &h in history {
+            let us = &self.users_of[h as usize];
+            let inv = 1.0 / (us.len() as f64).sqrt();
+            for &u in us {
+                w[u as usize] += inv;
+            }
+        }
         candidates
             .iter()
             .map(|&c| {
-                let sim: f64 = history.iter().filter(|&&h| h != c).map(|&h| self.cosine(h, c)).sum();
+                let us = &self.users_of[c as usize];
+                let mut sim = 0.0;
+                if !us.is_empty() {
+                    sim = us.iter().map(|&u| w[u as usize]).sum::<f64>() / (us.len() as f64).sqrt();
+                    // An item is not its own neighbour: drop cos(c, c) = 1 per occurrence of c.
+                    sim -= history.iter().filter(|&&h| h == c).count() as f64;
+                }
                 // Similarities are sums of fractions: popularity only separates equal ones.
                 sim + self.popularity[c as usize] / (top * 1e6)
             })
@@ -82,6 +96,8 @@ impl Fitted {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::data::domain::SplitSettings;
 
@@ -122,5 +138,30 @@ mod tests {
             assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
         }
         assert!(got[1] > got[0]);
+    }
+
+    #[test]
+    fn itemknn_equals_the_pairwise_cosine_sum() {
+        // Random sequences (repeats included); brute force: sum over history occurrences h != c of
+        // |U_h ∩ U_c| / sqrt(|U_h| |U_c|).
+        let mut rng = crate::rng::Rng::new(5);
+        let seqs: Vec<Vec<u32>> = (0..30).map(|_| (0..3 + rng.below(8)).map(|_| rng.below(15) as u32).collect()).collect();
+        let f = Fitted::new(&split(seqs.clone()));
+        let users = |i: u32| -> HashSet<usize> { seqs.iter().enumerate().filter(|(_, s)| train_part(s).contains(&i)).map(|(u, _)| u).collect() };
+        let history = [1u32, 4, 4, 7, 2];
+        let candidates: Vec<u32> = (0..15).collect();
+        let got = f.itemknn(&history, &candidates);
+        for (&c, g) in candidates.iter().zip(&got) {
+            let uc = users(c);
+            let want: f64 = history
+                .iter()
+                .filter(|&&h| h != c)
+                .map(|&h| {
+                    let uh = users(h);
+                    if uc.is_empty() || uh.is_empty() { 0.0 } else { uh.intersection(&uc).count() as f64 / ((uh.len() * uc.len()) as f64).sqrt() }
+                })
+                .sum();
+            assert!((g - want).abs() < 1e-6, "item {c}: {g} vs {want}");
+        }
     }
 }

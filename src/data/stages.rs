@@ -337,6 +337,7 @@ pub fn eligible(split: &DomainSplit, s: &ResolvedSetting, seen: Option<&(HashSet
                 UserSelection::UnseenUsers => !in_training,
                 UserSelection::UnseenItems => !train_items.contains(&split.items[seq[seq.len() - 1] as usize]),
                 UserSelection::ShortHistory => seq.len() - 1 <= s.max_history.unwrap_or(u32::MAX) as usize,
+                UserSelection::All => true,
             }
         })
         .collect()

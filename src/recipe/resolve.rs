@@ -342,7 +342,7 @@ pub fn setting_ingredient(r: &Recipe, s: &Setting) -> Result<Option<String>, Str
     let on_domain: Vec<&String> = r.ingredients.iter().filter(|(_, a)| a.domains.contains(&s.domain)).map(|(n, _)| n).collect();
     match (on_domain.as_slice(), s.users) {
         ([one], _) => Ok(Some((*one).clone())),
-        ([], UserSelection::ShortHistory) => Ok(None),
+        ([], UserSelection::ShortHistory | UserSelection::All) => Ok(None),
         ([], _) => Err(format!("no ingredient is trained on domain `{}`, so its warm and cold users are undefined", s.domain)),
         (many, _) => Err(format!("{} ingredients are trained on domain `{}`; say which defines this setting", many.len(), s.domain)),
     }

@@ -609,6 +609,8 @@ pub enum UserSelection {
     UnseenItems,
     /// Test users with at most `max_history` history items.
     ShortHistory,
+    /// Every test user of the domain (no ingredient needed: e.g. a conventional-baseline study).
+    All,
 }
 
 /// Expands one arm into one arm per point of a parameter grid.
