@@ -205,6 +205,29 @@ pub enum BenchCommand {
         #[command(flatten)]
         on: BenchModel,
     },
+    /// SASRec training steps on fixed-shape seeded random batches (the paper's MovieLens-1M
+    /// shapes by default): training sequences per second.
+    Sasrec {
+        #[arg(long, default_value_t = 3416)]
+        items: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 200)]
+        max_len: usize,
+        #[arg(long, default_value_t = 50)]
+        hidden: usize,
+        #[arg(long, default_value_t = 2)]
+        blocks: usize,
+        #[arg(long, default_value_t = 1)]
+        heads: usize,
+        #[arg(long, default_value_t = 0.2)]
+        dropout: f64,
+        /// Timed steps (after one untimed warm-up).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[command(flatten)]
+        on: BenchRuntime,
+    },
     /// Time and peak memory (VmHWM) of merging two synthetic rank-R adapters shaped for a Llama
     /// model (default 7B): stacked (exact) and SVD-truncated.
     Merge {
@@ -406,6 +429,15 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             let runtime = on.select()?;
             let r = crate::bench::train::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "train": r }))
+        }
+        Command::Bench { what: BenchCommand::Sasrec { items, batch, max_len, hidden, blocks, heads, dropout, steps, on } } => {
+            if [items, batch, max_len, hidden, blocks, heads, steps].contains(&0) || hidden % heads != 0 || !(0.0..1.0).contains(&dropout) {
+                return Err(Error::Usage("bench sasrec: sizes must be at least 1, heads must divide hidden, dropout in [0, 1)".into()));
+            }
+            let threads = on.threads;
+            let runtime = on.select()?;
+            let shape = crate::sasrec::model::Shape { items, hidden, blocks, heads, max_len, dropout };
+            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "sasrec": crate::bench::sasrec::run(shape, batch, steps, &runtime.device) }))
         }
         Command::Bench { what: BenchCommand::Merge { layers, hidden, intermediate, rank, truncate } } => {
             if [layers, hidden, intermediate, rank, truncate].contains(&0) {

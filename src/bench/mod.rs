@@ -6,4 +6,5 @@ pub mod entropy;
 pub mod eval;
 pub mod forward;
 pub mod merge;
+pub mod sasrec;
 pub mod train;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# SASRec training throughput (the paper's MovieLens-1M shapes: 3416 items, batch 128, length 200,
+# hidden 50, 2 blocks, 1 head, dropout 0.2): reccocktail's burn SASRec side by side with the same
+# network in PyTorch, same threads, same shapes; training sequences per second and the ratio.
+#
+#   PYTHON=/path/to/venv/bin/python [BACKEND=tch|flex] [THREADS=2] [STEPS=10] bash scripts/bench/sasrec.sh
+# PYTHON must have torch (a scratch venv; never a dependency of the tool). BACKEND=tch (default)
+# uses the binary scripts/run.sh builds.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+PYTHON="${PYTHON:-python3}"
+THREADS="${THREADS:-2}"
+STEPS="${STEPS:-10}"
+BACKEND="${BACKEND:-tch}"
+if [ "$BACKEND" = tch ]; then
+  LIBTORCH="$(bash scripts/libtorch.sh | tail -n 1)"
+  export LIBTORCH
+  cargo build --locked --quiet --profile quick --no-default-features --features tch --bin reccocktail
+  bin=target/quick/reccocktail
+else
+  cargo build --locked --quiet --bin reccocktail
+  bin=target/debug/reccocktail
+fi
+ours=$("$bin" bench sasrec --steps "$STEPS" --threads "$THREADS" --backend "$BACKEND")
+peer=$("$PYTHON" scripts/bench/peer_sasrec.py --steps "$STEPS" --threads "$THREADS" | tail -n1)
+python3 -c 'import json,sys; o=json.loads(sys.argv[1])["sasrec"]; p=json.loads(sys.argv[2]); print(f"sasrec {sys.argv[3]:<5} ours {o["sequences_per_s"]:.1f} seq/s ({o["step_s"]:.3f} s/step)  peer torch {p["torch"]} {p["sequences_per_s"]:.1f} seq/s ({p["step_s"]:.3f} s/step)  ratio {o["sequences_per_s"]/p["sequences_per_s"]:.2f}x")' "$ours" "$peer" "$BACKEND"
