@@ -51,8 +51,14 @@ pub enum Command {
     Run {
         recipe: PathBuf,
         /// Run only this stage (by id, see `plan`) and the stages it needs.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "stage")]
         only: Option<String>,
+        /// Run exactly this stage; every input must be cached (what a scheduler's job runs).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Log into this existing run directory instead of a new one (a submission's jobs).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
         /// Compute nothing: write the result tables from the stages already cached, listing the
         /// arms whose stages are not as not run (for a look at a long run's finished part).
         #[arg(long)]
@@ -68,6 +74,34 @@ pub enum Command {
         threads: Option<u32>,
         #[arg(long, default_value = "results")]
         results: PathBuf,
+    },
+    /// Run the plan as Slurm jobs: one batch job per stage not in the cache, chained with
+    /// `afterok` dependencies; the scripts and `submission.json` go into a new run directory.
+    Submit {
+        recipe: PathBuf,
+        /// The scheduler (only Slurm is supported).
+        #[arg(long, value_enum, default_value = "slurm")]
+        scheduler: Scheduler,
+        /// Write the scripts and print the `sbatch` lines without submitting.
+        #[arg(long)]
+        dry_run: bool,
+        /// Passed on to every job's `run`.
+        #[arg(long)]
+        device: Option<DeviceSpec>,
+        #[arg(long, value_parser = parse_backend)]
+        backend: Option<BackendChoice>,
+        #[arg(long)]
+        threads: Option<u32>,
+        /// Results directory: the artifact cache every job shares (on a shared filesystem).
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+    /// Where each stage of a submission stands: cached, pending, running, failed (with its log),
+    /// done; from the cache and `squeue`.
+    Status {
+        run_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Show the compiled backends and check that each one computes and differentiates.
     Env,
@@ -145,6 +179,11 @@ pub enum Command {
         #[arg(long, default_value = "results")]
         results: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Scheduler {
+    Slurm,
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,7 +404,50 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Run { recipe, only, cached_only, device, backend, threads, results } => {
+        Command::Submit { recipe, scheduler: Scheduler::Slurm, dry_run, device, backend, threads, results } => {
+            let absolute = |p: &Path| std::path::absolute(p).map_err(|source| Error::Io { context: format!("cannot resolve {}", p.display()), source });
+            // Planned from the absolute path the jobs are given: a local dataset's key includes
+            // its path as written, so both must read the recipe the same way.
+            let recipe = absolute(&recipe)?;
+            let loaded = recipe::load(&recipe)?;
+            if let Some(w) = loaded.warnings_report() {
+                eprintln!("{w}\n");
+            }
+            let resolved = ResolvedRecipe::from_loaded(&loaded).map_err(Error::Resolve)?;
+            let plan = plan::compile(&resolved)?;
+            let mut run_args = Vec::new();
+            if let Some(d) = device {
+                run_args.extend(["--device".to_string(), d.to_string()]);
+            }
+            if let Some(b) = backend {
+                run_args.extend(["--backend".to_string(), serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()]);
+            }
+            if let Some(t) = threads {
+                run_args.extend(["--threads".to_string(), t.to_string()]);
+            }
+            let opts = crate::slurm::SubmitOptions {
+                recipe,
+                results: absolute(&results)?,
+                exe: std::env::current_exe().map_err(|source| Error::Io { context: "cannot find this binary".into(), source })?,
+                workdir: absolute(Path::new("."))?,
+                run_args,
+                dry_run,
+            };
+            let cluster = loaded.recipe.cluster.clone().unwrap_or_default();
+            let (run_dir, sub) = crate::slurm::submit(&resolved, &plan, &cluster, &opts, &|l| println!("{l}"))?;
+            eprintln!("{} job{} {}, {} stage{} cached; run directory: {}", sub.jobs.len(), if sub.jobs.len() == 1 { "" } else { "s" }, if dry_run { "written (dry run)" } else { "submitted" }, sub.cached.len(), if sub.cached.len() == 1 { "" } else { "s" }, run_dir.display());
+            Ok(())
+        }
+        Command::Status { run_dir, json } => {
+            let (sub, rows) = crate::slurm::status::status(&run_dir)?;
+            if json {
+                print_json(&rows)
+            } else {
+                print!("{}", crate::slurm::status::render(&sub, &rows));
+                Ok(())
+            }
+        }
+        Command::Run { recipe, only, stage, run_dir, cached_only, device, backend, threads, results } => {
             let resolved = resolve(&recipe)?;
             let plan = plan::compile(&resolved)?;
             let e = &resolved.experiment;
@@ -374,7 +456,7 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 None => e.device.parse::<DeviceSpec>().map_err(Error::Usage)?,
             };
             let runtime = backend::select(backend.unwrap_or(e.backend), device, threads.or(e.threads))?;
-            let outcome = exec::run(&resolved, &plan, &runtime, &RunOptions { results_dir: results, only, cached_only });
+            let outcome = exec::run(&resolved, &plan, &runtime, &RunOptions { results_dir: results, only, stage, run_dir, cached_only });
             let run_dir = match &outcome {
                 Ok(summary) | Err(exec::RunError::Failed { summary, .. }) => Some(summary.run_dir.clone()),
                 Err(_) => None,

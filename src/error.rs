@@ -33,6 +33,8 @@ pub enum Error {
     Results(#[from] crate::results::ResultsError),
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
+    #[error(transparent)]
+    Slurm(#[from] crate::slurm::SlurmError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -41,7 +43,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Recipe(_) | Error::Resolve(_) | Error::Plan(_) | Error::Backend(_) | Error::Usage(_) => 2,
-            Error::Run(RunError::UnknownStage(_)) => 2,
+            Error::Run(RunError::UnknownStage(_) | RunError::InputNotCached { .. }) => 2,
+            Error::Slurm(crate::slurm::SlurmError::Record { .. }) => 2,
             Error::Data(e) | Error::Inspect(InspectError::Data(e)) if e.is_input_problem() => 2,
             Error::Run(RunError::Stage { source, .. }) | Error::Inspect(InspectError::Run(RunError::Stage { source, .. })) if source.is_input_problem() => 2,
             Error::Run(RunError::Failed { failures, .. }) if failures.iter().all(|f| f.error.is_input_problem()) => 2,
@@ -49,7 +52,7 @@ impl Error {
             Error::Model(e) if e.is_input_problem() => 2,
             Error::Gguf(e) if e.is_input_problem() => 2,
             Error::Merge(e) if e.is_input_problem() => 2,
-            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) | Error::Results(_) | Error::Merge(_) => 1,
+            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) | Error::Results(_) | Error::Merge(_) | Error::Slurm(_) => 1,
         }
     }
 }

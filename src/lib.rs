@@ -22,6 +22,7 @@ pub mod recipe;
 pub mod results;
 pub mod rng;
 pub mod sasrec;
+pub mod slurm;
 pub mod table;
 pub mod train;
 

@@ -20,7 +20,7 @@ fn runs_caches_fails_atomically_and_resumes() {
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
     let results = std::env::temp_dir().join(format!("reccocktail-exec-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&results);
-    let opts = RunOptions { results_dir: results.clone(), only: None, cached_only: false };
+    let opts = RunOptions { results_dir: results.clone(), only: None, cached_only: false, ..Default::default() };
     let cache = exec::Cache::new(&results);
 
     // Every stage writes a file derived from its inputs' files: order matters.
@@ -69,7 +69,7 @@ fn runs_caches_fails_atomically_and_resumes() {
 
     // --cached-only computes nothing but the report, which lists what is not cached as not run.
     ran.borrow_mut().clear();
-    let cached_only = RunOptions { results_dir: results.clone(), only: None, cached_only: true };
+    let cached_only = RunOptions { results_dir: results.clone(), only: None, cached_only: true, ..Default::default() };
     let summary = exec::run_with(&resolved, &plan, &runtime, &cached_only, &body).unwrap();
     assert_eq!(*ran.borrow(), ["report"]);
     assert!(summary.skipped.contains(&"train:drama".to_string()) && summary.skipped.contains(&"evaluate:fixed_0.5:warm".to_string()));
@@ -101,7 +101,7 @@ fn runs_caches_fails_atomically_and_resumes() {
     assert!(plan.render(&|k| cache.status(k)).lines().any(|l| l.starts_with("  [no need]") && l.contains("fetch:ml-100k")));
 
     // `--only` runs a stage's closure; here everything is cached already.
-    let only = RunOptions { results_dir: results.clone(), only: Some("merge:fixed_0.5".into()), cached_only: false };
+    let only = RunOptions { results_dir: results.clone(), only: Some("merge:fixed_0.5".into()), cached_only: false, ..Default::default() };
     ran.borrow_mut().clear();
     let summary = exec::run_with(&resolved, &plan, &runtime, &only, &body).unwrap();
     assert!(ran.borrow().is_empty());
@@ -118,7 +118,7 @@ fn a_failed_evaluate_stage_reaches_the_report_and_the_others_continue() {
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
     let results = std::env::temp_dir().join(format!("reccocktail-exec-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&results);
-    let opts = RunOptions { results_dir: results.clone(), only: None, cached_only: false };
+    let opts = RunOptions { results_dir: results.clone(), only: None, cached_only: false, ..Default::default() };
     let seen = RefCell::new(None);
     let body = |ctx: &StageContext<'_>| -> Result<(), StageError> {
         if ctx.stage.id == "evaluate:entropy:warm" {
@@ -163,7 +163,7 @@ fn real_evaluate_and_report_on_a_tiny_model() {
     resolved.evaluation.settings.retain(|s| s.name == "warm" || s.name == "cold");
     let plan = plan::compile(&resolved).unwrap();
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();
-    let opts = RunOptions { results_dir: root.join("results"), only: None, cached_only: false };
+    let opts = RunOptions { results_dir: root.join("results"), only: None, cached_only: false, ..Default::default() };
     let body = |ctx: &StageContext<'_>| -> Result<(), StageError> {
         match ctx.stage.kind {
             StageKind::Train | StageKind::Import | StageKind::Merge => Err(StageError::Failed("no training in this test".into())),

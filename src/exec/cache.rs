@@ -3,6 +3,13 @@
 //! A stage writes into a fresh temporary directory and, once complete, renames it to its key:
 //! an artifact directory either exists whole (with its `stage.json` manifest) or not at all.
 //! Checkpoints of an interrupted stage live in `.partial-<key>/` until the stage completes.
+//!
+//! Several processes may share one cache (two recipes sharing a base spirit, Slurm jobs on a
+//! shared filesystem, a user rerunning while jobs run): a worker computes a key only while it
+//! holds that key's lock ([`Cache::lock`]: `flock` on `.lock-<key>`, which works on local disks
+//! and on NFS mounted with `local_lock=none`). The loser waits, then finds the winner's sealed
+//! artifact. Under the lock, a `.tmp-<key>-*` directory can only be a dead attempt's leftover (a
+//! live attempt holds the lock), so it is removed; another key's attempts are never touched.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,6 +53,38 @@ impl Cache {
         }
     }
 
+    /// Take `key`'s lock, waiting for the worker that holds it (`waiting` is called once, before
+    /// blocking, when the lock is taken). Released when the returned guard drops (or the process
+    /// dies: the kernel drops its locks).
+    pub fn lock(&self, key: &str, waiting: &dyn Fn()) -> io::Result<KeyLock> {
+        std::fs::create_dir_all(&self.root)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.root.join(format!(".lock-{key}")))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                waiting();
+                file.lock()?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok(KeyLock { _file: file })
+    }
+
+    /// Remove the temporary directories of earlier attempts at `key` (call with its lock held).
+    pub fn clean_stale(&self, key: &str) -> io::Result<usize> {
+        let prefix = format!(".tmp-{key}-");
+        let mut removed = 0;
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    std::fs::remove_dir_all(e.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// A fresh, empty temporary directory for a stage's output.
     pub fn begin(&self, key: &str) -> io::Result<PathBuf> {
         std::fs::create_dir_all(&self.root)?;
@@ -81,6 +120,12 @@ impl Cache {
     }
 }
 
+/// A held per-key lock (see [`Cache::lock`]).
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: std::fs::File,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +144,25 @@ mod tests {
         assert_eq!(cache.status("k1"), CacheStatus::Cached);
         assert_eq!(std::fs::read_to_string(dest.join("a.txt")).unwrap(), "x");
         assert!(!tmp.exists() && !cache.scratch("k1").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_key_lock_excludes_other_holders_and_stale_attempts_are_cleaned() {
+        let root = std::env::temp_dir().join(format!("rc-lock-{}", std::process::id()));
+        let cache = Cache::new(&root);
+        let held = cache.lock("k", &|| panic!("free lock")).unwrap();
+        // Another open file description (as another process has) cannot take it meanwhile.
+        let other = std::fs::OpenOptions::new().write(true).open(cache.root().join(".lock-k")).unwrap();
+        assert!(matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        // Another key is independent.
+        drop(cache.lock("j", &|| panic!("free lock")).unwrap());
+        std::fs::create_dir_all(cache.root().join(".tmp-k-123")).unwrap();
+        std::fs::create_dir_all(cache.root().join(".tmp-j-123")).unwrap();
+        assert_eq!(cache.clean_stale("k").unwrap(), 1);
+        assert!(cache.root().join(".tmp-j-123").exists(), "another key's attempt is left alone");
+        drop(held);
+        assert!(other.try_lock().is_ok(), "released on drop");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -30,6 +30,8 @@ pub use context::{InputStatus, MissingInput, StageContext, StageError};
 pub enum RunError {
     #[error("no stage `{0}` in the plan (see `reccocktail plan`)")]
     UnknownStage(String),
+    #[error("stage `{stage}` needs `{input}`, which is not in the cache (a single-stage run computes nothing else: run or submit `{input}` first)")]
+    InputNotCached { stage: String, input: String },
     #[error("cannot prepare the run: {0}")]
     Io(#[from] std::io::Error),
     #[error("stage `{id}` failed: {source}")]
@@ -53,11 +55,18 @@ fn failed_message(failures: &[StageFailure], skipped: &[String]) -> String {
     lines.join("\n")
 }
 
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Results root (`results/`): run directories and the artifact cache live here.
     pub results_dir: PathBuf,
     /// Run only this stage and what it needs.
     pub only: Option<String>,
+    /// Run exactly this stage, whose inputs must all be cached (a scheduler's job: it fails
+    /// rather than computing an input).
+    pub stage: Option<String>,
+    /// Log into this existing run directory instead of creating one (the jobs of one submission
+    /// share the submission's).
+    pub run_dir: Option<PathBuf>,
     /// Execute no stage but the report, which lists the arms whose stages are not cached as not run
     /// (and is then not cached itself).
     pub cached_only: bool,
@@ -82,16 +91,28 @@ pub fn run(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts: &Run
 }
 
 pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts: &RunOptions, runner: StageRunner<'_>) -> Result<RunSummary, RunError> {
-    let stages = match &opts.only {
-        Some(id) => plan.closure(id).ok_or_else(|| RunError::UnknownStage(id.clone()))?,
-        None => plan.stages.iter().collect(),
-    };
     let cache = Cache::new(&opts.results_dir);
+    let stages = match (&opts.stage, &opts.only) {
+        (Some(id), _) => {
+            let stage = plan.stage(id).ok_or_else(|| RunError::UnknownStage(id.clone()))?;
+            if let Some(input) = stage.inputs.iter().find(|i| cache.status(&plan.stage(&i.stage).expect("inputs are plan stages").key) != CacheStatus::Cached) {
+                return Err(RunError::InputNotCached { stage: stage.id.clone(), input: input.stage.clone() });
+            }
+            vec![stage]
+        }
+        (None, Some(id)) => plan.closure(id).ok_or_else(|| RunError::UnknownStage(id.clone()))?,
+        (None, None) => plan.stages.iter().collect(),
+    };
     let needed = crate::plan::needed_ids(&stages, |s| cache.status(&s.key) == CacheStatus::Cached);
     let (stages, unneeded): (Vec<&Stage>, Vec<&Stage>) = stages.into_iter().partition(|s| needed.contains(&s.id));
-    let run_dir = RunDir::create(&opts.results_dir, &resolved.experiment.name, &resolved.recipe_hash)?;
-    run_dir.write_json("resolved.json", resolved)?;
-    run_dir.write_json("plan.json", &plan.to_json(&|k| cache.status(k)))?;
+    let run_dir = match &opts.run_dir {
+        Some(path) => RunDir::open(path)?,
+        None => RunDir::create(&opts.results_dir, &resolved.experiment.name, &resolved.recipe_hash)?,
+    };
+    if opts.run_dir.is_none() || !run_dir.path.join("resolved.json").exists() {
+        run_dir.write_json("resolved.json", resolved)?;
+        run_dir.write_json("plan.json", &plan.to_json(&|k| cache.status(k)))?;
+    }
     run_dir.write_json("environment.json", &rundir::environment(runtime, resolved.experiment.seed, resolved.experiment.threads))?;
 
     let multi = MultiProgress::new();
@@ -148,7 +169,8 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         log(&format!("{verb:<8} {} [{}]", stage.id, stage.key));
         let started = Instant::now();
         match execute(&cache, plan, stage, runtime, &run_dir.path, &log, &multi, runner, &failed_inputs) {
-            Ok(()) => {
+            Ok(Executed::ByAnother) => summary.cached.push(stage.id.clone()),
+            Ok(Executed::Here) => {
                 let note = if failed_inputs.is_empty() { String::new() } else { format!(" (without {} failed input{}; not cached)", failed_inputs.len(), if failed_inputs.len() == 1 { "" } else { "s" }) };
                 log(&format!("done     {} in {:.1}s{note}", stage.id, started.elapsed().as_secs_f64()));
                 summary.executed.push(stage.id.clone());
@@ -182,10 +204,31 @@ fn copy_files(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Who computed a stage [`execute`] was asked for.
+enum Executed {
+    Here,
+    /// Another worker sealed it while this one waited for the key's lock.
+    ByAnother,
+}
+
 /// Run one stage into the cache: a fresh temporary directory, sealed on success, removed on
 /// failure. With `failed_inputs` (a report), those inputs are left out and nothing is sealed.
 #[allow(clippy::too_many_arguments)]
-fn execute(cache: &Cache, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), progress: &MultiProgress, runner: StageRunner<'_>, failed_inputs: &BTreeMap<String, MissingInput>) -> Result<(), RunError> {
+fn execute(cache: &Cache, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir: &Path, log: &dyn Fn(&str), progress: &MultiProgress, runner: StageRunner<'_>, failed_inputs: &BTreeMap<String, MissingInput>) -> Result<Executed, RunError> {
+    // One worker per key at a time, across processes; a worker that waited finds the artifact the
+    // other sealed (a report without some inputs is never sealed: it always runs).
+    let _lock = cache.lock(&stage.key, &|| log(&format!("waiting  {} [{}]: another worker holds it", stage.id, stage.key)))?;
+    if failed_inputs.is_empty() && cache.status(&stage.key) == CacheStatus::Cached {
+        log(&format!("cached   {} [{}] (sealed by another worker meanwhile)", stage.id, stage.key));
+        if stage.kind == StageKind::Report {
+            copy_files(&cache.dir(&stage.key), run_dir)?;
+        }
+        return Ok(Executed::ByAnother);
+    }
+    let stale = cache.clean_stale(&stage.key)?;
+    if stale > 0 {
+        log(&format!("removed {stale} unfinished attempt{} at {} left by a stopped worker", if stale == 1 { "" } else { "s" }, stage.id));
+    }
     let started = Instant::now();
     let tmp = cache.begin(&stage.key)?;
     let inputs: BTreeMap<String, PathBuf> =
@@ -194,12 +237,12 @@ fn execute(cache: &Cache, plan: &Plan, stage: &Stage, runtime: &Runtime, run_dir
     match runner(&ctx) {
         Ok(()) if !failed_inputs.is_empty() => {
             cache.abort(&tmp);
-            Ok(())
+            Ok(Executed::Here)
         }
         Ok(()) => {
             let manifest = serde_json::json!({ "id": stage.id, "kind": stage.kind, "key": stage.key, "inputs": stage.inputs, "params": stage.params.to_json(), "seconds": started.elapsed().as_secs_f64() });
             cache.commit(&stage.key, &tmp, &manifest)?;
-            Ok(())
+            Ok(Executed::Here)
         }
         Err(source) => {
             cache.abort(&tmp);
@@ -246,6 +289,11 @@ pub fn fetch_into_cache(results_dir: &Path, asset: &crate::assets::Asset) -> Res
         return Ok((cache.dir(&key), true));
     }
     let root = cache.root().to_path_buf();
+    let _lock = cache.lock(&key, &|| {}).map_err(io("cannot lock a key in", &root))?;
+    if cache.status(&key) == CacheStatus::Cached {
+        return Ok((cache.dir(&key), true));
+    }
+    cache.clean_stale(&key).map_err(io("cannot clean unfinished attempts in", &root))?;
     let tmp = cache.begin(&key).map_err(io("cannot create a directory in", &root))?;
     match crate::data::fetch::fetch(asset, &cache.scratch(&key), &tmp) {
         Ok(_) => {

@@ -29,6 +29,13 @@ impl RunDir {
         Ok(RunDir { path, log: Mutex::new(log) })
     }
 
+    /// An existing run directory (created if missing), its `run.log` appended to.
+    pub fn open(path: &Path) -> io::Result<RunDir> {
+        std::fs::create_dir_all(path)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(path.join("run.log"))?;
+        Ok(RunDir { path: path.to_path_buf(), log: Mutex::new(log) })
+    }
+
     pub fn write_json(&self, name: &str, value: &impl serde::Serialize) -> io::Result<()> {
         let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
         std::fs::write(self.path.join(name), text + "\n")

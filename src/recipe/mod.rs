@@ -3,6 +3,7 @@
 //! `load` is the only entry point the rest of the tool uses: it returns a typed [`Recipe`] only
 //! when the file has no problem at all, and otherwise every problem at once as [`Diagnostics`].
 
+pub mod cluster;
 pub mod diagnostic;
 pub mod doc;
 pub mod merge;

@@ -49,6 +49,9 @@ pub struct Recipe {
     /// Parameter grids expanding one arm into many (`[[sweep]]`).
     #[serde(default)]
     pub sweep: Vec<Sweep>,
+    /// What `reccocktail submit` asks a Slurm cluster for, per stage kind (not part of the recipe
+    /// hash or any stage key: it changes where the work runs, not what it computes).
+    pub cluster: Option<super::cluster::ClusterSpec>,
 }
 
 /// Identity and execution settings of the experiment.
