@@ -203,3 +203,142 @@ fn submit_chains_uncached_stages_with_afterok_and_status_reads_them_back() {
     assert_eq!(after - before, jobs.len() - 1, "every job but the queued one submitted again");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A small experiment on a tiny random model: two adapters, two arms, warm and cold users.
+fn tiny_recipe(dir: &Path) -> PathBuf {
+    use reccocktail::model::tiny::{write_tiny_chat_model, TinySpec};
+    write_tiny_chat_model(&dir.join("model"), TinySpec::default(), 11).unwrap();
+    let text = format!(
+        r#"
+[experiment]
+name = "tiny_slurm"
+seed = 7
+backend = "flex"
+threads = 1
+
+[backbone]
+path = "{model}"
+
+[datasets.latest]
+path = "{data}"
+format = "movielens_latest"
+min_rating = 3.5
+k_core = 3
+
+[domains.drama]
+dataset = "latest"
+filter = {{ field = "genres", any_of = ["Drama"] }}
+label = "drama movies"
+
+[domains.comedy]
+dataset = "latest"
+filter = {{ field = "genres", any_of = ["Comedy"] }}
+label = "comedies"
+
+[data]
+max_history = 3
+candidates = 5
+max_train_per_user = 1
+
+[templates.rank]
+path = "{template}"
+
+[lora]
+rank = 4
+alpha = 8
+targets = ["q_proj", "v_proj"]
+
+[training]
+lr = 5e-3
+batch_size = 4
+max_seq_len = 512
+eval_every = 2
+
+[base_spirit]
+domains = ["comedy"]
+template = "rank"
+max_samples = 8
+max_valid_samples = 4
+
+[ingredients.drama]
+domains = ["drama"]
+template = "rank"
+max_samples = 8
+max_valid_samples = 4
+
+[[arms]]
+name = "fixed_0.5"
+merge = {{ method = "fixed", weights = [0.5, 0.5] }}
+
+[[arms]]
+name = "task_arithmetic"
+merge = {{ method = "task_arithmetic", lambda = 0.7 }}
+
+[evaluation]
+template = "rank"
+k = [1, 3]
+baselines = ["random", "popularity", "markov"]
+
+[evaluation.settings.warm]
+domain = "drama"
+users = "warm"
+max_users = 4
+
+[evaluation.settings.cold]
+domain = "drama"
+users = "unseen_users"
+max_users = 4
+"#,
+        model = dir.join("model").display(),
+        data = root().join("datasets/ml-latest-small-subset").display(),
+        template = root().join("templates/rank.jinja").display(),
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// On a real Slurm cluster (`sudo bash scripts/slurm_local.sh` starts a single-node one; `.ci/run`
+/// does): the plan as jobs gives the same table as a local run, byte for byte.
+#[test]
+#[ignore = "needs a running Slurm cluster: bash scripts/slurm_local.sh, then cargo test --test slurm -- --ignored"]
+fn real_slurm_runs_the_plan_and_gives_the_same_table_as_a_local_run() {
+    let dir = tmp("real");
+    let recipe = tiny_recipe(&dir);
+    let r = recipe.to_str().unwrap();
+    let local = dir.join("local");
+    let out = reccocktail(&["run", r, "--results", local.to_str().unwrap()], None).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let latest = |results: &Path| -> PathBuf {
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(results.join("tiny_slurm")).unwrap().map(|e| e.unwrap().path()).collect();
+        runs.sort();
+        runs.pop().unwrap()
+    };
+    let want = std::fs::read_to_string(latest(&local).join("results.csv")).unwrap();
+
+    let shared = dir.join("shared");
+    let out = reccocktail(&["submit", r, "--results", shared.to_str().unwrap()], None).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let run_dir = PathBuf::from(err.trim().rsplit("run directory: ").next().unwrap());
+    let started = std::time::Instant::now();
+    let rows = loop {
+        let out = reccocktail(&["status", run_dir.to_str().unwrap(), "--json"], None).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if rows.iter().all(|r| ["cached", "done", "failed"].contains(&r["state"].as_str().unwrap())) {
+            break rows;
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "jobs still queued after 15 minutes: {rows:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let failed: Vec<String> = rows.iter().filter(|r| r["state"] == "failed").map(|r| format!("{}: {}", r["stage"], r["log"].as_str().and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default())).collect();
+    assert!(failed.is_empty(), "failed jobs:\n{}", failed.join("\n"));
+    let got = std::fs::read_to_string(run_dir.join("results.csv")).unwrap();
+    assert_eq!(got, want, "the Slurm run's table differs from the local run's");
+    // Everything is cached now: a second submission has only the report to run.
+    let out = reccocktail(&["submit", r, "--dry-run", "--results", shared.to_str().unwrap()], None).output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(lines, 1, "{}", String::from_utf8_lossy(&out.stdout));
+    std::fs::remove_dir_all(&dir).ok();
+}
