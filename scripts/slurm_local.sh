@@ -3,8 +3,16 @@
 # slurmctld, slurmd, slurm-client and munge, installed with apt-get when missing): what the CI
 # runs `reccocktail submit` against. Idempotent: an already running cluster is left as it is.
 #
-#   sudo bash scripts/slurm_local.sh      # then: sinfo, squeue, reccocktail submit ...
+#   sudo bash scripts/slurm_local.sh [start]   # then: sinfo, squeue, reccocktail submit ...
+#   sudo bash scripts/slurm_local.sh stop      # stop the daemons (queued jobs are lost)
 set -euo pipefail
+if [[ "${1:-start}" == stop ]]; then
+  pkill -x slurmd || true
+  pkill -x slurmctld || true
+  pkill -x munged || true
+  echo "slurm_local: stopped"; exit 0
+fi
+[[ "${1:-start}" == start ]] || { echo "usage: bash scripts/slurm_local.sh [start|stop]" >&2; exit 2; }
 if sinfo --noheader --states=idle 2>/dev/null | grep -q .; then
   echo "slurm_local: a cluster is already up"; exit 0
 fi

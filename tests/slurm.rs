@@ -152,6 +152,9 @@ fn submit_chains_uncached_stages_with_afterok_and_status_reads_them_back() {
     assert!(!dir.join("sbatch.log").exists(), "a dry run submitted");
     let lines = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(lines.lines().all(|l| l.starts_with("sbatch --parsable ")), "{lines}");
+    // The run directory's name carries the time: redacted with the temporary paths.
+    let run_name = lines.lines().next().and_then(|l| l.split("/small_latest/").nth(1)).and_then(|t| t.split('/').next()).unwrap().to_string();
+    insta::assert_snapshot!("submit_dry_run", lines.replace(&run_name, "[run]").replace(r, "[results]"));
 
     let out = reccocktail(&["submit", RECIPE, "--results", r, "--threads", "1"], Some(&bin)).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -307,6 +310,7 @@ fn real_slurm_runs_the_plan_and_gives_the_same_table_as_a_local_run() {
     let recipe = tiny_recipe(&dir);
     let r = recipe.to_str().unwrap();
     let local = dir.join("local");
+    let started_local = std::time::Instant::now();
     let out = reccocktail(&["run", r, "--results", local.to_str().unwrap()], None).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let latest = |results: &Path| -> PathBuf {
@@ -316,29 +320,61 @@ fn real_slurm_runs_the_plan_and_gives_the_same_table_as_a_local_run() {
     };
     let want = std::fs::read_to_string(latest(&local).join("results.csv")).unwrap();
 
+    let local_s = started_local.elapsed().as_secs_f64();
+
     let shared = dir.join("shared");
-    let out = reccocktail(&["submit", r, "--results", shared.to_str().unwrap()], None).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let run_dir = PathBuf::from(err.trim().rsplit("run directory: ").next().unwrap());
-    let started = std::time::Instant::now();
-    let rows = loop {
-        let out = reccocktail(&["status", run_dir.to_str().unwrap(), "--json"], None).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        if rows.iter().all(|r| ["cached", "done", "failed"].contains(&r["state"].as_str().unwrap())) {
-            break rows;
-        }
-        assert!(started.elapsed() < Duration::from_secs(900), "jobs still queued after 15 minutes: {rows:?}");
-        std::thread::sleep(Duration::from_secs(2));
+    let submit = |extra: &[&str]| -> (PathBuf, serde_json::Value) {
+        let mut args = vec!["submit", r, "--results", shared.to_str().unwrap()];
+        args.extend(extra);
+        let out = reccocktail(&args, None).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        let run_dir = PathBuf::from(err.trim().rsplit("run directory: ").next().unwrap());
+        let sub = serde_json::from_str(&std::fs::read_to_string(run_dir.join("submission.json")).unwrap()).unwrap();
+        (run_dir, sub)
     };
+    let stage_ids = |sub: &serde_json::Value| -> Vec<String> { sub["jobs"].as_array().unwrap().iter().map(|j| j["stage"].as_str().unwrap().to_string()).collect() };
+    // First submission; one training job is cancelled before it can run: Slurm cancels the jobs
+    // that wait for it, and the rest completes.
+    let started_slurm = std::time::Instant::now();
+    let (run_dir, sub) = submit(&[]);
+    let victim = sub["jobs"].as_array().unwrap().iter().find(|j| j["stage"] == "train:drama").unwrap()["job"].as_str().unwrap().to_string();
+    assert!(Command::new("scancel").arg(&victim).status().unwrap().success());
+    let rows = wait(&run_dir);
+    let state = |stage: &str| rows.iter().find(|r| r["stage"] == stage).unwrap()["state"].as_str().unwrap().to_string();
+    assert_eq!(state("train:drama"), "failed");
+    assert_eq!(state("train:base_spirit"), "done");
+    assert_eq!(state("merge:fixed_0.5"), "failed", "a dependent of the cancelled job");
+    let missing: Vec<String> = rows.iter().filter(|r| r["state"] == "failed").map(|r| r["stage"].as_str().unwrap().to_string()).collect();
+    // Submitting again runs exactly the stages that are not cached.
+    let (run_dir, sub) = submit(&[]);
+    assert_eq!(stage_ids(&sub), missing, "the second submission must be exactly what is missing");
+    let rows = wait(&run_dir);
+    let slurm_s = started_slurm.elapsed().as_secs_f64();
     let failed: Vec<String> = rows.iter().filter(|r| r["state"] == "failed").map(|r| format!("{}: {}", r["stage"], r["log"].as_str().and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default())).collect();
     assert!(failed.is_empty(), "failed jobs:\n{}", failed.join("\n"));
     let got = std::fs::read_to_string(run_dir.join("results.csv")).unwrap();
     assert_eq!(got, want, "the Slurm run's table differs from the local run's");
-    // Everything is cached now: a second submission has only the report to run.
+    let jobs = stage_ids(&sub).len() + sub["cached"].as_array().unwrap().len();
+    eprintln!("slurm overhead: local run {local_s:.1} s, as Slurm jobs (two submissions) {slurm_s:.1} s, {jobs} stages");
+    // Everything is cached now: a third submission has only the report to run.
     let out = reccocktail(&["submit", r, "--dry-run", "--results", shared.to_str().unwrap()], None).output().unwrap();
     let lines = String::from_utf8_lossy(&out.stdout).lines().count();
     assert_eq!(lines, 1, "{}", String::from_utf8_lossy(&out.stdout));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Poll `status` until no job is pending or running.
+fn wait(run_dir: &Path) -> Vec<serde_json::Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let out = reccocktail(&["status", run_dir.to_str().unwrap(), "--json"], None).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if rows.iter().all(|r| ["cached", "done", "failed"].contains(&r["state"].as_str().unwrap())) {
+            return rows;
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "jobs still queued after 15 minutes: {rows:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

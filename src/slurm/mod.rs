@@ -175,14 +175,21 @@ pub fn submit(resolved: &ResolvedRecipe, plan: &Plan, cluster: &ClusterSpec, opt
             }
             continue;
         }
-        let after: Vec<String> = stage.input_ids().filter(|i| job_of.contains_key(*i)).map(str::to_string).collect();
+        let mut after: Vec<String> = Vec::new();
+        for i in stage.input_ids().filter(|i| job_of.contains_key(*i)) {
+            // A stage may read one input in two roles: one dependency.
+            if !after.iter().any(|a| a == i) {
+                after.push(i.to_string());
+            }
+        }
         let stem = format!("{:02}-{}", jobs.len() + 1, file_stem(&stage.id));
         let (script_path, log) = (dir.join(format!("{stem}.sh")), dir.join(format!("{stem}.out")));
         let kind = stage.kind.name().to_string();
         let resources = cluster.for_kind(&kind).sbatch_options();
         std::fs::write(&script_path, script(resolved, stage, opts, &run_dir.path, &log, &resources)).map_err(io(format!("cannot write {}", script_path.display())))?;
         let mut command = vec!["sbatch".to_string(), "--parsable".to_string()];
-        let dep_ids: Vec<String> = after.iter().filter_map(|a| job_of[a].clone()).collect();
+        // A dry run names the jobs it would wait for by their stages.
+        let dep_ids: Vec<String> = after.iter().map(|a| job_of[a].clone().unwrap_or_else(|| format!("<{a}>"))).collect();
         if !dep_ids.is_empty() {
             command.push(format!("--dependency=afterok:{}", dep_ids.join(":")));
             command.push("--kill-on-invalid-dep=yes".into());
