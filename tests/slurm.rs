@@ -171,6 +171,7 @@ fn submit_chains_uncached_stages_with_afterok_and_status_reads_them_back() {
         let stage = p.stage(j["stage"].as_str().unwrap()).unwrap();
         let mut want: Vec<String> = stage.input_ids().filter_map(job_of).collect();
         want.sort();
+        want.dedup();
         let line = std::fs::read_to_string(dir.join("sbatch.log")).unwrap().lines().find(|l| l.starts_with(&format!("{} ", j["job"].as_str().unwrap()))).unwrap().to_string();
         let mut got: Vec<String> = line.split_whitespace().find_map(|w| w.strip_prefix("--dependency=afterok:")).map(|d| d.split(':').map(str::to_string).collect()).unwrap_or_default();
         got.sort();
