@@ -63,15 +63,8 @@ pub enum Command {
         /// arms whose stages are not as not run (for a look at a long run's finished part).
         #[arg(long)]
         cached_only: bool,
-        /// Device: auto, cpu, cuda, cuda:N (overrides the recipe).
-        #[arg(long)]
-        device: Option<DeviceSpec>,
-        /// Backend: auto, flex, tch (overrides the recipe).
-        #[arg(long, value_parser = parse_backend)]
-        backend: Option<BackendChoice>,
-        /// CPU threads (overrides the recipe).
-        #[arg(long)]
-        threads: Option<u32>,
+        #[command(flatten)]
+        on: RunOverrides,
         #[arg(long, default_value = "results")]
         results: PathBuf,
     },
@@ -86,12 +79,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Passed on to every job's `run`.
-        #[arg(long)]
-        device: Option<DeviceSpec>,
-        #[arg(long, value_parser = parse_backend)]
-        backend: Option<BackendChoice>,
-        #[arg(long)]
-        threads: Option<u32>,
+        #[command(flatten)]
+        on: RunOverrides,
         /// Results directory: the artifact cache every job shares (on a shared filesystem).
         #[arg(long, default_value = "results")]
         results: PathBuf,
@@ -179,6 +168,37 @@ pub enum Command {
         #[arg(long, default_value = "results")]
         results: PathBuf,
     },
+}
+
+/// Where a run executes, overriding the recipe's `[experiment]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOverrides {
+    /// Device: auto, cpu, cuda, cuda:N (overrides the recipe).
+    #[arg(long)]
+    device: Option<DeviceSpec>,
+    /// Backend: auto, flex, tch (overrides the recipe).
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<BackendChoice>,
+    /// CPU threads (overrides the recipe).
+    #[arg(long)]
+    threads: Option<u32>,
+}
+
+impl RunOverrides {
+    /// As `run` options, for a job's command line.
+    fn args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = self.device {
+            out.extend(["--device".to_string(), d.to_string()]);
+        }
+        if let Some(b) = self.backend {
+            out.extend(["--backend".to_string(), serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()]);
+        }
+        if let Some(t) = self.threads {
+            out.extend(["--threads".to_string(), t.to_string()]);
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -404,7 +424,7 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Submit { recipe, scheduler: Scheduler::Slurm, dry_run, device, backend, threads, results } => {
+        Command::Submit { recipe, scheduler: Scheduler::Slurm, dry_run, on, results } => {
             let absolute = |p: &Path| std::path::absolute(p).map_err(|source| Error::Io { context: format!("cannot resolve {}", p.display()), source });
             // Planned from the absolute path the jobs are given: a local dataset's key includes
             // its path as written, so both must read the recipe the same way.
@@ -415,22 +435,12 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
             let resolved = ResolvedRecipe::from_loaded(&loaded).map_err(Error::Resolve)?;
             let plan = plan::compile(&resolved)?;
-            let mut run_args = Vec::new();
-            if let Some(d) = device {
-                run_args.extend(["--device".to_string(), d.to_string()]);
-            }
-            if let Some(b) = backend {
-                run_args.extend(["--backend".to_string(), serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()]);
-            }
-            if let Some(t) = threads {
-                run_args.extend(["--threads".to_string(), t.to_string()]);
-            }
             let opts = crate::slurm::SubmitOptions {
                 recipe,
                 results: absolute(&results)?,
                 exe: std::env::current_exe().map_err(|source| Error::Io { context: "cannot find this binary".into(), source })?,
                 workdir: absolute(Path::new("."))?,
-                run_args,
+                run_args: on.args(),
                 dry_run,
             };
             let cluster = loaded.recipe.cluster.clone().unwrap_or_default();
@@ -447,7 +457,7 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Run { recipe, only, stage, run_dir, cached_only, device, backend, threads, results } => {
+        Command::Run { recipe, only, stage, run_dir, cached_only, on: RunOverrides { device, backend, threads }, results } => {
             let resolved = resolve(&recipe)?;
             let plan = plan::compile(&resolved)?;
             let e = &resolved.experiment;

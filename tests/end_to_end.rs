@@ -7,91 +7,33 @@ use std::path::{Path, PathBuf};
 
 use reccocktail::model::tiny::{TinySpec, write_tiny_chat_model};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::root;
 
 fn recipe(model: &Path) -> String {
-    format!(
-        r#"
-[experiment]
-name = "tiny_e2e"
-seed = 7
-backend = "flex"
-threads = 1
-
-[backbone]
-path = "{model}"
-
-[datasets.latest]
-path = "{data}"
-format = "movielens_latest"
-min_rating = 3.5
-k_core = 3
-
-[domains.drama]
-dataset = "latest"
-filter = {{ field = "genres", any_of = ["Drama"] }}
-label = "drama movies"
-
-[domains.comedy]
-dataset = "latest"
-filter = {{ field = "genres", any_of = ["Comedy"] }}
-label = "comedies"
-
-[data]
-max_history = 3
-candidates = 5
-max_train_per_user = 1
-
-[templates.rank]
-path = "{template}"
-
-[lora]
-rank = 4
-alpha = 8
-targets = ["q_proj", "v_proj", "up_proj"]
-
-[training]
-lr = 5e-3
-batch_size = 4
-max_seq_len = 512
-eval_every = 2
-
-[base_spirit]
-domains = ["comedy"]
-template = "rank"
-max_samples = 8
-max_valid_samples = 4
-
-[ingredients.drama]
-domains = ["drama"]
-template = "rank"
-max_samples = 8
-max_valid_samples = 4
-
-[[arms]]
+    common::tiny_recipe_head("tiny_e2e", model)
+        + r#"[[arms]]
 name = "base_only"
-merge = {{ method = "fixed", weights = [1.0, 0.0] }}
+merge = { method = "fixed", weights = [1.0, 0.0] }
 
 [[arms]]
 name = "ingredient_only"
-merge = {{ method = "fixed", weights = [0.0, 1.0] }}
+merge = { method = "fixed", weights = [0.0, 1.0] }
 
 [[arms]]
 name = "fixed_0.5"
-merge = {{ method = "fixed", weights = [0.5, 0.5] }}
+merge = { method = "fixed", weights = [0.5, 0.5] }
 
 [[arms]]
 name = "task_arithmetic"
-merge = {{ method = "task_arithmetic", lambda = 0.7 }}
+merge = { method = "task_arithmetic", lambda = 0.7 }
 
 [[arms]]
 name = "entropy"
-merge = {{ method = "entropy", granularity = "layer", lr_grid = [0.05, 0.5], objective = "candidate_entropy", adaptation = {{ source = "domain", size = 3 }} }}
+merge = { method = "entropy", granularity = "layer", lr_grid = [0.05, 0.5], objective = "candidate_entropy", adaptation = { source = "domain", size = 3 } }
 
 [evaluation]
-protocol = {{ kind = "likelihood" }}
+protocol = { kind = "likelihood" }
 template = "rank"
 k = [1, 3]
 baselines = ["random", "popularity", "markov", "itemknn", "sasrec"]
@@ -114,11 +56,7 @@ max_users = 4
 domain = "drama"
 users = "unseen_users"
 max_users = 4
-"#,
-        model = model.display(),
-        data = root().join("datasets/ml-latest-small-subset").display(),
-        template = root().join("templates/rank.jinja").display(),
-    )
+"#
 }
 
 fn reccocktail(args: &[&str]) -> std::process::Output {

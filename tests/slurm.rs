@@ -19,9 +19,8 @@ use reccocktail::recipe::{self, ResolvedRecipe};
 /// Absolute, as `submit` hands it to the jobs (a local dataset's key includes its path as written).
 const RECIPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recipes/small_latest.toml");
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::root;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rc-slurm-{name}-{}", std::process::id()));
@@ -212,71 +211,14 @@ fn submit_chains_uncached_stages_with_afterok_and_status_reads_them_back() {
 fn tiny_recipe(dir: &Path) -> PathBuf {
     use reccocktail::model::tiny::{write_tiny_chat_model, TinySpec};
     write_tiny_chat_model(&dir.join("model"), TinySpec::default(), 11).unwrap();
-    let text = format!(
-        r#"
-[experiment]
-name = "tiny_slurm"
-seed = 7
-backend = "flex"
-threads = 1
-
-[backbone]
-path = "{model}"
-
-[datasets.latest]
-path = "{data}"
-format = "movielens_latest"
-min_rating = 3.5
-k_core = 3
-
-[domains.drama]
-dataset = "latest"
-filter = {{ field = "genres", any_of = ["Drama"] }}
-label = "drama movies"
-
-[domains.comedy]
-dataset = "latest"
-filter = {{ field = "genres", any_of = ["Comedy"] }}
-label = "comedies"
-
-[data]
-max_history = 3
-candidates = 5
-max_train_per_user = 1
-
-[templates.rank]
-path = "{template}"
-
-[lora]
-rank = 4
-alpha = 8
-targets = ["q_proj", "v_proj"]
-
-[training]
-lr = 5e-3
-batch_size = 4
-max_seq_len = 512
-eval_every = 2
-
-[base_spirit]
-domains = ["comedy"]
-template = "rank"
-max_samples = 8
-max_valid_samples = 4
-
-[ingredients.drama]
-domains = ["drama"]
-template = "rank"
-max_samples = 8
-max_valid_samples = 4
-
-[[arms]]
+    let text = common::tiny_recipe_head("tiny_slurm", &dir.join("model"))
+        + r#"[[arms]]
 name = "fixed_0.5"
-merge = {{ method = "fixed", weights = [0.5, 0.5] }}
+merge = { method = "fixed", weights = [0.5, 0.5] }
 
 [[arms]]
 name = "task_arithmetic"
-merge = {{ method = "task_arithmetic", lambda = 0.7 }}
+merge = { method = "task_arithmetic", lambda = 0.7 }
 
 [evaluation]
 template = "rank"
@@ -292,11 +234,7 @@ max_users = 4
 domain = "drama"
 users = "unseen_users"
 max_users = 4
-"#,
-        model = dir.join("model").display(),
-        data = root().join("datasets/ml-latest-small-subset").display(),
-        template = root().join("templates/rank.jinja").display(),
-    );
+"#;
     let path = dir.join("tiny.toml");
     std::fs::write(&path, text).unwrap();
     path

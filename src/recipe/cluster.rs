@@ -2,7 +2,7 @@
 //! runs, never what it computes: part of neither the recipe hash nor any stage key.
 //!
 //! ```toml
-//! [cluster]               # every job
+//! [cluster.default]       # every job
 //! partition = "cpu"
 //! time = "01:00:00"
 //! cpus = 2
@@ -16,7 +16,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Resources of one job; unset fields fall back to `[cluster]`'s, then to the scheduler's defaults.
+/// Resources of one job; unset fields fall back to `[cluster.default]`'s, then to the scheduler's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobResources {
@@ -44,18 +44,8 @@ pub struct JobResources {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
-    #[schemars(length(min = 1, max = 256))]
-    pub partition: Option<String>,
-    #[schemars(length(min = 1, max = 256))]
-    pub account: Option<String>,
-    #[schemars(regex(pattern = r"^([0-9]+-)?[0-9]+(:[0-9]{2}){0,2}$"))]
-    pub time: Option<String>,
-    #[schemars(range(min = 1, max = 4096))]
-    pub cpus: Option<u32>,
-    #[schemars(regex(pattern = r"^[0-9]+[KMGT]?$"))]
-    pub mem: Option<String>,
-    #[schemars(range(min = 0, max = 64))]
-    pub gpus: Option<u32>,
+    /// Every job.
+    pub default: Option<JobResources>,
     /// Overrides for LoRA training jobs.
     pub train: Option<JobResources>,
     /// Overrides for merge jobs (entropy merges run the model).
@@ -67,21 +57,15 @@ pub struct ClusterSpec {
 }
 
 impl ClusterSpec {
-    fn defaults(&self) -> JobResources {
-        JobResources { partition: self.partition.clone(), account: self.account.clone(), time: self.time.clone(), cpus: self.cpus, mem: self.mem.clone(), gpus: self.gpus }
-    }
-
     /// The resources of a job of stage kind `kind` (`train`, `merge`, ...; others are data stages).
     pub fn for_kind(&self, kind: &str) -> JobResources {
-        let base = self.defaults();
+        let base = self.default.clone().unwrap_or_default();
         let over = match kind {
             "train" | "import" => self.train.as_ref(),
             "merge" => self.merge.as_ref(),
             "evaluate" => self.evaluate.as_ref(),
             "sasrec" => self.sasrec.as_ref(),
-            _ => {
-                return JobResources { gpus: None, ..base };
-            }
+            _ => return JobResources { gpus: None, ..base },
         };
         let Some(o) = over else { return base };
         JobResources {
@@ -128,9 +112,7 @@ mod tests {
     #[test]
     fn kinds_override_the_defaults_and_data_stages_get_no_gpu() {
         let c = ClusterSpec {
-            partition: Some("cpu".into()),
-            time: Some("01:00:00".into()),
-            gpus: Some(1),
+            default: Some(JobResources { partition: Some("cpu".into()), time: Some("01:00:00".into()), gpus: Some(1), ..Default::default() }),
             train: Some(JobResources { partition: Some("gpu".into()), time: Some("12:00:00".into()), ..Default::default() }),
             ..Default::default()
         };
