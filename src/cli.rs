@@ -106,7 +106,7 @@ pub enum Command {
     /// exactly on the LoRA products s_i B_i A_i; writes merge.json beside the output.
     #[command(after_long_help = crate::merge::registry_help())]
     Merge(crate::merge::command::MergeArgs),
-    /// Convert a GGUF model (F32/F16/BF16/Q8_0/Q4_0/Q4_1, dequantized) into an HF directory.
+    /// Convert a GGUF model (F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q2_K..Q6_K/Q8_K, dequantized) into an HF directory.
     Convert {
         gguf: PathBuf,
         out: PathBuf,

@@ -4,10 +4,13 @@
 //! - `Q4_0`: blocks of 32: f16 `d`, 16 bytes; x = (q − 8) · d, element j < 16 from the low nibble
 //!   of byte j, element j + 16 from its high nibble.
 //! - `Q4_1`: blocks of 32: f16 `d`, f16 `m`, 16 bytes; x = q · d + m, same nibble order.
+//! - `Q5_0`, `Q5_1` and the k-quants `Q2_K` ... `Q8_K`: see [`super::kquants`].
 
 use std::fmt;
 
 use half::{bf16, f16};
+
+use super::kquants;
 
 /// A ggml tensor type (the ids of llama.cpp's `ggml_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,7 +120,8 @@ impl GgmlType {
 
     /// Whether [`dequantize`] handles this type.
     pub fn is_dequantizable(self) -> bool {
-        matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
+        use GgmlType::*;
+        matches!(self, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2K | Q3K | Q4K | Q5K | Q6K | Q8K)
     }
 }
 
@@ -171,7 +175,7 @@ impl fmt::Display for GgmlType {
 /// Why bytes could not be dequantized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DequantError {
-    #[error("type {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
+    #[error("type {0} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)")]
     Unsupported(GgmlType),
     #[error("{ty}: {n} elements need {expected} bytes, got {got}")]
     Size { ty: GgmlType, n: usize, expected: usize, got: usize },
@@ -180,6 +184,13 @@ pub enum DequantError {
 #[inline]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+/// Apply a block decoder to every (output block, input block) pair.
+fn blocks(out: &mut [f32], bytes: &[u8], block: usize, block_bytes: usize, decode: fn(&mut [f32], &[u8])) {
+    for (o, b) in out.chunks_exact_mut(block).zip(bytes.chunks_exact(block_bytes)) {
+        decode(o, b);
+    }
 }
 
 /// Dequantize `n` elements of type `ty` from `bytes` (exactly their size).
@@ -236,6 +247,14 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Dequ
                 }
             }
         }
+        GgmlType::Q5_0 => blocks(&mut out, bytes, 32, 22, kquants::q5_0),
+        GgmlType::Q5_1 => blocks(&mut out, bytes, 32, 24, kquants::q5_1),
+        GgmlType::Q2K => blocks(&mut out, bytes, 256, 84, kquants::q2_k),
+        GgmlType::Q3K => blocks(&mut out, bytes, 256, 110, kquants::q3_k),
+        GgmlType::Q4K => blocks(&mut out, bytes, 256, 144, kquants::q4_k),
+        GgmlType::Q5K => blocks(&mut out, bytes, 256, 176, kquants::q5_k),
+        GgmlType::Q6K => blocks(&mut out, bytes, 256, 210, kquants::q6_k),
+        GgmlType::Q8K => blocks(&mut out, bytes, 256, 292, kquants::q8_k),
         _ => unreachable!("checked above"),
     }
     Ok(out)
@@ -308,8 +327,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_type() {
-        let e = dequantize(GgmlType::Q4K, &[0; 144], 256).unwrap_err();
-        assert!(e.to_string().contains("Q4_K"), "{e}");
+        let e = dequantize(GgmlType::from_id(23), &[0; 136], 256).unwrap_err();
+        assert!(e.to_string().contains("IQ4_XS (ggml type 23) is not supported"), "{e}");
         assert!(GgmlType::from_id(23).to_string().contains("IQ4_XS"));
         let e = dequantize(GgmlType::Q8_0, &[0; 33], 32).unwrap_err();
         assert!(matches!(e, DequantError::Size { expected: 34, got: 33, .. }), "{e}");

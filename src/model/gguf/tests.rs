@@ -128,16 +128,16 @@ fn malformed_files_give_clear_errors() {
 
 #[test]
 fn unsupported_tensor_type_names_tensor_and_type() {
-    let d = tmpdir("q4k");
+    let d = tmpdir("q8_1");
     let mut b = GgufBuilder::new();
-    b.tensor("blk.0.ffn_up.weight", &[256], GgmlType::Q4K, &vec![0.0; 256]);
+    b.tensor("blk.0.ffn_up.weight", &[256], GgmlType::Q8_1, &vec![0.0; 256]);
     let path = d.join("q.gguf");
     b.write(&path);
     let f = GgufFile::open(&path).unwrap();
     let e = f.tensor_f32("blk.0.ffn_up.weight").unwrap_err().to_string();
-    assert!(e.contains("blk.0.ffn_up.weight") && e.contains("Q4_K"), "{e}");
+    assert!(e.contains("blk.0.ffn_up.weight") && e.contains("Q8_1"), "{e}");
     let e = f.all_tensors_f32().unwrap_err().to_string();
-    assert!(e.contains("blk.0.ffn_up.weight") && e.contains("Q4_K"), "{e}");
+    assert!(e.contains("blk.0.ffn_up.weight") && e.contains("Q8_1"), "{e}");
 }
 
 /// A 2-layer llama model: hidden 64, 4 heads / 2 kv heads (head_dim 16), ffn 96, vocab 264.
@@ -319,14 +319,14 @@ fn convert_refuses_other_architectures_and_unknown_tensors() {
     assert!(e.contains("blk.0.ffn_gate_exps.weight") && e.contains("no HF equivalent"), "{e}");
 
     let mut tiny = tiny_llama(true);
-    // blk.0.attn_k.weight as Q4_K (2048 elements = 8 blocks of 256)
+    // blk.0.attn_k.weight as Q8_1 (2048 elements = 64 blocks of 32), which is not dequantized
     let t = &mut tiny.builder.tensors[3];
     assert_eq!(t.0, "blk.0.attn_k.weight");
-    (t.1, t.2, t.3) = (vec![256, 8], GgmlType::Q4K, vec![0u8; 8 * 144]);
+    (t.1, t.2, t.3) = (vec![256, 8], GgmlType::Q8_1, vec![0u8; 64 * 36]);
     let name = t.0.clone();
     tiny.builder.write(&path);
     let e = gguf_to_hf(&path).unwrap_err().to_string();
-    assert!(e.contains(&name) && e.contains("Q4_K"), "{e}");
+    assert!(e.contains(&name) && e.contains("Q8_1"), "{e}");
 }
 
 /// The real SmolLM2-135M-Instruct Q4_1 GGUF, when `RECCOCKTAIL_SMOLLM2_GGUF` names it.
