@@ -23,4 +23,10 @@ else
 fi
 ours=$("$bin" bench sasrec --steps "$STEPS" --threads "$THREADS" --backend "$BACKEND")
 peer=$("$PYTHON" scripts/bench/peer_sasrec.py --steps "$STEPS" --threads "$THREADS" | tail -n1)
-python3 -c 'import json,sys; o=json.loads(sys.argv[1])["sasrec"]; p=json.loads(sys.argv[2]); print(f"sasrec {sys.argv[3]:<5} ours {o["sequences_per_s"]:.1f} seq/s ({o["step_s"]:.3f} s/step)  peer torch {p["torch"]} {p["sequences_per_s"]:.1f} seq/s ({p["step_s"]:.3f} s/step)  ratio {o["sequences_per_s"]/p["sequences_per_s"]:.2f}x")' "$ours" "$peer" "$BACKEND"
+python3 - "$ours" "$peer" "$BACKEND" <<'PY'
+import json, sys
+o, p, backend = json.loads(sys.argv[1])["sasrec"], json.loads(sys.argv[2]), sys.argv[3]
+print(f"sasrec {backend:<5} ours {o['sequences_per_s']:.1f} seq/s ({o['step_s']:.3f} s/step)  "
+      f"peer torch {p['torch']} {p['sequences_per_s']:.1f} seq/s ({p['step_s']:.3f} s/step)  "
+      f"ratio {o['sequences_per_s'] / p['sequences_per_s']:.2f}x")
+PY

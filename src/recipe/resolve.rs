@@ -20,7 +20,7 @@ use super::LoadedRecipe;
 /// The adapter name of the base spirit in arms.
 pub const BASE_SPIRIT: &str = "base_spirit";
 /// Names that cannot be used for ingredients or arms: they label other rows of the results.
-pub const RESERVED_NAMES: &[&str] = &[BASE_SPIRIT, "backbone", "random", "popularity", "markov", "itemknn"];
+pub const RESERVED_NAMES: &[&str] = &[BASE_SPIRIT, "backbone", "random", "popularity", "markov", "itemknn", "sasrec"];
 
 pub const DEFAULT_SEED: u64 = 42;
 pub const DEFAULT_CANDIDATES: u32 = 10;

@@ -6,7 +6,7 @@ use super::{Record, Results};
 use crate::eval::metrics::label;
 
 /// Arms that are not LLM arms.
-pub const REFERENCES: [&str; 4] = ["random", "popularity", "markov", "itemknn"];
+pub const REFERENCES: [&str; 5] = ["random", "popularity", "markov", "itemknn", "sasrec"];
 
 pub(super) fn first_seen<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::new();
@@ -70,7 +70,7 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     if r.records.iter().any(|x| REFERENCES.contains(&x.arm.as_str())) {
-        s.push_str("\nBold: the best LLM arm of a column, only where a paired test over the same users separates it from the runner-up (p < 0.05, unadjusted; exact McNemar for HR, sign-flip permutation for NDCG and MRR); no bold means no arm stands out (random, popularity, markov and itemknn are non-LLM references on the same candidate lists, never bold; random is the expected value). ±: half the width of the 95% percentile-bootstrap interval over users (results.csv has its bounds); intervals that overlap do not tell arms apart.\n");
+        s.push_str("\nBold: the best LLM arm of a column, only where a paired test over the same users separates it from the runner-up (p < 0.05, unadjusted; exact McNemar for HR, sign-flip permutation for NDCG and MRR); no bold means no arm stands out (random, popularity, markov, itemknn and sasrec are non-LLM references on the same candidate lists, never bold; random is the expected value). ±: half the width of the 95% percentile-bootstrap interval over users (results.csv has its bounds); intervals that overlap do not tell arms apart.\n");
     }
     if !r.comparisons.is_empty() {
         let marked = r.comparisons.iter().filter(|c| c.p_holm < super::compare::ALPHA).count();
