@@ -426,9 +426,9 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
         }
         Command::Submit { recipe, scheduler: Scheduler::Slurm, dry_run, on, results } => {
             let absolute = |p: &Path| std::path::absolute(p).map_err(|source| Error::Io { context: format!("cannot resolve {}", p.display()), source });
-            // Planned from the absolute path the jobs are given: a local dataset's key includes
-            // its path as written, so both must read the recipe the same way.
-            let recipe = absolute(&recipe)?;
+            // The jobs start in this directory and read the recipe by the path given here: a
+            // recipe's hash and its local files' keys include their paths as written, so the jobs
+            // plan exactly what was submitted, and what a local `run` from here would.
             let loaded = recipe::load(&recipe)?;
             if let Some(w) = loaded.warnings_report() {
                 eprintln!("{w}\n");

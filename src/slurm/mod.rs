@@ -45,7 +45,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SlurmError {
 /// What a submitted stage's job runs, and how.
 #[derive(Debug, Clone)]
 pub struct SubmitOptions {
-    /// The recipe, absolute (jobs start in `workdir`).
+    /// The recipe as given (jobs start in `workdir`, so a relative path reads the same file).
     pub recipe: PathBuf,
     /// The results root, absolute (the cache shared by every job).
     pub results: PathBuf,
