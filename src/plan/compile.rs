@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::{CODE_SALT, Input, Plan, ResultRow, Role, RowSource, Stage, StageKind, StageParams};
 use crate::assets::{FetchParams, SourceRef};
-use crate::sasrec::SasrecParams;
+use crate::sasrec::params::SasrecParams;
 use crate::data::params::{AdaptationRequest, BaselinesParams, DataParams, EvalSetParams, HistoryBudgetParams, LeakageParams, PromptsParams, RenderParams, SplitParams};
 use crate::eval::params::{EvalParams, EvalSettings};
 use crate::merge::params::{EntropyParams, MergeParams};

@@ -20,7 +20,7 @@ use crate::eval::params::EvalParams;
 use crate::merge::params::MergeParams;
 pub use crate::results::params::{ResultRow, RowSource};
 use crate::results::params::ReportParams;
-use crate::sasrec::SasrecParams;
+use crate::sasrec::params::SasrecParams;
 use crate::train::params::{ImportParams, TrainParams};
 
 /// Bumped whenever a stage's output format or semantics change, invalidating cached artifacts.

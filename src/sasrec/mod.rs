@@ -7,27 +7,20 @@
 //! ([`Trained::scores`]): the history is every item before the test one (its last `max_len`).
 
 pub mod model;
+pub mod params;
 pub mod train;
 
 use std::path::Path;
 
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
-use serde::Serialize;
 
 use crate::data::domain::DomainSplit;
 use crate::exec::context::{StageContext, StageError};
 use crate::plan::Role;
-use crate::recipe::sasrec::ResolvedSasrec;
 use crate::table;
 use model::{SasRec, Shape};
-
-/// `sasrec:<domain>`: train SASRec on the domain's split.
-#[derive(Debug, Clone, Serialize)]
-pub struct SasrecParams {
-    pub sasrec: ResolvedSasrec,
-    pub seed: u64,
-}
+pub use params::SasrecParams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SasrecError {
