@@ -128,3 +128,61 @@ fn tiny_experiment_runs_end_to_end_and_is_reproducible() {
     insta::assert_snapshot!("tiny_e2e_results", stable);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The tiny experiment with the ingredient's checkpoint chosen by validation MRR: its train stage
+/// reads its domain's split, ranks validation users at every validation, records their MRR, and
+/// keeps the best checkpoint by it; the base spirit keeps choosing by loss.
+#[test]
+fn an_ingredient_can_choose_its_checkpoint_by_validation_mrr() {
+    let dir = std::env::temp_dir().join(format!("rc-e2e-mrr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_tiny_chat_model(&dir.join("model"), TinySpec::default(), 11).unwrap();
+    let text = common::tiny_recipe_head("tiny_mrr", &dir.join("model")).replace(
+        "[ingredients.drama]\ndomains = [\"drama\"]\ntemplate = \"rank\"\nmax_samples = 8\nmax_valid_samples = 4\n",
+        "[ingredients.drama]\ndomains = [\"drama\"]\ntemplate = \"rank\"\nmax_samples = 8\nmax_valid_samples = 4\ntraining = { select_by = \"mrr\", select_users = 6 }\n",
+    ) + r#"[[arms]]
+name = "fixed_0.5"
+merge = { method = "fixed", weights = [0.5, 0.5] }
+
+[evaluation]
+protocol = { kind = "likelihood", scoring = "calibrated" }
+template = "rank"
+k = [1, 3]
+backbone = false
+
+[evaluation.settings.warm]
+domain = "drama"
+users = "warm"
+max_users = 4
+"#;
+    assert!(text.contains("select_by = \"mrr\""));
+    let recipe_path = dir.join("tiny.toml");
+    std::fs::write(&recipe_path, text).unwrap();
+    let results = dir.join("results");
+    let out = reccocktail(&["run", recipe_path.to_str().unwrap(), "--results", results.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("adapter `drama`: checkpoints chosen by the validation MRR of 6 users"), "{stderr}");
+    let mut summaries: Vec<(serde_json::Value, PathBuf)> = std::fs::read_dir(results.join(".cache"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            std::fs::read_to_string(p.join("train.json")).ok().map(|t| (serde_json::from_str(&t).unwrap(), p))
+        })
+        .collect();
+    summaries.sort_by_key(|(s, _)| s["adapter"].as_str().unwrap().to_string());
+    assert_eq!(summaries.len(), 2);
+    let (base, ingredient) = (&summaries[0].0, &summaries[1].0);
+    assert_eq!((base["adapter"].as_str(), base["select_by"].as_str(), base["best_valid_mrr"].as_f64()), (Some("base_spirit"), Some("loss"), None), "{base}");
+    assert_eq!((ingredient["adapter"].as_str(), ingredient["select_by"].as_str(), ingredient["select_users"].as_u64()), (Some("drama"), Some("mrr"), Some(6)), "{ingredient}");
+    // The kept checkpoint is the first of the highest validation MRR in the training log.
+    let log = reccocktail::table::read_parquet(&summaries[1].1.join("train_log.parquet")).unwrap();
+    let steps = reccocktail::table::opt_i64s(&log, "step").unwrap();
+    let mrr = reccocktail::table::opt_f64s(&log, "valid_mrr").unwrap();
+    let validated: Vec<(u64, f64)> = steps.iter().zip(&mrr).filter_map(|(s, m)| m.map(|m| (s.unwrap() as u64, m))).collect();
+    assert!(!validated.is_empty() && validated.iter().all(|(_, m)| (0.0..=1.0).contains(m)), "{validated:?}");
+    let best = validated.iter().fold(validated[0], |b, v| if v.1 > b.1 { *v } else { b });
+    assert_eq!((ingredient["best_step"].as_u64(), ingredient["best_valid_mrr"].as_f64()), (Some(best.0), Some(best.1)), "{ingredient}");
+    std::fs::remove_dir_all(&dir).ok();
+}

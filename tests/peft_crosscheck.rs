@@ -12,7 +12,7 @@ use reccocktail::model::generate::logits_of;
 use reccocktail::model::load::load_hf_dir;
 use reccocktail::model::peft::PeftAdapter;
 use reccocktail::recipe::resolve::{LoraConfig, TrainingConfig};
-use reccocktail::recipe::types::{BackendChoice, Batching, LoraTarget, Schedule, Side};
+use reccocktail::recipe::types::{BackendChoice, Batching, LoraTarget, Schedule, SelectBy, Side};
 use reccocktail::train::batches::Encoded;
 use reccocktail::train::trainer::{self, TrainOptions};
 
@@ -30,7 +30,7 @@ fn train_fixture_adapter() -> PeftAdapter {
     let cfg = TrainingConfig {
         lr: 2e-2, epochs: 5, max_steps: None, batch_size: 2, grad_accum: 1, warmup_ratio: 0.1, schedule: Schedule::Cosine, weight_decay: 0.0,
         betas: [0.9, 0.999], max_seq_len: 32, truncation: Side::Left, batching: Batching::Length, eval_every: 1000, checkpoint_every: 1000,
-        early_stopping_patience: None, max_grad_norm: 1.0,
+        early_stopping_patience: None, max_grad_norm: 1.0, select_by: SelectBy::Loss, select_users: None,
     };
     let mut progress = |_: &trainer::Progress<'_>| {};
     let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {} };

@@ -11,7 +11,7 @@ use reccocktail::model::load::{TextModel, load_text_model};
 use reccocktail::model::tiny::{TinySpec, write_tiny_chat_model};
 use reccocktail::model::Llama;
 use reccocktail::recipe::resolve::{LoraConfig, TrainingConfig};
-use reccocktail::recipe::types::{BackendChoice, Batching, LoraTarget, Schedule, Side};
+use reccocktail::recipe::types::{BackendChoice, Batching, LoraTarget, Schedule, SelectBy, Side};
 use reccocktail::train::batches::{Encoded, TrainBatch};
 use reccocktail::train::lora_state::LoraState;
 use reccocktail::train::trainer::{self, TrainError, TrainOptions, TrainOutcome};
@@ -65,6 +65,8 @@ fn training(lr: f64, epochs: u32) -> TrainingConfig {
         checkpoint_every: 2,
         early_stopping_patience: None,
         max_grad_norm: 1.0,
+        select_by: SelectBy::Loss,
+        select_users: None,
     }
 }
 
@@ -83,7 +85,7 @@ fn samples(m: &TextModel) -> Vec<Encoded> {
 
 fn run(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, ck: Option<PathBuf>, interrupt: Option<u64>) -> Result<TrainOutcome, TrainError> {
     let mut progress = |_: &trainer::Progress<'_>| {};
-    let opts = TrainOptions { checkpoint_dir: ck, interrupt_after: interrupt, progress: &mut progress, log: &|_| {} };
+    let opts = TrainOptions { checkpoint_dir: ck, interrupt_after: interrupt, progress: &mut progress, log: &|_| {}, select_by_mrr: None };
     trainer::train(model, train, valid, lora, cfg, 11, 256, opts)
 }
 
@@ -111,6 +113,45 @@ fn loss_falls_and_only_lora_factors_change() {
     assert!(before == after, "base weights must stay bitwise identical");
     // The factors did change, and B is no longer zero.
     assert!(out.adapter.modules.iter().any(|f| f.b.iter().any(|x| *x != 0.0)));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn mrr_selection_keeps_the_checkpoint_of_the_best_validation_mrr() {
+    let _serial = serial();
+    let dir = tmp("mrr-select");
+    let ad = device().autodiff();
+    let mut m = model(&dir, &ad);
+    let data = samples(&m);
+    let cfg = training(1e-2, 4);
+    let by_loss = run(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, None, None).unwrap();
+    // The loss falls to the end: loss selection keeps the last validated step.
+    assert_eq!(by_loss.best_step, by_loss.steps);
+    assert!(by_loss.log.iter().all(|r| r.valid_mrr.is_none()));
+    // A ranker whose MRR peaks at the second validation (then ties, which never displace it).
+    let scripted = [0.1, 0.5, 0.2, 0.5, 0.5, 0.3, 0.1, 0.1];
+    let mut calls = 0usize;
+    let mut rank = |_: &dyn reccocktail::model::CausalLm| {
+        calls += 1;
+        Ok(scripted[(calls - 1).min(scripted.len() - 1)])
+    };
+    let mut progress = |_: &trainer::Progress<'_>| {};
+    let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {}, select_by_mrr: Some(&mut rank) };
+    let by_mrr = trainer::train(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, 11, 256, opts).unwrap();
+    let validated: Vec<u64> = by_mrr.log.iter().filter(|r| r.valid_loss.is_some()).map(|r| r.step).collect();
+    assert_eq!(by_mrr.best_step, validated[1]);
+    assert_eq!(by_mrr.best_valid_mrr, Some(0.5));
+    assert_eq!(by_mrr.best_valid_loss, by_mrr.log.iter().find(|r| r.step == validated[1]).unwrap().valid_loss);
+    assert_eq!(by_mrr.log.iter().filter_map(|r| r.valid_mrr).count(), validated.len());
+    // Same data, seed and schedule: the loss curves agree, the kept adapters do not.
+    assert_eq!(by_loss.log.iter().map(|r| r.loss).collect::<Vec<_>>(), by_mrr.log.iter().map(|r| r.loss).collect::<Vec<_>>());
+    assert!(by_loss.adapter != by_mrr.adapter);
+    // A ranker that fails stops training with its message.
+    let mut failing = |_: &dyn reccocktail::model::CausalLm| Err::<f64, String>("no candidates".into());
+    let mut progress = |_: &trainer::Progress<'_>| {};
+    let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {}, select_by_mrr: Some(&mut failing) };
+    let err = trainer::train(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, 11, 256, opts).unwrap_err();
+    assert!(matches!(err, TrainError::Validation(ref m) if m == "no candidates"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -9,7 +9,7 @@ use crate::train::batches::Encoded;
 use crate::train::trainer::{self, Progress, TrainOptions};
 use crate::model::CausalLm;
 use crate::recipe::resolve::{LoraConfig, TrainingConfig};
-use crate::recipe::types::{Batching, LoraTarget, Schedule, Side};
+use crate::recipe::types::{Batching, LoraTarget, Schedule, SelectBy, Side};
 
 #[derive(Debug, Serialize)]
 pub struct TrainBench {
@@ -51,6 +51,8 @@ pub fn bench_training(batch: usize, steps: u64, max_seq_len: u32) -> TrainingCon
         checkpoint_every: u64::MAX,
         early_stopping_patience: None,
         max_grad_norm: 1.0,
+        select_by: SelectBy::Loss,
+        select_users: None,
     }
 }
 
@@ -77,7 +79,7 @@ pub fn fixed_samples(vocab: usize, n: usize, seq_len: usize) -> Vec<Encoded> {
 /// live on an autodiff device.
 pub fn run(model: &mut dyn CausalLm, workload: &str, samples: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, pad_id: u32) -> Result<TrainBench, trainer::TrainError> {
     let mut progress = |_: &Progress<'_>| {};
-    let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {} };
+    let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {}, select_by_mrr: None };
     let mut cfg = cfg.clone();
     cfg.max_steps = cfg.max_steps.map(|s| s + 1);
     let out = trainer::train(model, samples, &[], lora, &cfg, 0, pad_id, opts)?;

@@ -6,6 +6,8 @@
 //!   template's separator and grounded to the candidates (exact, optionally fuzzy).
 //! - [`metrics`]: HR@K, NDCG@K, MRR, valid ratio, and the documented tie-breaking.
 //! - [`stage`]: the `evaluate` stage body.
+//! - [`validation`]: labelled validation users ranked as test users are (learning-rate and
+//!   checkpoint selection).
 //!
 //! Each protocol is one [`RankingProtocol`] in its own file; [`params::EvalSettings::protocol`]
 //! picks the one a stage's resolved settings name.
@@ -15,6 +17,7 @@ pub mod likelihood;
 pub mod metrics;
 pub mod params;
 pub mod stage;
+pub mod validation;
 #[cfg(test)]
 mod tests;
 

@@ -13,20 +13,16 @@ use super::Coefficients;
 use super::params::EntropyParams;
 use crate::data::domain::DomainSplit;
 use crate::eval::TestUser;
-use crate::eval::metrics::reciprocal_rank;
+use crate::eval::validation::{mean_reciprocal_rank, validation_users};
 use crate::eval::params::EvalSettings;
-use crate::eval::stage::evaluate_users;
 use crate::model::CausalLm;
 use crate::model::tokenizer::TextTokenizer;
-use crate::rng::Rng;
-use crate::data::samples::Renderer;
-use crate::data::stages::history_budget;
 use crate::table;
 use crate::exec::backbone::{self, StageModel};
 use crate::exec::context::{StageContext, StageError};
 use crate::model::peft::PeftAdapter;
 use crate::plan::Role;
-use crate::prompt::{PromptTemplate, Prompter};
+use crate::prompt::Prompter;
 use crate::recipe::merge::MergeConfig;
 use crate::recipe::types::{AdaptationSource, Scoring};
 
@@ -56,36 +52,10 @@ fn from_eval_set(sm: &StageModel, dir: &std::path::Path, kind: &str, size: usize
     Ok(out)
 }
 
-/// Users of a domain split at their validation position, rendered as the evaluation renders its
-/// test users (template, K, history token budget, and the no-history prior prompt of `calibrated`
-/// scoring), for a seeded choice of up to `size` users (`label` separating independent draws).
+/// Users of the domain split at their validation position, rendered as the evaluation renders
+/// them, for a seeded choice of up to `size` users (`label` separating independent draws).
 fn from_split(ctx: &StageContext<'_>, e: &EntropyParams, split: &DomainSplit, size: usize, label: &str) -> Result<Vec<TestUser>, StageError> {
-    let render = &e.render;
-    let tmpl = PromptTemplate::load(&render.template.path).map_err(|err| fail(err.to_string()))?;
-    let budget = history_budget(ctx, render)?;
-    let r = Renderer::new(split, &tmpl, &render.template.separator, render.k, render.seed).with_budget(budget.as_ref()).with_prior();
-    let mut users: Vec<usize> = (0..split.users.len()).collect();
-    Rng::derive(render.seed, &["entropy", label, &e.draw]).shuffle(&mut users);
-    let mut out = Vec::new();
-    for u in users {
-        if out.len() >= size {
-            break;
-        }
-        let pos = split.positions(u).valid;
-        let Some(sample) = r.render(u, pos)? else { continue };
-        let target = split.sequences[u][pos];
-        out.push(TestUser {
-            user: split.users[u].clone(),
-            target: split.items[target as usize].clone(),
-            target_title: split.titles[target as usize].clone(),
-            items: sample.candidates.iter().map(|&c| split.items[c as usize].clone()).collect(),
-            titles: sample.candidates.iter().map(|&c| split.titles[c as usize].clone()).collect(),
-            target_slot: sample.candidates.iter().position(|&c| c == target).unwrap_or(0),
-            instruction: sample.rendered.instruction,
-            instruction_prior: sample.prior_instruction,
-        });
-    }
-    Ok(out)
+    validation_users(ctx, &e.render, split, size, &["entropy", label, &e.draw])
 }
 
 /// A user's prompt as an unlabeled adaptation prompt: its token ids and its candidates' titles.
@@ -95,14 +65,10 @@ fn adapt_prompt(sm: &StageModel, u: &TestUser) -> Result<AdaptPrompt, StageError
     Ok(AdaptPrompt { prompt: sm.prompter.prompt_ids(tok, &u.instruction)?, candidates })
 }
 
-/// Mean reciprocal rank of the validation users' targets under the current weights, evaluated
-/// exactly as the evaluate stage evaluates (`evaluation`: protocol, scoring rule with the prior
-/// prompts of `calibrated`, generation and grounding for `generate`); a target not ranked
-/// counts 0.
+/// Mean reciprocal rank of the validation users under the coefficients `l`.
 fn validation_mrr(model: &mut dyn CausalLm, tok: &TextTokenizer, prompter: &Prompter, adapters: &[PeftAdapter], l: &Learnable, valid: &[TestUser], evaluation: &EvalSettings) -> Result<f64, StageError> {
     entropy::attach_weighted(model, adapters, &l.weights(), false);
-    let results = evaluate_users(model, tok, prompter, valid, evaluation, &mut |_| {})?;
-    Ok(results.iter().map(|r| r.rank.map_or(0.0, reciprocal_rank)).sum::<f64>() / results.len().max(1) as f64)
+    mean_reciprocal_rank(model, tok, prompter, valid, evaluation)
 }
 
 /// Whose unlabeled prompts an entropy merge adapts on.

@@ -17,8 +17,9 @@ use crate::model::load::BackboneRef;
 use crate::prompt::{PromptFormat, TemplateRef};
 use crate::recipe::merge::MergeConfig;
 use crate::recipe::resolve::{AdapterRole, ResolvedRecipe, Source};
+use crate::recipe::types::SelectBy;
 use crate::results::params::{LearnedMerge, ReportParams};
-use crate::train::params::{ImportParams, TrainParams};
+use crate::train::params::{ImportParams, MrrSelection, TrainParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -119,6 +120,9 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     let tokenizer_inputs: Vec<Input> = if history_budget.is_some() { backbone_inputs.clone() } else { Vec::new() };
     let render = |template: &str| RenderParams { template: templates[template].clone(), k: ev.prompt_k(), seed, history_budget: history_budget.clone() };
 
+    let separator = templates[&ev.template].separator.clone();
+    let eval_settings = EvalSettings { protocol: ev.protocol.clone(), ks: ev.k.clone(), metrics: ev.metrics.clone(), seed, separator: separator.clone() };
+
     // Adapters: prompts -> train, or import for pretrained ones.
     let mut adapter_ids = BTreeMap::new();
     let mut prompt_ids = BTreeMap::new();
@@ -146,7 +150,14 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
                 prompt_ids.insert(a.name.clone(), prompts.clone());
                 let mut inputs = backbone_inputs.clone();
                 inputs.push(input(Role::Prompts, &prompts));
-                let params = TrainParams { adapter: a.name.clone(), backbone: backbone.clone(), format: format.clone(), lora: a.lora.clone(), training: a.training.clone(), seed };
+                // Checkpoints chosen by validation MRR: users of the adapter's domains, ranked
+                // as the evaluation ranks its test users.
+                let selection = a.training.select_users.filter(|_| a.training.select_by == SelectBy::Mrr).map(|users| {
+                    inputs.extend(a.domains.iter().map(|d| input(Role::Split, &split_ids[d])));
+                    inputs.extend(tokenizer_inputs.clone());
+                    MrrSelection { render: render(&ev.template), evaluation: eval_settings.clone(), users }
+                });
+                let params = TrainParams { adapter: a.name.clone(), backbone: backbone.clone(), format: format.clone(), lora: a.lora.clone(), training: a.training.clone(), seed, selection };
                 b.add(format!("train:{}", a.name), inputs, StageParams::Train(params))
             }
         };
@@ -186,18 +197,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         eval_set_ids.insert(s.name.clone(), b.add(format!("eval-set:{}", s.name), inputs, StageParams::EvalSet(params)));
     }
 
-    let separator = templates[&ev.template].separator.clone();
-    let eval_params = EvalParams {
-        backbone: backbone.clone(),
-        format: format.clone(),
-        settings: EvalSettings {
-            protocol: ev.protocol.clone(),
-            ks: ev.k.clone(),
-            metrics: ev.metrics.clone(),
-            seed,
-            separator: separator.clone(),
-        },
-    };
+    let eval_params = EvalParams { backbone: backbone.clone(), format: format.clone(), settings: eval_settings.clone() };
     let mut rows = Vec::new();
     let evaluate = |b: &mut Builder, label: &str, setting: &str, merge: Option<&str>, rows: &mut Vec<ResultRow>| {
         let mut inputs = backbone_inputs.clone();

@@ -193,6 +193,12 @@ pub struct TrainingConfig {
     pub checkpoint_every: u64,
     pub early_stopping_patience: Option<u32>,
     pub max_grad_norm: f64,
+    /// Left out of the stage keys at its default (`loss`), so that keys stay as they were.
+    #[serde(skip_serializing_if = "SelectBy::is_loss")]
+    pub select_by: SelectBy,
+    /// Validation users of `select_by = "mrr"` (`None` with `loss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub select_users: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -369,6 +375,7 @@ fn lora_config(own: Option<&LoraSpec>, all: &LoraSpec) -> LoraConfig {
 
 fn training_config(own: Option<&TrainingSpec>, all: &TrainingSpec) -> TrainingConfig {
     let o = own.cloned().unwrap_or_default();
+    let select_by = pick(o.select_by.as_ref(), all.select_by.as_ref(), SelectBy::Loss);
     TrainingConfig {
         lr: pick(o.lr.as_ref(), all.lr.as_ref(), 2e-4),
         epochs: pick(o.epochs.as_ref(), all.epochs.as_ref(), 1),
@@ -386,6 +393,8 @@ fn training_config(own: Option<&TrainingSpec>, all: &TrainingSpec) -> TrainingCo
         checkpoint_every: pick(o.checkpoint_every.as_ref(), all.checkpoint_every.as_ref(), 50),
         early_stopping_patience: o.early_stopping_patience.or(all.early_stopping_patience),
         max_grad_norm: pick(o.max_grad_norm.as_ref(), all.max_grad_norm.as_ref(), 1.0),
+        select_by,
+        select_users: (select_by == SelectBy::Mrr).then(|| pick(o.select_users.as_ref(), all.select_users.as_ref(), 200)),
     }
 }
 

@@ -255,6 +255,10 @@ impl Checker<'_> {
             let help = Some("use `batching = \"length\"` (batches of similar length, little padding)".to_string());
             self.err(field("batching"), "unsupported", "`batching = \"pack\"` is not implemented: the trainer has no block-diagonal attention over packed rows", help);
         }
+        if t.select_users.is_some() && t.select_by == Some(SelectBy::Loss) {
+            let help = Some("set `select_by = \"mrr\"` to choose checkpoints on ranked validation users, or remove `select_users`".to_string());
+            self.err(field("select_users"), "no-effect", "`select_users` counts the validation users ranked by `select_by = \"mrr\"`; with `select_by = \"loss\"` none are ranked", help);
+        }
         if let Some(b) = t.betas {
             if b.iter().any(|x| !(0.0..1.0).contains(x)) {
                 self.err(field("betas"), "out-of-range", "AdamW betas must be in [0, 1)", None);

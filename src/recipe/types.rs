@@ -361,6 +361,31 @@ pub struct TrainingSpec {
     /// Default 1.0, as Hugging Face's Trainer does.
     #[schemars(range(min = 0.0))]
     pub max_grad_norm: Option<f64>,
+    /// What chooses the adapter kept among the validated checkpoints: `loss` (the validation
+    /// samples' loss on the answer's tokens) or `mrr` (validation users ranked exactly as the
+    /// evaluation ranks its test users). Default `loss`.
+    pub select_by: Option<SelectBy>,
+    /// Validation users ranked at each validation with `select_by = "mrr"`, drawn from the
+    /// adapter's domains (fewer where the domains have fewer). Default 200.
+    #[schemars(range(min = 1, max = 100000))]
+    pub select_users: Option<u32>,
+}
+
+/// The criterion choosing the kept checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectBy {
+    /// Lowest validation loss on the answer's tokens.
+    #[default]
+    Loss,
+    /// Highest validation mean reciprocal rank, under the evaluation's protocol and scoring.
+    Mrr,
+}
+
+impl SelectBy {
+    pub fn is_loss(&self) -> bool {
+        *self == SelectBy::Loss
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -23,6 +23,8 @@ pub struct Checkpoint {
     /// Accumulation groups of `epoch` done.
     pub group: u32,
     pub best: LoraState,
+    /// The selection criterion of `best`, lower is better: the validation loss, or minus the
+    /// validation MRR with MRR selection.
     pub best_valid: Option<f64>,
     pub best_step: u64,
     /// Validations since the best one.

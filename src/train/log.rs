@@ -29,10 +29,13 @@ pub struct LogRow {
     pub update_s: f64,
     /// Validation loss, when validated after this step.
     pub valid_loss: Option<f64>,
+    /// Validation MRR, when validated after this step with `select_by = "mrr"`.
+    #[serde(default)]
+    pub valid_mrr: Option<f64>,
 }
 
 /// The training log as a table: step, epoch, loss, lr, grad_norm, tokens, samples, tokens_per_s,
-/// forward_s, backward_s, update_s, valid_loss.
+/// forward_s, backward_s, update_s, valid_loss, valid_mrr.
 pub fn write_log(log: &[LogRow], path: &Path) -> Result<(), table::TableError> {
     let col = |n: &str, v: Vec<f64>| Column::new(n.into(), v);
     let mut df = table::frame(vec![
@@ -48,6 +51,7 @@ pub fn write_log(log: &[LogRow], path: &Path) -> Result<(), table::TableError> {
         col("backward_s", log.iter().map(|r| r.backward_s).collect()),
         col("update_s", log.iter().map(|r| r.update_s).collect()),
         Column::new("valid_loss".into(), log.iter().map(|r| r.valid_loss).collect::<Vec<_>>()),
+        Column::new("valid_mrr".into(), log.iter().map(|r| r.valid_mrr).collect::<Vec<_>>()),
     ])?;
     Ok(table::write_parquet(&mut df, path)?)
 }

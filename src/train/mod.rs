@@ -21,7 +21,10 @@ use crate::exec::backbone;
 use crate::exec::context::{StageContext, StageError};
 use crate::plan::Role;
 use crate::prompt::Prompter;
-use params::{ImportParams, TrainParams};
+use params::{ImportParams, MrrSelection, TrainParams};
+use crate::data::domain::DomainSplit;
+use crate::eval::validation::{mean_reciprocal_rank, validation_users};
+use crate::recipe::types::SelectBy;
 use crate::model::peft::PeftAdapter;
 use crate::model::tokenizer::TextTokenizer;
 use batches::Encoded;
@@ -41,7 +44,15 @@ pub struct TrainSummary {
     pub trainable_params: usize,
     pub steps: u64,
     pub best_step: u64,
+    /// What chose the kept checkpoint: `loss` or `mrr`.
+    #[serde(default)]
+    pub select_by: SelectBy,
+    /// Validation users ranked at each validation (`mrr` selection).
+    #[serde(default)]
+    pub select_users: Option<usize>,
     pub best_valid_loss: Option<f64>,
+    #[serde(default)]
+    pub best_valid_mrr: Option<f64>,
     pub first_loss: f64,
     pub last_loss: f64,
     pub stopped_early: bool,
@@ -112,7 +123,14 @@ pub fn train_stage(ctx: &StageContext<'_>, p: &TrainParams) -> Result<(), StageE
             (ctx.log)(&format!("train:{name} step {}/{}: loss {:.4}{v}, lr {:.2e}, {:.0} tokens/s", p.step, p.total_steps, p.row.loss, p.row.lr, p.row.tokens_per_s));
         }
     };
-    let opts = TrainOptions { checkpoint_dir: Some(ctx.scratch.join("checkpoint")), interrupt_after: None, progress: &mut progress, log: ctx.log };
+    let ranked = match &p.selection {
+        Some(sel) => Some(selection_users(ctx, p, sel)?),
+        None => None,
+    };
+    let prompter = &sm.prompter;
+    let mut rank = ranked.as_ref().zip(p.selection.as_ref()).map(|(users, sel)| move |m: &dyn crate::model::CausalLm| mean_reciprocal_rank(m, tok, prompter, users, &sel.evaluation).map_err(|e| e.to_string()));
+    let select_by_mrr = rank.as_mut().map(|f| f as trainer::RankValidation<'_>);
+    let opts = TrainOptions { checkpoint_dir: Some(ctx.scratch.join("checkpoint")), interrupt_after: None, progress: &mut progress, log: ctx.log, select_by_mrr };
     let result = trainer::train(&mut sm.text.backbone.model, &train, &valid, &p.lora, t, seed, pad, opts);
     pb.finish_and_clear();
     let outcome = result.map_err(|e| StageError::Failed(format!("training `{name}`: {e}")))?;
@@ -133,7 +151,10 @@ pub fn train_stage(ctx: &StageContext<'_>, p: &TrainParams) -> Result<(), StageE
         trainable_params: outcome.adapter.num_params(),
         steps: outcome.steps,
         best_step: outcome.best_step,
+        select_by: t.select_by,
+        select_users: ranked.as_ref().map(Vec::len),
         best_valid_loss: outcome.best_valid_loss,
+        best_valid_mrr: outcome.best_valid_mrr,
         first_loss: outcome.log.first().map_or(f64::NAN, |r| r.loss),
         last_loss: outcome.log.last().map_or(f64::NAN, |r| r.loss),
         stopped_early: outcome.stopped_early,
@@ -143,8 +164,9 @@ pub fn train_stage(ctx: &StageContext<'_>, p: &TrainParams) -> Result<(), StageE
         samples_per_s: samples as f64 / train_secs,
     };
     table::write_json(&ctx.out.join("train.json"), &summary)?;
+    let mrr = summary.best_valid_mrr.map(|m| format!(" (MRR {m:.4} on {} users)", summary.select_users.unwrap_or(0))).unwrap_or_default();
     (ctx.log)(&format!(
-        "adapter `{name}`: {} steps on {} samples, loss {:.4} -> {:.4}, best validation {} at step {}, {:.0} tokens/s",
+        "adapter `{name}`: {} steps on {} samples, loss {:.4} -> {:.4}, best validation {}{mrr} at step {}, {:.0} tokens/s",
         summary.steps,
         summary.train_samples,
         summary.first_loss,
@@ -154,6 +176,25 @@ pub fn train_stage(ctx: &StageContext<'_>, p: &TrainParams) -> Result<(), StageE
         summary.tokens_per_s
     ));
     Ok(())
+}
+
+/// The validation users `select_by = "mrr"` ranks: up to `sel.users` in all, drawn evenly from
+/// the adapter's domains (their splits are the stage's `split` inputs), seeded per adapter and
+/// domain.
+fn selection_users(ctx: &StageContext<'_>, p: &TrainParams, sel: &MrrSelection) -> Result<Vec<crate::eval::TestUser>, StageError> {
+    let splits = ctx.inputs_of(Role::Split);
+    if splits.is_empty() {
+        return Err(StageError::Failed(format!("stage `{}` selects by validation MRR but has no split input", ctx.stage.id)));
+    }
+    let per_domain = (sel.users as usize).div_ceil(splits.len());
+    let mut users = Vec::new();
+    for (id, dir) in splits {
+        let (split, _) = DomainSplit::read(dir)?;
+        users.extend(validation_users(ctx, &sel.render, &split, per_domain, &["select", &p.adapter, id])?);
+    }
+    users.truncate(sel.users as usize);
+    (ctx.log)(&format!("adapter `{}`: checkpoints chosen by the validation MRR of {} users", p.adapter, users.len()));
+    Ok(users)
 }
 
 /// `import:<adapter>`: a pretrained PEFT adapter, checked against the backbone, copied in.

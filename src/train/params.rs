@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::data::params::RenderParams;
+use crate::eval::params::EvalSettings;
 use crate::model::load::BackboneRef;
 use crate::prompt::PromptFormat;
 use crate::recipe::resolve::{LoraConfig, TrainingConfig};
@@ -18,6 +20,19 @@ pub struct TrainParams {
     pub training: TrainingConfig,
     /// Seeds initialization, data order and dropout.
     pub seed: u64,
+    /// With `select_by = "mrr"`: the validation users ranked at each validation (the stage then
+    /// has its domains' splits as inputs). Absent from the key otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<MrrSelection>,
+}
+
+/// What `select_by = "mrr"` ranks: up to `users` users of the adapter's domains at their
+/// validation positions, rendered and evaluated exactly as the evaluation's test users are.
+#[derive(Debug, Clone, Serialize)]
+pub struct MrrSelection {
+    pub render: RenderParams,
+    pub evaluation: EvalSettings,
+    pub users: u32,
 }
 
 /// `import:<adapter>`: a pretrained PEFT adapter, checked against the backbone and copied in.

@@ -1,6 +1,7 @@
 //! The training loop: causal-LM loss on response tokens, gradient accumulation, clipping, AdamW,
-//! warmup + decay schedule, periodic validation (the best adapter by validation loss is the
-//! result), early stopping, and exact checkpoints to resume from.
+//! warmup + decay schedule, periodic validation (the best adapter by validation loss, or by
+//! validation MRR when the caller ranks validation users, is the result), early stopping, and
+//! exact checkpoints to resume from.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,7 +32,13 @@ pub enum TrainError {
     PackUnsupported,
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    #[error("validation: {0}")]
+    Validation(String),
 }
+
+/// Ranks validation users with the model as it stands (the adapter under training attached,
+/// without dropout) and returns their mean reciprocal rank.
+pub type RankValidation<'a> = &'a mut dyn FnMut(&dyn CausalLm) -> Result<f64, String>;
 
 /// What the caller sees while training runs.
 pub struct Progress<'a> {
@@ -47,14 +54,19 @@ pub struct TrainOptions<'a> {
     pub interrupt_after: Option<u64>,
     pub progress: &'a mut dyn FnMut(&Progress<'_>),
     pub log: &'a dyn Fn(&str),
+    /// With `Some`, every validation also ranks validation users and the checkpoint kept is the
+    /// one of the highest MRR (ties: the earliest); `None`: the lowest validation loss.
+    pub select_by_mrr: Option<RankValidation<'a>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
-    /// The adapter to use: best by validation loss (the last one without validation).
+    /// The adapter to use: best by the selection criterion (the last one without validation).
     pub adapter: LoraState,
     pub best_step: u64,
+    /// Validation loss and MRR (with MRR selection) of the kept adapter.
     pub best_valid_loss: Option<f64>,
+    pub best_valid_mrr: Option<f64>,
     pub steps: u64,
     pub total_steps: u64,
     pub log: Vec<LogRow>,
@@ -100,7 +112,7 @@ pub fn total_steps(n_batches: usize, cfg: &TrainingConfig) -> u64 {
 
 /// Train a LoRA adapter on `train` (validated on `valid`). `model` lives on an autodiff device.
 #[allow(clippy::too_many_arguments)]
-pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, seed: u64, pad_id: u32, opts: TrainOptions<'_>) -> Result<TrainOutcome, TrainError> {
+pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, seed: u64, pad_id: u32, mut opts: TrainOptions<'_>) -> Result<TrainOutcome, TrainError> {
     if cfg.batching == Batching::Pack {
         return Err(TrainError::PackUnsupported);
     }
@@ -191,13 +203,23 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
                 backward_s,
                 update_s: (secs - forward_s - backward_s).max(0.0),
                 valid_loss: None,
+                valid_mrr: None,
             };
             let validate = !valid.is_empty() && (ck.step % cfg.eval_every.max(1) == 0 || ck.step == total);
             if validate {
                 let v = validation_loss(model, &ck.state, valid, bs, pad_id);
                 row.valid_loss = Some(v);
-                if ck.best_valid.is_none_or(|b| v < b) {
-                    ck.best_valid = Some(v);
+                // The checkpoint keeps one criterion, lower is better: the loss, or minus the MRR.
+                let criterion = match opts.select_by_mrr.as_mut() {
+                    Some(rank) => {
+                        let mrr = rank(&*model).map_err(TrainError::Validation)?;
+                        row.valid_mrr = Some(mrr);
+                        -mrr
+                    }
+                    None => v,
+                };
+                if ck.best_valid.is_none_or(|b| criterion < b) {
+                    ck.best_valid = Some(criterion);
                     ck.best = ck.state.clone();
                     ck.best_step = ck.step;
                     ck.since_best = 0;
@@ -234,7 +256,9 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
 
 fn outcome(ck: Checkpoint, total: u64, stopped_early: bool, finished: bool, resumed_from: Option<u64>) -> TrainOutcome {
     let (adapter, best_step) = if ck.best_valid.is_some() { (ck.best, ck.best_step) } else { (ck.state, ck.step) };
-    TrainOutcome { adapter, best_step, best_valid_loss: ck.best_valid, steps: ck.step, total_steps: total, log: ck.log, stopped_early, finished, resumed_from }
+    let best_row = ck.log.iter().find(|r| r.step == best_step && r.valid_loss.is_some());
+    let (best_valid_loss, best_valid_mrr) = (best_row.and_then(|r| r.valid_loss), best_row.and_then(|r| r.valid_mrr));
+    TrainOutcome { adapter, best_step, best_valid_loss, best_valid_mrr, steps: ck.step, total_steps: total, log: ck.log, stopped_early, finished, resumed_from }
 }
 
 impl Checkpoint {
