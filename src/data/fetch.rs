@@ -57,6 +57,20 @@ pub struct FetchManifest {
     pub files: Vec<FetchedFile>,
 }
 
+impl FetchManifest {
+    /// One line for the run log: the wheel and its digest, or for an artifact joined from parts
+    /// the joined file and its digest.
+    pub fn describe(&self) -> String {
+        let short = |h: &str| h.get(..16).unwrap_or(h).to_string();
+        if self.wheel_sha256.is_empty() {
+            let joined = self.files.last().map(|f| format!("{}, sha256 {}", f.name, short(&f.sha256))).unwrap_or_default();
+            format!("{} (joined from {} wheels: {joined})", self.asset, self.files.len().saturating_sub(1))
+        } else {
+            format!("{} ({}, sha256 {})", self.asset, self.wheel, short(&self.wheel_sha256))
+        }
+    }
+}
+
 fn io(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FetchError {
     let path = path.to_path_buf();
     move |source| FetchError::Io { context, path, source }
@@ -272,6 +286,7 @@ mod tests {
         assert_eq!(m.files[0].bytes, 6);
         let back: FetchManifest = serde_json::from_str(&std::fs::read_to_string(dir.join("out").join(MANIFEST)).unwrap()).unwrap();
         assert_eq!(back, m);
+        assert_eq!(m.describe(), format!("tiny (tiny_pkg-1.0-py3-none-any.whl, sha256 {})", &m.wheel_sha256[..16]));
 
         // A wheel already in the download directory is used as is; without one, the package
         // client runs, and its absence or failure is a clear error.
@@ -306,6 +321,8 @@ mod tests {
         let m = fetch(&asset, &dir, &dir.join("out")).unwrap();
         assert_eq!(std::fs::read_to_string(dir.join("out/joined.bin")).unwrap(), "hello\nworld\n");
         assert_eq!(m.files.len(), 3);
+        // The run log's line for it (the fetch stage once sliced the empty wheel digest).
+        assert_eq!(m.describe(), "tiny (joined from 2 wheels: joined.bin, sha256 4a1e67f2fe1d1cc7)");
         assert!(!dir.join("out/a.txt").exists() && !dir.join("out/.parts").exists(), "only the joined file stays");
         const BAD: crate::assets::Joined = crate::assets::Joined { sha256: "00", ..GOOD };
         let e = fetch(&Asset { joined: Some(&BAD), ..TEST_ASSET }, &dir, &dir.join("out2")).unwrap_err().to_string();

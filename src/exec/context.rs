@@ -85,14 +85,14 @@ impl StageContext<'_> {
         }
     }
 
-    /// Where a model file lives: its local path, or the asset's first file in the directory its
-    /// `fetch` input (of `role`) extracted it into, flat.
+    /// Where a model file lives: its local path, or the asset's main file (its first, or the
+    /// joined one) in the directory its `fetch` input (of `role`) extracted it into, flat.
     pub fn source_file(&self, source: &SourceRef, role: Role) -> Result<PathBuf, StageError> {
         match source {
             SourceRef::Path { path, .. } => Ok(path.clone()),
             SourceRef::Asset { asset } => {
                 let known = crate::assets::find(asset).ok_or_else(|| StageError::Failed(format!("unknown asset `{asset}`")))?;
-                let file = known.files.first().and_then(|f| Path::new(f).file_name()).ok_or_else(|| StageError::Failed(format!("asset `{asset}` lists no file")))?;
+                let file = known.main_file().ok_or_else(|| StageError::Failed(format!("asset `{asset}` lists no file")))?;
                 Ok(self.input(role)?.join(file))
             }
         }
