@@ -151,6 +151,18 @@ fn tch_device(_spec: DeviceSpec) -> Result<(DeviceSpec, Device), BackendError> {
     Err(BackendError::NotCompiled(BackendKind::Tch))
 }
 
+/// Whether libtorch sees a CUDA device (false without the `tch` backend).
+pub fn cuda_available() -> bool {
+    #[cfg(feature = "tch")]
+    {
+        tch::Cuda::is_available()
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        false
+    }
+}
+
 fn set_threads(backend: BackendKind, n: u32) {
     match backend {
         // rayon reads this when its global pool starts (the first parallel kernel).

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::exec::{self, Cache, RunOptions};
 use crate::plan;
 use crate::recipe::{self, RecipeError, ResolvedRecipe};
-use crate::recipe::types::BackendChoice;
+use crate::recipe::types::{BackendChoice, Dtype};
 
 #[derive(Debug, Parser)]
 #[command(name = "reccocktail", version, about = "LLM-based recommendation experiments (RecCocktail LoRA merging) from TOML recipes")]
@@ -331,11 +331,23 @@ pub struct BenchRuntime {
     /// Device: cpu, cuda, cuda:N or auto (CUDA needs the tch backend and a CUDA libtorch).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Precision of the model's frozen weights: f32, bf16 (mixed, as `[backbone] dtype`), f16
+    /// or auto (bf16 where this machine is fast at it). Ignored by `bench sasrec`.
+    #[arg(long, value_parser = parse_dtype, default_value = "f32")]
+    dtype: Dtype,
 }
 
 impl BenchRuntime {
-    fn select(self) -> Result<backend::Runtime, Error> {
+    fn select(&self) -> Result<backend::Runtime, Error> {
         Ok(backend::select(self.backend, self.device, self.threads)?)
+    }
+
+    /// The dtype the model's frozen weights take (`auto` resolved for this backend and device),
+    /// refused where the runtime cannot compute in it.
+    fn dtype(&self, runtime: &backend::Runtime) -> Result<Dtype, Error> {
+        let d = crate::model::precision::resolve(self.dtype, self.backend, &self.device.to_string());
+        crate::exec::backbone::check_dtype(d, runtime).map_err(|e| Error::Usage(e.to_string()))?;
+        Ok(d)
     }
 }
 
@@ -354,6 +366,16 @@ pub struct BenchModel {
     template: PathBuf,
     #[command(flatten)]
     on: BenchRuntime,
+}
+
+fn parse_dtype(s: &str) -> Result<Dtype, String> {
+    match s {
+        "f32" => Ok(Dtype::F32),
+        "bf16" => Ok(Dtype::Bf16),
+        "f16" => Ok(Dtype::F16),
+        "auto" => Ok(Dtype::Auto),
+        _ => Err(format!("unknown dtype `{s}`: expected f32, bf16, f16 or auto")),
+    }
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -504,23 +526,26 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
         }
         Command::Bench { what: BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, on } } } => {
             let runtime = on.select()?;
+            let dtype = on.dtype(&runtime)?;
             let spec = crate::bench::eval::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
-            let r = crate::bench::eval::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dump.as_deref())?;
+            let r = crate::bench::eval::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dtype, dump.as_deref())?;
             eprintln!("{}", r.line());
-            print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "eval": r }))
+            print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "dtype": dtype, "eval": r }))
         }
         Command::Bench { what: BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, on } } } => {
             let runtime = on.select()?;
+            let dtype = on.dtype(&runtime)?;
             let spec = crate::bench::eval::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
-            let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device)?;
+            let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device, dtype)?;
             eprintln!("{}", r.line());
-            print_json(&serde_json::json!({ "backend": runtime.backend, "entropy": r }))
+            print_json(&serde_json::json!({ "backend": runtime.backend, "dtype": dtype, "entropy": r }))
         }
         Command::Bench { what: BenchCommand::Train { shape: BenchShape { model, batch, seq_len, iters, on }, prompts } } => {
             let threads = on.threads;
             let runtime = on.select()?;
-            let r = crate::bench::train::command(&model, &runtime, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
-            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "train": r }))
+            let dtype = on.dtype(&runtime)?;
+            let r = crate::bench::train::command(&model, &runtime, dtype, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
+            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": dtype, "train": r }))
         }
         Command::Bench { what: BenchCommand::Sasrec { items, batch, max_len, hidden, blocks, heads, dropout, steps, on } } => {
             if [items, batch, max_len, hidden, blocks, heads, steps].contains(&0) || hidden % heads != 0 || !(0.0..1.0).contains(&dropout) {
@@ -540,9 +565,10 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
         Command::Bench { what: BenchCommand::Forward { shape: BenchShape { model, batch, seq_len, iters, on } } } => {
             let threads = on.threads;
             let runtime = on.select()?;
-            let m = crate::model::load::load_text_model(&model, &runtime.device).map_err(Error::Model)?;
+            let dtype = on.dtype(&runtime)?;
+            let m = crate::model::load::load_text_model_as(&model, &runtime.device, dtype).map_err(Error::Model)?;
             let r = crate::bench::forward::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
-            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "forward": r }))
+            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": dtype, "forward": r }))
         }
         Command::Merge(args) => {
             let summary = crate::merge::command::run(&args)?;

@@ -155,6 +155,34 @@ fn mrr_selection_keeps_the_checkpoint_of_the_best_validation_mrr() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Mixed precision: the frozen weights in bf16, the factors, optimizer and loss in fp32. The loss
+/// curve tracks fp32's step by step, the kept adapter is fp32, and the bf16 weights never change.
+#[test]
+fn bf16_training_tracks_fp32_and_keeps_the_frozen_weights() {
+    let _serial = serial();
+    let dir = tmp("bf16");
+    let ad = device().autodiff();
+    let mut m = model(&dir, &ad);
+    let data = samples(&m);
+    let cfg = training(1e-2, 4);
+    let fp32 = run(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, None, None).unwrap();
+    m.backbone.model.cast_frozen(burn::tensor::FloatDType::BF16);
+    assert!(m.backbone.model.projections().iter().all(|(_, _, l)| !l.is_f32()));
+    let frozen = |m: &Llama| m.projections().iter().map(|(_, _, l)| l.weight.val().cast(burn::tensor::FloatDType::F32).into_data().try_to_vec::<f32>().unwrap()).collect::<Vec<_>>();
+    let before = frozen(&m.backbone.model);
+    let bf16 = run(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, None, None).unwrap();
+    assert_eq!(before, frozen(&m.backbone.model), "frozen bf16 weights changed");
+    assert_eq!(fp32.log.len(), bf16.log.len());
+    for (a, b) in fp32.log.iter().zip(&bf16.log) {
+        let rel = (a.loss - b.loss).abs() / a.loss.abs().max(1e-6);
+        assert!(rel < 0.05, "step {}: fp32 loss {} vs bf16 {} ({:.1}% apart)", a.step, a.loss, b.loss, rel * 100.0);
+    }
+    // Not the fp32 run under another name: the losses differ somewhere.
+    assert!(fp32.log.iter().zip(&bf16.log).any(|(a, b)| a.loss != b.loss));
+    assert!(bf16.log.last().unwrap().loss < bf16.log[0].loss, "bf16 training learns");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn loss_counts_response_tokens_only() {
     let _serial = serial();

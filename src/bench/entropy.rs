@@ -185,14 +185,15 @@ pub fn prompts_of(users: &[crate::eval::TestUser], prompter: &Prompter, tok: &Te
 /// The whole benchmark from files: titles (`movies.csv`), a prompt template and a model (HF
 /// directory or `.gguf`), loaded on the autodiff version of `device`. `spec.users` prompts, the
 /// first a warm-up.
-pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &std::path::Path, spec: &super::eval::PromptSpec, max_new_tokens: usize, rank: usize, device: &burn::tensor::Device) -> Result<EntropyBench, crate::Error> {
+#[allow(clippy::too_many_arguments)]
+pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &std::path::Path, spec: &super::eval::PromptSpec, max_new_tokens: usize, rank: usize, device: &burn::tensor::Device, dtype: crate::recipe::types::Dtype) -> Result<EntropyBench, crate::Error> {
     use crate::Error;
     use crate::recipe::types::{EntropyObjective, Granularity, Parameterization};
     let usage = |e: &dyn std::fmt::Display| Error::Usage(e.to_string());
     let titles = super::eval::read_titles(titles).map_err(|e| usage(&e))?;
     let template = crate::prompt::PromptTemplate::load(template).map_err(|e| usage(&e))?;
     let users = super::eval::synthetic_users(&titles, &template, spec).map_err(|e| usage(&e))?;
-    let mut m = crate::model::load::load_text_model(model, &device.clone().autodiff()).map_err(Error::Model)?;
+    let mut m = crate::model::load::load_text_model_as(model, &device.clone().autodiff(), dtype).map_err(Error::Model)?;
     let prompter = Prompter::with_defaults(m.chat.take());
     let prompts = prompts_of(&users, &prompter, &m.tokenizer).map_err(|e| usage(&e))?;
     let s = EntropySettings {

@@ -13,7 +13,7 @@ use crate::eval::stage::evaluate_users;
 use crate::rng::Rng;
 use crate::exec::context::StageError;
 use crate::prompt::Prompter;
-use crate::model::load::{TextModel, load_text_model};
+use crate::model::load::{TextModel, load_text_model_as};
 use crate::prompt::{PromptContext, PromptTemplate};
 use crate::recipe::resolve::ResolvedProtocol;
 use crate::recipe::types::{Metric, Scoring};
@@ -111,12 +111,13 @@ pub struct EvalBench {
 /// directory or `.gguf`, with its chat template and the default system prompt).
 /// `dump`: also write the token ids the benchmark feeds (see [`dump_inputs`]) for a peer to time
 /// the same work.
-pub fn from_files(model: &Path, titles: &Path, template: &Path, spec: &PromptSpec, max_new_tokens: usize, device: &burn::tensor::Device, dump: Option<&Path>) -> Result<EvalBench, crate::Error> {
+#[allow(clippy::too_many_arguments)]
+pub fn from_files(model: &Path, titles: &Path, template: &Path, spec: &PromptSpec, max_new_tokens: usize, device: &burn::tensor::Device, dtype: crate::recipe::types::Dtype, dump: Option<&Path>) -> Result<EvalBench, crate::Error> {
     use crate::Error;
     let titles = read_titles(titles).map_err(|e| Error::Usage(e.to_string()))?;
     let template = PromptTemplate::load(template).map_err(|e| Error::Usage(e.to_string()))?;
     let users = synthetic_users(&titles, &template, spec).map_err(|e| Error::Usage(e.to_string()))?;
-    let mut m = load_text_model(model, device).map_err(Error::Model)?;
+    let mut m = load_text_model_as(model, device, dtype).map_err(Error::Model)?;
     let prompter = Prompter::with_defaults(m.chat.take());
     if let Some(path) = dump {
         dump_inputs(&m, &prompter, &users, max_new_tokens, path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;

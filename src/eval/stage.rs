@@ -93,8 +93,9 @@ pub fn evaluate(ctx: &StageContext<'_>, params: &EvalParams) -> Result<(), Stage
         let dir = merge.join("adapter");
         PeftAdapter::load(&dir, &m.text.backbone.model)?.attach(&mut m.text.backbone.model, 1.0);
         // Fold the merged adapter into the weights: evaluation then costs what the raw model costs.
+        // (Not into bf16 weights, which would round the adapter's small deltas away.)
         for (_, _, lin) in m.text.backbone.model.projections_mut() {
-            if !lin.adapters.is_empty() {
+            if !lin.adapters.is_empty() && lin.is_f32() {
                 lin.fold();
             }
         }

@@ -2,9 +2,31 @@
 //! a local path), with its tokenizer and the prompt encoding of their parameters.
 
 use super::context::{StageContext, StageError};
-use crate::model::load::{BackboneRef, TextModel, load_text_model};
+use crate::model::load::{BackboneRef, TextModel, load_text_model_as};
 use crate::plan::Role;
 use crate::prompt::{PromptFormat, Prompter};
+use crate::backend::{DeviceSpec, Runtime};
+use crate::recipe::types::Dtype;
+
+/// Refuse a backbone dtype the runtime cannot compute in (or only very slowly).
+pub fn check_dtype(dtype: Dtype, runtime: &Runtime) -> Result<(), StageError> {
+    let refuse = |why: &str| Err(StageError::Failed(format!("`[backbone] dtype = \"{}\"` {why} (this run: {})", dtype_name(dtype), runtime.describe())));
+    match dtype {
+        Dtype::F32 => Ok(()),
+        Dtype::Auto => refuse("should have been resolved when the plan was compiled"),
+        Dtype::F16 if runtime.device_spec == DeviceSpec::Cpu => refuse("is for CUDA devices: use `bf16` on a CPU"),
+        _ => Ok(()),
+    }
+}
+
+fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "f32",
+        Dtype::F16 => "f16",
+        Dtype::Bf16 => "bf16",
+        Dtype::Auto => "auto",
+    }
+}
 
 /// A loaded backbone and the prompt encoding every model stage shares.
 pub struct StageModel {
@@ -16,7 +38,8 @@ pub struct StageModel {
 /// Load `backbone` on `device` (the runtime's, or its autodiff version for training).
 pub fn load(ctx: &StageContext<'_>, backbone: &BackboneRef, format: &PromptFormat, device: &burn::tensor::Device) -> Result<StageModel, StageError> {
     let path = ctx.source_file(&backbone.source, Role::Backbone)?;
-    let mut text = load_text_model(&path, device)?;
+    check_dtype(backbone.dtype, ctx.runtime)?;
+    let mut text = load_text_model_as(&path, device, backbone.dtype)?;
     let prompter = Prompter::new(format, text.chat.take());
     Ok(StageModel { text, prompter })
 }

@@ -113,7 +113,9 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         run_dir.write_json("resolved.json", resolved)?;
         run_dir.write_json("plan.json", &plan.to_json(&|k| cache.status(k)))?;
     }
-    run_dir.write_json("environment.json", &rundir::environment(runtime, resolved.experiment.seed, resolved.experiment.threads))?;
+    let e = &resolved.experiment;
+    let dtype = crate::model::precision::resolve(resolved.backbone.dtype, e.backend, &e.device);
+    run_dir.write_json("environment.json", &rundir::environment(runtime, e.seed, e.threads, dtype))?;
 
     let multi = MultiProgress::new();
     let bar = multi.add(ProgressBar::new(stages.len() as u64));

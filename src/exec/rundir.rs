@@ -58,7 +58,7 @@ pub fn utc_stamp(t: SystemTime) -> String {
 }
 
 /// Facts about the machine and build, recorded with every run.
-pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option<u32>) -> serde_json::Value {
+pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option<u32>, dtype: crate::recipe::types::Dtype) -> serde_json::Value {
     serde_json::json!({
         "reccocktail": env!("CARGO_PKG_VERSION"),
         // The commit the binary was built from (see build.rs), not the one of the directory the
@@ -69,6 +69,10 @@ pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         // Kernels may round differently on another processor (AMX, AVX-512): say which it was.
         "cpu_model": cpu_model(),
+        // The processor's bf16 matrix units, which `[backbone] dtype = "auto"` looks for.
+        "cpu_bf16_units": crate::model::precision::cpu_bf16_flags(),
+        // The backbone's frozen weights' precision in this run (`auto` resolved).
+        "dtype": dtype,
         "backend": runtime.backend,
         "device": runtime.device_spec.to_string(),
         "compiled_backends": crate::backend::compiled_backends(),

@@ -228,7 +228,7 @@ pub fn token_entropy(model: &dyn CausalLm, tok: &TextTokenizer, prompt: &[u32], 
     let rows: Vec<i64> = positions.iter().map(|&j| (prompt.len() + j - 1) as i64).collect();
     let n = rows.len();
     let picked = hidden.reshape([t, h]).select(0, Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &model.device()));
-    let logp = log_softmax(picked.matmul(model.output_projection()), 1);
+    let logp = log_softmax(model.head(picked), 1);
     Some((logp.clone().exp() * logp).sum().neg().div_scalar(n as f64))
 }
 
@@ -256,7 +256,7 @@ pub fn token_entropy_of_answer(model: &dyn CausalLm, tok: &TextTokenizer, prompt
     let [_, count, h] = rows.dims();
     let k = positions.len();
     let picked = rows.reshape([count, h]).select(0, Tensor::<1, Int>::from_data(TensorData::new(positions.iter().map(|&p| p as i64).collect(), [k]), &device));
-    let logp = log_softmax(picked.matmul(model.output_projection()), 1);
+    let logp = log_softmax(model.head(picked), 1);
     (Some((logp.clone().exp() * logp).sum().neg().div_scalar(k as f64)), answer)
 }
 

@@ -5,6 +5,7 @@
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::lora::{LoraLinear, Proj};
+use super::precision::matmul_mixed;
 
 /// A causal decoder with LoRA-adaptable linear projections.
 pub trait CausalLm {
@@ -29,10 +30,20 @@ pub trait CausalLm {
     /// The same model off the autodiff graph (for generating inside a differentiated objective).
     fn without_autodiff(&self) -> Box<dyn CausalLm>;
 
-    /// Logits over the vocabulary of `hidden` states, [batch, new_len, vocab].
+    /// Logits over the vocabulary of `hidden` states, [batch, new_len, vocab] (fp32 whatever
+    /// the head's dtype).
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        hidden.matmul(self.output_projection().unsqueeze())
+        matmul_mixed(hidden, self.output_projection().unsqueeze())
     }
+
+    /// Logits of hidden states picked as rows, [n, hidden] -> [n, vocab] (fp32).
+    fn head(&self, rows: Tensor<2>) -> Tensor<2> {
+        matmul_mixed(rows, self.output_projection())
+    }
+
+    /// Store the frozen projection and head weights in `dtype` (mixed precision; see
+    /// [`super::precision`]). Embeddings, norms and adapters stay as they are.
+    fn cast_frozen(&mut self, dtype: burn::tensor::FloatDType);
 
     /// Logits over the vocabulary, [batch, new_len, vocab].
     fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Tensor<3> {

@@ -181,6 +181,13 @@ impl CausalLm for Llama {
         self.lm_head.val()
     }
 
+    fn cast_frozen(&mut self, dtype: burn::tensor::FloatDType) {
+        self.lm_head = Param::from_tensor(self.lm_head.val().cast(dtype)).set_require_grad(false);
+        for (_, _, lin) in self.projections_mut() {
+            lin.cast_frozen(dtype);
+        }
+    }
+
     fn without_autodiff(&self) -> Box<dyn CausalLm> {
         Box::new(self.valid())
     }

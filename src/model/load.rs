@@ -71,6 +71,20 @@ pub fn load_tokenizer(path: &Path) -> Result<super::tokenizer::TextTokenizer, Mo
 }
 
 /// Load an HF model directory or a `.gguf` file with its tokenizer and chat template.
+/// [`load_text_model`], its frozen weights then stored in `dtype` (mixed precision; `F32`: as
+/// loaded). `Auto` must be resolved first ([`super::precision::resolve`]).
+pub fn load_text_model_as(path: &Path, device: &Device, dtype: crate::recipe::types::Dtype) -> Result<TextModel, ModelError> {
+    use crate::recipe::types::Dtype;
+    use super::CausalLm;
+    let mut m = load_text_model(path, device)?;
+    match dtype {
+        Dtype::F32 => {}
+        Dtype::Auto => return Err(ModelError::Invalid("dtype `auto` reached the model loader unresolved".into())),
+        d => m.backbone.model.cast_frozen(super::precision::float_dtype(d)),
+    }
+    Ok(m)
+}
+
 pub fn load_text_model(path: &Path, device: &Device) -> Result<TextModel, ModelError> {
     let other = |e: &dyn std::fmt::Display| ModelError::Invalid(format!("{}: {e}", path.display()));
     let is_gguf = path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));

@@ -7,7 +7,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+
+use super::precision::{is_f32, matmul_mixed};
 
 /// Which projection of a decoder layer a linear layer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -112,7 +114,7 @@ impl LoraLinear {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mut y = x.clone().matmul(self.weight.val().unsqueeze());
+        let mut y = matmul_mixed(x.clone(), self.weight.val().unsqueeze());
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze();
         }
@@ -123,13 +125,25 @@ impl LoraLinear {
         y
     }
 
-    /// The dense weight with every adapter folded in: W0 + sum_i s_i A_i B_i ([in, out]).
+    /// The dense weight with every adapter folded in: W0 + sum_i s_i A_i B_i ([in, out]), in
+    /// fp32 whatever the base weight's dtype.
     pub fn folded_weight(&self) -> Tensor<2> {
-        let mut w = self.weight.val();
+        let mut w = self.weight.val().cast(FloatDType::F32);
         for f in &self.adapters {
             w = w + f.a.val().matmul(f.b.val()).mul_scalar(f.scale);
         }
         w
+    }
+
+    /// Whether the frozen weight is stored in fp32 (folding adapters into a bf16 weight would
+    /// round their small deltas away: keep them unfolded then).
+    pub fn is_f32(&self) -> bool {
+        is_f32(&self.weight.val())
+    }
+
+    /// Store the frozen weight (and bias) in `dtype`; the adapters are untouched.
+    pub fn cast_frozen(&mut self, dtype: FloatDType) {
+        self.weight = Param::from_tensor(self.weight.val().cast(dtype)).set_require_grad(false);
     }
 
     /// Fold every adapter into the (still frozen) base weight and drop them.

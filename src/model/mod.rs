@@ -11,6 +11,7 @@ pub mod llama;
 pub mod load;
 pub mod lora;
 pub mod peft;
+pub mod precision;
 pub mod tiny;
 pub mod tokenizer;
 pub mod weights;

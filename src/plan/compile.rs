@@ -92,7 +92,9 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     };
 
     let (backbone_inputs, backbone_source) = source_ref(&mut b, &r.backbone.source, Role::Backbone)?;
-    let backbone = BackboneRef { source: backbone_source.clone(), dtype: r.backbone.dtype };
+    // `auto` is decided here, for this machine: the stage keys carry the dtype that runs.
+    let dtype = crate::model::precision::resolve(r.backbone.dtype, r.experiment.backend, &r.experiment.device);
+    let backbone = BackboneRef { source: backbone_source.clone(), dtype };
     let format = PromptFormat { system_prompt: r.backbone.system_prompt.clone(), chat_template: r.backbone.chat_template };
 
     let mut dataset_ids = BTreeMap::new();

@@ -139,6 +139,10 @@ impl Checker<'_> {
     fn backbone(&mut self) {
         let b = &self.recipe.backbone;
         self.asset_or_path(p(&[&"backbone"]), b.asset.as_deref(), b.path.as_deref(), "model");
+        if b.dtype == Some(Dtype::F16) && self.recipe.experiment.device.as_deref() == Some("cpu") {
+            let help = Some("use `dtype = \"bf16\"` on a CPU (same range as f32, mixed precision), or `auto`".to_string());
+            self.err(p(&[&"backbone", &"dtype"]), "unsupported", "`f16` weights are for CUDA devices; this recipe runs on `device = \"cpu\"`", help);
+        }
     }
 
     fn datasets(&mut self) {

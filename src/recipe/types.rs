@@ -92,7 +92,9 @@ pub struct Backbone {
     pub asset: Option<String>,
     /// A local HF model directory or `.gguf` file (relative to the recipe file).
     pub path: Option<PathBuf>,
-    /// Compute dtype. Default `f32`.
+    /// Precision of the frozen weights' matmuls (projections and head): `f32`, `bf16` (mixed:
+    /// LoRA factors, optimizer, norms, softmax and log-probabilities stay f32), `f16` (CUDA), or
+    /// `auto` (bf16 where the device is fast at it). Default `f32`.
     pub dtype: Option<Dtype>,
     /// System message for the chat template. Default: a helpful recommendation assistant.
     pub system_prompt: Option<String>,
@@ -104,8 +106,12 @@ pub struct Backbone {
 #[serde(rename_all = "snake_case")]
 pub enum Dtype {
     F32,
+    /// Half precision weights: for CUDA devices (slow on CPUs).
     F16,
     Bf16,
+    /// bf16 where the device runs it fast (CUDA, or a CPU with AMX or AVX-512 BF16 under the
+    /// libtorch backend), f32 elsewhere: decided on the machine that compiles the plan.
+    Auto,
 }
 
 /// One raw dataset and how it is cleaned.

@@ -81,7 +81,7 @@ pub fn nll_sum(model: &dyn CausalLm, batch: &TrainBatch) -> Tensor<1> {
     let hidden = model.hidden(&batch.input, None);
     let [b, t, h] = hidden.dims();
     let picked = hidden.reshape([b * t, h]).select(0, batch.positions.clone());
-    let logp = log_softmax(picked.matmul(model.output_projection()), 1);
+    let logp = log_softmax(model.head(picked), 1);
     logp.gather(1, batch.targets.clone()).sum().neg()
 }
 

@@ -1,0 +1,101 @@
+//! Mixed precision: the frozen backbone's projection and head weights stored in bf16 (or f16),
+//! their matmuls computed in that dtype (fp32 inputs cast on the way in, products cast back to
+//! fp32); the embeddings, norms, attention, LoRA factors, optimizer state, losses, softmaxes and
+//! every reduction that ranks candidates or sums log-probabilities stay fp32.
+//!
+//! `dtype = "auto"` (`[backbone]`) picks bf16 where the device runs it fast: a CUDA device, or a
+//! CPU whose flags name a bf16 matrix unit (`amx_bf16`, `avx512_bf16`) with the libtorch backend;
+//! fp32 everywhere else. It is resolved when the plan is compiled, so the choice is part of every
+//! stage key (a bf16 adapter is another artifact than an fp32 one).
+
+use burn::tensor::{DType, FloatDType, Tensor};
+
+use crate::backend::{BackendKind, DeviceSpec};
+use crate::recipe::types::{BackendChoice, Dtype};
+
+/// The tensor dtype the frozen weights are stored in.
+pub fn float_dtype(d: Dtype) -> FloatDType {
+    match d {
+        Dtype::F16 => FloatDType::F16,
+        Dtype::Bf16 => FloatDType::BF16,
+        Dtype::F32 | Dtype::Auto => FloatDType::F32,
+    }
+}
+
+/// `x @ w` for a weight `w` stored in any float dtype: `x` is cast to `w`'s dtype, the product back
+/// to `x`'s (libtorch's bf16 kernels accumulate in fp32). Same dtypes: a plain matmul.
+pub fn matmul_mixed<const D: usize>(x: Tensor<D>, w: Tensor<D>) -> Tensor<D> {
+    let (xd, wd) = (x.dtype(), w.dtype());
+    if xd == wd {
+        x.matmul(w)
+    } else {
+        x.cast(FloatDType::from(wd)).matmul(w).cast(FloatDType::from(xd))
+    }
+}
+
+/// Whether a tensor is stored in fp32.
+pub fn is_f32<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == DType::F32
+}
+
+/// The CPU flags (from `/proc/cpuinfo`) of units that run bf16 matmuls faster than fp32.
+pub fn cpu_bf16_flags() -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") else { return Vec::new() };
+    let Some(line) = text.lines().find(|l| l.starts_with("flags")) else { return Vec::new() };
+    let mut out: Vec<String> = line.split_whitespace().filter(|f| matches!(*f, "amx_bf16" | "amx_tile" | "avx512_bf16")).map(str::to_string).collect();
+    out.sort();
+    out
+}
+
+/// What `dtype = "auto"` means for a recipe's backend and device on this machine; any other
+/// dtype is kept as written.
+pub fn resolve(d: Dtype, backend: BackendChoice, device: &str) -> Dtype {
+    if d != Dtype::Auto {
+        return d;
+    }
+    let device: DeviceSpec = device.parse().unwrap_or(DeviceSpec::Auto);
+    let tch = crate::backend::compiled_backends().contains(&BackendKind::Tch) && backend != BackendChoice::Flex;
+    let cuda = match device {
+        DeviceSpec::Cuda(_) => true,
+        DeviceSpec::Auto => tch && crate::backend::cuda_available(),
+        DeviceSpec::Cpu => false,
+    };
+    let cpu_units = cpu_bf16_flags().iter().any(|f| f == "amx_bf16" || f == "avx512_bf16");
+    if tch && (cuda || cpu_units) { Dtype::Bf16 } else { Dtype::F32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn mixed_matmul_is_close_to_fp32_and_returns_fp32() {
+        let device = crate::backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap().device;
+        let x: Vec<f32> = (0..64).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+        let w: Vec<f32> = (0..128).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.05).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [4, 16]), &device);
+        let w = Tensor::<2>::from_data(TensorData::new(w, [16, 8]), &device);
+        let exact = matmul_mixed(x.clone(), w.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let wb = w.cast(FloatDType::BF16);
+        assert!(!is_f32(&wb));
+        let out = matmul_mixed(x, wb);
+        assert_eq!(out.dtype(), DType::F32);
+        let mixed = out.into_data().try_to_vec::<f32>().unwrap();
+        let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = exact.iter().zip(&mixed).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // bf16 keeps 8 bits of mantissa: inputs rounded to ~0.4%, accumulated in fp32.
+        assert!(err <= 0.01 * scale, "max error {err} against a scale of {scale}");
+        assert!(err > 0.0, "the bf16 path was not taken");
+    }
+
+    #[test]
+    fn explicit_dtypes_are_kept_and_flex_is_always_fp32() {
+        assert_eq!(resolve(Dtype::Bf16, BackendChoice::Flex, "cpu"), Dtype::Bf16);
+        assert_eq!(resolve(Dtype::F32, BackendChoice::Tch, "cuda"), Dtype::F32);
+        assert_eq!(resolve(Dtype::Auto, BackendChoice::Flex, "cpu"), Dtype::F32);
+        let flags = cpu_bf16_flags();
+        let want = if crate::backend::compiled_backends().contains(&BackendKind::Tch) && flags.iter().any(|f| f != "amx_tile") { Dtype::Bf16 } else { Dtype::F32 };
+        assert_eq!(resolve(Dtype::Auto, BackendChoice::Auto, "cpu"), want, "flags {flags:?}");
+    }
+}
