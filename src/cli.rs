@@ -287,6 +287,15 @@ pub enum BenchCommand {
         #[command(flatten)]
         on: BenchRuntime,
     },
+    /// How two runs of one plan agree (another dtype, backend or machine): each training's loss
+    /// step by step, and each evaluated user's ranking (whole list, target rank, top-1).
+    Agreement {
+        /// Run directories (`results/<experiment>/<run>`), compared stage by stage.
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time and peak memory (VmHWM) of merging two synthetic rank-R adapters shaped for a Llama
     /// model (default 7B): stacked (exact) and SVD-truncated.
     Merge {
@@ -555,6 +564,15 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             let runtime = on.select()?;
             let shape = crate::sasrec::model::Shape { items, hidden, blocks, heads, max_len, dropout };
             print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "sasrec": crate::bench::sasrec::run(shape, batch, steps, &runtime.device) }))
+        }
+        Command::Bench { what: BenchCommand::Agreement { a, b, json } } => {
+            let r = crate::bench::agreement::compare(&a, &b)?;
+            if json {
+                print_json(&r)
+            } else {
+                print!("{}", r.render());
+                Ok(())
+            }
         }
         Command::Bench { what: BenchCommand::Merge { layers, hidden, intermediate, rank, truncate } } => {
             if [layers, hidden, intermediate, rank, truncate].contains(&0) {

@@ -107,6 +107,7 @@ fn checkpoint_log_and_factors_round_trip_bit_exact() {
             backward_s: c[5],
             update_s: c[6],
             valid_loss: Some(c[7]),
+            valid_mrr: (i % 2 == 0).then(|| c[7] / 3.0),
         })
         .collect();
     let ck = Checkpoint { state: state.clone(), moments, step: 7, epoch: 1, group: 2, best, best_valid: Some(2.8756028536961318), best_step: 3, since_best: 1, log };

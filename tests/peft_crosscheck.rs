@@ -33,7 +33,7 @@ fn train_fixture_adapter() -> PeftAdapter {
         early_stopping_patience: None, max_grad_norm: 1.0, select_by: SelectBy::Loss, select_users: None,
     };
     let mut progress = |_: &trainer::Progress<'_>| {};
-    let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {} };
+    let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {}, select_by_mrr: None };
     let out = trainer::train(&mut b.model, &samples, &[], &lora, &cfg, 5, 0, opts).unwrap();
     out.adapter.to_peft(Some("tests/fixtures/models/llama/model".into()))
 }

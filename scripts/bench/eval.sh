@@ -6,7 +6,8 @@
 #   PYTHON=/path/to/venv/bin/python bash scripts/bench/eval.sh PATH/TO/SmolLM2-135M-Instruct.Q4_1.gguf
 # PYTHON must have torch, transformers and gguf (a scratch venv; never a dependency of the tool).
 # BACKEND=tch (default when scripts/libtorch.sh works) or flex; USERS (3), THREADS (2),
-# DEVICE (cpu; cuda needs a CUDA libtorch, see BENCHMARKS.md); BIN: a prebuilt binary to use.
+# DEVICE (cpu; cuda needs a CUDA libtorch, see BENCHMARKS.md); BIN: a prebuilt binary to use;
+# DTYPE (f32, or bf16: ours with bf16 frozen weights, the peer under torch.autocast).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 GGUF="${1:?usage: eval.sh GGUF}"
@@ -16,6 +17,7 @@ USERS="${USERS:-3}"
 DEVICE="${DEVICE:-cpu}"
 BACKEND="${BACKEND:-tch}"
 BIN="${BIN:-}"
+DTYPE="${DTYPE:-f32}"
 if [ -z "$BIN" ]; then
   if [ "$BACKEND" = tch ]; then
     LIBTORCH="$(bash scripts/libtorch.sh | tail -n1)"
@@ -29,13 +31,13 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$BIN" bench eval --model "$GGUF" --users "$USERS" --candidates 20 --history 3 --max-new-tokens 60 \
-  --backend "$BACKEND" --device "$DEVICE" --threads "$THREADS" --dump "$tmp/inputs.json" >"$tmp/ours.json"
-"$PYTHON" scripts/bench/peer_eval.py "$GGUF" "$tmp/inputs.json" --device "$DEVICE" --threads "$THREADS" 2>/dev/null | tail -n1 >"$tmp/peer.json"
+  --backend "$BACKEND" --device "$DEVICE" --threads "$THREADS" --dtype "$DTYPE" --dump "$tmp/inputs.json" >"$tmp/ours.json"
+"$PYTHON" scripts/bench/peer_eval.py "$GGUF" "$tmp/inputs.json" --device "$DEVICE" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null | tail -n1 >"$tmp/peer.json"
 python3 - "$tmp/ours.json" "$tmp/peer.json" <<'PY'
 import json, sys
 o = json.load(open(sys.argv[1]))["eval"]
 p = json.load(open(sys.argv[2]))
-print(f"users {o['users']}, {o['candidates']} candidates, {o['mean_prompt_tokens']:.0f} prompt tokens; peer torch {p['torch']} on {p['device']}")
+print(f"users {o['users']}, {o['candidates']} candidates, {o['mean_prompt_tokens']:.0f} prompt tokens, {p['dtype']}; peer torch {p['torch']} on {p['device']}")
 print(f"{'':<22}{'ours':>12}{'peer':>12}{'ours/peer':>11}")
 rows = [
     ("prompt pass s/user", o["prompt_s_per_user"], p["prompt_s_per_user"], p["prompt_s_per_user"] / o["prompt_s_per_user"]),

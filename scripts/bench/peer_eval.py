@@ -25,6 +25,8 @@ p.add_argument("gguf")
 p.add_argument("inputs")
 p.add_argument("--device", default="cpu")
 p.add_argument("--threads", type=int, default=2)
+# bf16: every pass under torch.autocast (bf16 matmuls, fp32 weights), as PyTorch users run bf16 on a CPU.
+p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 a = p.parse_args()
 if a.device == "cpu":
     torch.set_num_threads(a.threads)
@@ -93,7 +95,7 @@ def timed(fn):
     return time.perf_counter() - start, res
 
 
-with torch.no_grad():
+with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
     t_prompt, _ = timed(lambda u: prompt_pass(u["prompt"])[1].cpu())
     t_like, scores = timed(likelihood)
     t_gen, lengths = timed(generate)
@@ -101,6 +103,7 @@ nu = len(users)
 hits = sum(1 for u, s in zip(users, scores) if max(range(len(s)), key=lambda i: (s[i], -i)) == u["target_slot"])
 print(json.dumps({
     "torch": torch.__version__,
+    "dtype": a.dtype,
     "device": str(dev),
     "users": nu,
     "prompt_s_per_user": t_prompt / nu,

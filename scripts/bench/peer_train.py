@@ -1,5 +1,7 @@
 """PyTorch + transformers + peft peer of `reccocktail bench --workload train`: same model file,
-LoRA r16 (alpha 32) on every linear layer, fp32, AdamW, same threads.
+LoRA r16 (alpha 32) on every linear layer, fp32 (or --dtype bf16: the forward and loss under
+`torch.autocast("cpu", dtype=torch.bfloat16)`, the way PyTorch users train in bf16 on a CPU; the
+weights, LoRA factors and AdamW stay fp32), AdamW, same threads.
 
   python scripts/bench/peer_train.py GGUF --batch 4 --seq-len 128 --steps 3 --threads 2
   python scripts/bench/peer_train.py GGUF --prompts train.parquet --batch 4 --seq-len 320 --steps 6
@@ -28,6 +30,7 @@ p.add_argument("--batch", type=int, default=4)
 p.add_argument("--seq-len", type=int, default=128)
 p.add_argument("--steps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -78,7 +81,8 @@ secs, tokens, n = 0.0, 0, 0
 phases = {"forward_s": 0.0, "backward_s": 0.0, "update_s": 0.0}
 for i, b in enumerate(batches):
     start = time.perf_counter()
-    loss = model(**b).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+        loss = model(**b).loss
     t1 = time.perf_counter()
     loss.backward()
     t2 = time.perf_counter()
@@ -92,4 +96,4 @@ for i, b in enumerate(batches):
         secs += el
         tokens += int(b.get("attention_mask", torch.ones_like(b["input_ids"])).sum())
         n += b["input_ids"].shape[0]
-print(json.dumps({"workload": workload, "steps": len(batches) - 1, "seconds": secs, "tokens_per_s": tokens / secs, "samples_per_s": n / secs, **phases, "torch": torch.__version__}))
+print(json.dumps({"workload": workload, "dtype": a.dtype, "steps": len(batches) - 1, "seconds": secs, "tokens_per_s": tokens / secs, "samples_per_s": n / secs, **phases, "torch": torch.__version__}))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# LoRA training throughput of SmolLM2-135M on CPU (r16 on every linear layer, fp32): reccocktail
-# side by side with PyTorch + transformers + peft on the same machine, threads and data; ratios.
+# LoRA training throughput of SmolLM2-135M on CPU (r16 on every linear layer): reccocktail side by
+# side with PyTorch + transformers + peft on the same machine, threads and data; ratios. DTYPE=bf16:
+# ours with bf16 frozen weights (`[backbone] dtype = "bf16"`), the peer under torch.autocast.
 #
 #   PYTHON=/path/to/venv/bin/python [BACKEND=tch] bash scripts/bench/train.sh GGUF [PROMPTS_PARQUET]
 # (a) fixed shape: batch 4 x 128 tokens, loss on every token, tokens/s;
@@ -15,6 +16,7 @@ PROMPTS="${2:-}"
 PYTHON="${PYTHON:-python3}"
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-3}"
+DTYPE="${DTYPE:-f32}"
 # BACKEND=tch: the libtorch build (as scripts/run.sh makes it); default flex.
 BACKEND="${BACKEND:-flex}"
 if [ "$BACKEND" = tch ]; then
@@ -25,11 +27,11 @@ else
   cargo build --locked --quiet --bin reccocktail
 fi
 ratio() { python3 -c 'import json,sys; o=json.loads(sys.argv[1])["train"]; p=json.loads(sys.argv[2]); k=sys.argv[3]; print(f"{sys.argv[4]:<8} ours {o[k]:.2f} {k}  peer {p[k]:.2f}  ratio {o[k]/p[k]:.2f}x")' "$@"; }
-ours=$(target/debug/reccocktail bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND")
-peer=$("$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" 2>/dev/null | tail -n1)
+ours=$(target/debug/reccocktail bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND" --dtype "$DTYPE")
+peer=$("$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null | tail -n1)
 ratio "$ours" "$peer" tokens_per_s fixed
 if [ -n "$PROMPTS" ]; then
-  ours=$(target/debug/reccocktail bench train --model "$GGUF" --prompts "$PROMPTS" --batch 4 --seq-len 512 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND")
-  peer=$("$PYTHON" scripts/bench/peer_train.py "$GGUF" --prompts "$PROMPTS" --batch 4 --seq-len 512 --steps "$STEPS" --threads "$THREADS" 2>/dev/null | tail -n1)
+  ours=$(target/debug/reccocktail bench train --model "$GGUF" --prompts "$PROMPTS" --batch 4 --seq-len 512 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND" --dtype "$DTYPE")
+  peer=$("$PYTHON" scripts/bench/peer_train.py "$GGUF" --prompts "$PROMPTS" --batch 4 --seq-len 512 --steps "$STEPS" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null | tail -n1)
   ratio "$ours" "$peer" samples_per_s prompts
 fi

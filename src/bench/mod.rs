@@ -2,6 +2,7 @@
 //! and prints figures that `scripts/bench/*` set side by side with a peer (PyTorch) run. Nothing
 //! here is used by a recipe run.
 
+pub mod agreement;
 pub mod entropy;
 pub mod eval;
 pub mod forward;

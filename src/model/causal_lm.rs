@@ -5,7 +5,7 @@
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::lora::{LoraLinear, Proj};
-use super::precision::matmul_mixed;
+use super::precision::{linear, matmul_mixed};
 
 /// A causal decoder with LoRA-adaptable linear projections.
 pub trait CausalLm {
@@ -33,7 +33,7 @@ pub trait CausalLm {
     /// Logits over the vocabulary of `hidden` states, [batch, new_len, vocab] (fp32 whatever
     /// the head's dtype).
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        matmul_mixed(hidden, self.output_projection().unsqueeze())
+        linear(hidden, self.output_projection())
     }
 
     /// Logits of hidden states picked as rows, [n, hidden] -> [n, vocab] (fp32).

@@ -9,7 +9,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
-use super::precision::{is_f32, matmul_mixed};
+use super::precision::{is_f32, linear, linear_folded};
 
 /// Which projection of a decoder layer a linear layer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -114,13 +114,18 @@ impl LoraLinear {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mut y = matmul_mixed(x.clone(), self.weight.val().unsqueeze());
+        let w = self.weight.val();
+        // With half-precision base weights the fp32 adapters' products are folded into single
+        // GEMMs too; in full precision they stay as they always were (byte-exact references).
+        let mixed = !is_f32(&w);
+        let mut y = linear(x.clone(), w);
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze();
         }
         for f in &self.adapters {
-            let low = f.dropout.forward(x.clone()).matmul(f.a.val().unsqueeze());
-            y = y + low.matmul(f.b.val().unsqueeze()).mul_scalar(f.scale);
+            let x = f.dropout.forward(x.clone());
+            let low = if mixed { linear_folded(linear_folded(x, f.a.val()), f.b.val()) } else { x.matmul(f.a.val().unsqueeze()).matmul(f.b.val().unsqueeze()) };
+            y = y + low.mul_scalar(f.scale);
         }
         y
     }

@@ -33,6 +33,30 @@ pub fn matmul_mixed<const D: usize>(x: Tensor<D>, w: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// `x @ w` for a 2-D weight `w` [in, out] and `x` [.., in] of any rank. In mixed precision the
+/// leading dimensions are folded into one (a single GEMM, as `torch.nn.functional.linear` does, rather than a batched
+/// one that packs the weight once per batch entry: oneDNN's bf16 kernels reorder the weight on
+/// every call), in mixed precision as [`matmul_mixed`].
+pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Tensor<D> {
+    if x.dtype() == w.dtype() {
+        // Full precision: the product as it always was (the reference tables are byte-exact).
+        return x.matmul(w.unsqueeze());
+    }
+    linear_folded(x, w)
+}
+
+/// [`linear`] with the leading dimensions always folded into one GEMM.
+pub fn linear_folded<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Tensor<D> {
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let out_dim = w.dims()[1];
+    let y = matmul_mixed(x.reshape([rows, k]), w);
+    let mut out = dims;
+    out[D - 1] = out_dim;
+    y.reshape(out)
+}
+
 /// Whether a tensor is stored in fp32.
 pub fn is_f32<const D: usize>(t: &Tensor<D>) -> bool {
     t.dtype() == DType::F32
@@ -87,6 +111,22 @@ mod tests {
         // bf16 keeps 8 bits of mantissa: inputs rounded to ~0.4%, accumulated in fp32.
         assert!(err <= 0.01 * scale, "max error {err} against a scale of {scale}");
         assert!(err > 0.0, "the bf16 path was not taken");
+    }
+
+    #[test]
+    fn folded_linear_equals_the_batched_product() {
+        let device = crate::backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap().device;
+        let x: Vec<f32> = (0..2 * 3 * 4).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+        let w: Vec<f32> = (0..4 * 5).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.05).collect();
+        let x = Tensor::<3>::from_data(TensorData::new(x, [2, 3, 4]), &device);
+        let w = Tensor::<2>::from_data(TensorData::new(w, [4, 5]), &device);
+        let batched = x.clone().matmul(w.clone().unsqueeze()).into_data().try_to_vec::<f32>().unwrap();
+        let folded = linear_folded(x.clone(), w.clone());
+        assert_eq!(folded.dims(), [2, 3, 5]);
+        let folded = folded.into_data().try_to_vec::<f32>().unwrap();
+        assert!(batched.iter().zip(&folded).all(|(a, b)| (a - b).abs() < 1e-6), "{batched:?} vs {folded:?}");
+        // Same dtypes: `linear` is the batched product itself, bit for bit.
+        assert_eq!(linear(x, w).into_data().try_to_vec::<f32>().unwrap(), batched);
     }
 
     #[test]
