@@ -261,6 +261,14 @@ pub enum BenchCommand {
         /// Rank of each random adapter.
         #[arg(long, default_value_t = 8)]
         rank: usize,
+        /// The merge parameter `answer_titles`: only the first N titles of an answer enter the
+        /// token entropy, and generation stops there.
+        #[arg(long)]
+        answer_titles: Option<usize>,
+        /// Prompts (after the warm-up) on which measuring the objective without a graph is timed
+        /// one by one and batched.
+        #[arg(long, default_value_t = 8)]
+        measure: usize,
         #[command(flatten)]
         on: BenchModel,
     },
@@ -541,11 +549,12 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "dtype": dtype, "eval": r }))
         }
-        Command::Bench { what: BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, on: BenchModel { model, titles, template, on } } } => {
+        Command::Bench { what: BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, answer_titles, measure, on: BenchModel { model, titles, template, on } } } => {
             let runtime = on.select()?;
             let dtype = on.dtype(&runtime)?;
             let spec = crate::bench::eval::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
-            let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, max_new_tokens.max(1), rank.max(1), &runtime.device, dtype)?;
+            let bench = crate::bench::entropy::EntropyBenchSpec { max_new_tokens: max_new_tokens.max(1), answer_titles: answer_titles.map(|n| n.max(1)), rank: rank.max(1), measure };
+            let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, &bench, &runtime.device, dtype)?;
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "dtype": dtype, "entropy": r }))
         }

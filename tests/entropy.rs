@@ -49,7 +49,7 @@ fn settings(objective: EntropyObjective, parameterization: Parameterization, gra
         Parameterization::Softmax => vec![0.5, 0.5],
         Parameterization::Clamp => vec![0.3, 0.3],
     };
-    EntropySettings { granularity, parameterization, temperature: 1.0, init, lr: 0.1, epochs: 6, objective, first_k_tokens: 3, mean_scores: false, separator: "||".into(), max_new_tokens: 8 }
+    EntropySettings { granularity, parameterization, temperature: 1.0, init, lr: 0.1, epochs: 6, objective, first_k_tokens: 3, mean_scores: false, separator: "||".into(), max_new_tokens: 8, answer_titles: None }
 }
 
 #[test]
@@ -140,4 +140,77 @@ fn token_entropy_with_one_prompt_pass_equals_the_two_pass_way_in_value_and_gradi
             assert!((x - y).abs() < 1e-4 * scale, "gradient {x} vs {y} (scale {scale})");
         }
     }
+}
+
+#[test]
+fn batched_greedy_answers_and_entropies_match_one_prompt_at_a_time() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut m, adapters, prompts) = setup("batched");
+    let s = settings(EntropyObjective::TokenEntropy, Parameterization::Softmax, Granularity::Layer);
+    let model = &mut m.backbone.model;
+    let modules = entropy::covered_modules(model, &adapters);
+    let w: BTreeMap<_, _> = modules.iter().map(|m| (*m, vec![0.7, 0.3])).collect();
+    entropy::attach_weighted(model, &adapters, &w, false);
+    // Prompts of different lengths share one left-padded batch.
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.prompt.clone()).collect();
+    assert!(ids.iter().map(Vec::len).collect::<std::collections::BTreeSet<_>>().len() > 1);
+    let batched = reccocktail::model::generate::greedy_batch(model, &ids, s.max_new_tokens, m.tokenizer.eos_ids(), &mut |_| false);
+    let measured = entropy::measured_token_entropies(model, &m.tokenizer, &prompts, &s);
+    assert!(measured.iter().any(Option::is_some), "no answer named a title: the check would be empty");
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = entropy::greedy_answer(model, &m.tokenizer, &p.prompt, &s);
+        assert_eq!(batched[i].tokens, alone, "prompt {i}");
+        assert_eq!(batched[i].entropies.len(), alone.len());
+        // The measured objective is the differentiated one's value.
+        let (value, answer) = entropy::token_entropy_of_answer(model, &m.tokenizer, &p.prompt, &s);
+        assert_eq!(answer, alone);
+        match (value, measured[i]) {
+            (Some(v), Some(x)) => {
+                let v = v.into_scalar::<f32>() as f64;
+                assert!((v - x).abs() < 1e-4, "prompt {i}: {v} vs {x}");
+            }
+            (None, None) => {}
+            (v, x) => panic!("prompt {i}: {:?} vs {x:?}", v.map(|t| t.into_scalar::<f32>())),
+        }
+    }
+}
+
+#[test]
+fn answer_titles_limits_the_objective_and_stops_generation_there() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut m, adapters, prompts) = setup("titles");
+    let tok = &m.tokenizer;
+    let enc = |t: &str| tok.encode(t, false).unwrap();
+    let mut s = settings(EntropyObjective::TokenEntropy, Parameterization::Softmax, Granularity::Model);
+    s.first_k_tokens = 2;
+    s.answer_titles = Some(2);
+    let ids = enc("Heat || Up ||  Cars");
+    let text: Vec<String> = s.title_positions(tok, &ids).iter().map(|&p| tok.decode(&ids[p..p + 1], false).unwrap()).collect();
+    assert_eq!(text, vec!["H", "e", "U", "p"]);
+    // Complete once the second title has its first 2 tokens, not before.
+    assert!(!s.answer_complete(tok, &enc("Heat || U")));
+    assert!(s.answer_complete(tok, &enc("Heat || Up")));
+    // A title shorter than k is complete when the next one begins.
+    s.first_k_tokens = 8;
+    assert!(!s.answer_complete(tok, &enc("Heat || Up")));
+    assert!(s.answer_complete(tok, &enc("Heat || Up || C")));
+    s.answer_titles = None;
+    assert!(!s.answer_complete(tok, &enc("Heat || Up || Cars || Fargo")));
+
+    // On the model: the limited answer stops early, as a prefix of the full one, and both ways of
+    // computing its objective agree.
+    s.first_k_tokens = 2;
+    let model = &mut m.backbone.model;
+    let modules = entropy::covered_modules(model, &adapters);
+    let w: BTreeMap<_, _> = modules.iter().map(|m| (*m, vec![0.5, 0.5])).collect();
+    entropy::attach_weighted(model, &adapters, &w, false);
+    let full = entropy::greedy_answer(model, &m.tokenizer, &prompts[0].prompt, &s);
+    s.answer_titles = Some(1);
+    let limited = entropy::greedy_answer(model, &m.tokenizer, &prompts[0].prompt, &s);
+    assert!(limited.len() < full.len(), "{limited:?} vs {full:?}");
+    assert_eq!(limited[..], full[..limited.len()]);
+    let (value, answer) = entropy::token_entropy_of_answer(model, &m.tokenizer, &prompts[0].prompt, &s);
+    assert_eq!(answer, limited);
+    let measured = entropy::measured_token_entropies(model, &m.tokenizer, &prompts[..1], &s)[0].expect("a title");
+    assert!((value.expect("a title").into_scalar::<f32>() as f64 - measured).abs() < 1e-4);
 }

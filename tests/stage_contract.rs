@@ -121,6 +121,7 @@ fn entropy_merges_with_pretrained_adapters_are_keyed_on_what_they_read() {
         ("backbone.chat_template", text.replace("[backbone]\n", "[backbone]\nchat_template = false\n")),
         ("data.history_token_budget", text.replace("max_history = 8\n", "max_history = 8\nhistory_token_budget = 40\n")),
         ("the merge's answer_tokens", text.replace("adaptation = { source", "answer_tokens = 32, adaptation = { source")),
+        ("the merge's answer_titles", text.replace("adaptation = { source", "answer_titles = 2, adaptation = { source")),
     ] {
         let p = plan_of(&changed).unwrap_or_else(|| panic!("{what}: the changed recipe is valid"));
         assert_ne!(key(&p), key(&base), "{what} is read by the entropy merge");

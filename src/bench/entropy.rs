@@ -14,7 +14,7 @@ use burn::tensor::Tensor;
 use serde::Serialize;
 
 use super::merge::synthetic;
-use crate::merge::entropy::{AdaptPrompt, EntropySettings, attach_weighted, candidate_entropy, covered_modules, greedy_answer, title_token_positions, token_entropy, token_entropy_of_answer, weight_grads};
+use crate::merge::entropy::{AdaptPrompt, EntropySettings, attach_weighted, candidate_entropy, covered_modules, greedy_answer, measured_token_entropies, token_entropy, token_entropy_of_answer, weight_grads};
 use crate::prompt::Prompter;
 use crate::model::CausalLm;
 use crate::model::{ForwardInput, KvCache};
@@ -49,12 +49,31 @@ pub struct EntropyBench {
     pub speedup: f64,
     /// Seconds per prompt of the two-pass way over this tool's.
     pub speedup_over_two_passes: f64,
+    /// Measuring the token entropy without a graph (an entropy merge's objective before and
+    /// after), prompt by prompt: the prompt encoded, the answer generated, its titles' tokens fed.
+    pub measure_one_by_one: Timing,
+    /// The same prompts measured in batches, the entropies taken while decoding (this tool).
+    pub measure_batched: Timing,
+    /// Prompts in the measuring comparison.
+    pub measure_prompts: usize,
+}
+
+/// What `bench entropy` runs besides its prompts.
+#[derive(Debug, Clone)]
+pub struct EntropyBenchSpec {
+    pub max_new_tokens: usize,
+    /// The merge parameter `answer_titles` (`None`: every title within the answer).
+    pub answer_titles: Option<usize>,
+    /// Rank of each random adapter.
+    pub rank: usize,
+    /// Prompts (after the warm-up) of the measuring comparison.
+    pub measure: usize,
 }
 
 impl EntropyBench {
     pub fn line(&self) -> String {
         format!(
-            "token_entropy step {:.2} s/prompt | generating with gradients {:.2} s/prompt (ratio {:.2}x) | two passes {:.2} s/prompt (ratio {:.2}x) | candidate_entropy step {:.2} s/prompt ({} prompts, {:.0} prompt tokens, {:.0} generated tokens, {} candidates)",
+            "token_entropy step {:.2} s/prompt | generating with gradients {:.2} s/prompt (ratio {:.2}x) | two passes {:.2} s/prompt (ratio {:.2}x) | candidate_entropy step {:.2} s/prompt ({} prompts, {:.0} prompt tokens, {:.0} generated tokens, {} candidates) | measuring {} prompts: one by one {:.2} s/prompt (objective {:.5}), batched {:.2} s/prompt (objective {:.5}, ratio {:.2}x)",
             self.token_entropy.seconds_per_prompt,
             self.token_entropy_generating_with_gradients.seconds_per_prompt,
             self.speedup,
@@ -64,7 +83,13 @@ impl EntropyBench {
             self.prompts,
             self.mean_prompt_tokens,
             self.mean_generated_tokens,
-            self.candidates
+            self.candidates,
+            self.measure_prompts,
+            self.measure_one_by_one.seconds_per_prompt,
+            self.measure_one_by_one.objective,
+            self.measure_batched.seconds_per_prompt,
+            self.measure_batched.objective,
+            self.measure_one_by_one.seconds_per_prompt / self.measure_batched.seconds_per_prompt.max(1e-12)
         )
     }
 }
@@ -94,9 +119,12 @@ pub fn token_entropy_while_generating(model: &dyn CausalLm, tok: &TextTokenizer,
             break;
         }
         out.push(next);
+        if s.answer_complete(tok, &out) {
+            break;
+        }
         logits = model.forward(&ForwardInput::sequence(&[next], n + out.len() - 1, &device), Some(&mut cache)).reshape([v]);
     }
-    let positions = title_token_positions(tok, &out, &s.separator, s.first_k_tokens);
+    let positions = s.title_positions(tok, &out);
     if positions.is_empty() {
         return (None, out.len());
     }
@@ -105,9 +133,10 @@ pub fn token_entropy_while_generating(model: &dyn CausalLm, tok: &TextTokenizer,
     (Some(Tensor::cat(picked, 0).sum().div_scalar(k as f64)), out.len())
 }
 
-/// One timed step per prompt for each way (after one untimed warm-up prompt each). `model`
-/// must live on an autodiff device.
-pub fn run(model: &mut dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt], s: &EntropySettings, rank: usize) -> EntropyBench {
+/// One timed step per prompt for each way (after one untimed warm-up prompt each), then the
+/// objective measured without a graph on `measure` (after the same warm-up), one by one and
+/// batched. `model` must live on an autodiff device.
+pub fn run(model: &mut dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt], measure: &[AdaptPrompt], s: &EntropySettings, rank: usize) -> EntropyBench {
     let adapters = adapters_for(model, rank);
     let modules = covered_modules(model, &adapters);
     let w: BTreeMap<(usize, Proj), Vec<f64>> = modules.iter().map(|m| (*m, vec![0.5, 0.5])).collect();
@@ -159,6 +188,16 @@ pub fn run(model: &mut dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt
     let two = time(model, 2);
     let naive = time(model, 3);
     let timed = prompts.len().saturating_sub(1).max(1) as f64;
+    attach_weighted(model, &adapters, &w, false);
+    let measured = &measure[1.min(measure.len())..];
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let per_prompt = |start: Instant| start.elapsed().as_secs_f64() / measured.len().max(1) as f64;
+    let start = Instant::now();
+    let one: Vec<f64> = measured.iter().filter_map(|p| token_entropy_of_answer(model, tok, &p.prompt, s).0).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect();
+    let measure_one_by_one = Timing { seconds_per_prompt: per_prompt(start), objective: mean(&one) };
+    let start = Instant::now();
+    let batched: Vec<f64> = measured_token_entropies(model, tok, measured, s).into_iter().flatten().collect();
+    let measure_batched = Timing { seconds_per_prompt: per_prompt(start), objective: mean(&batched) };
     EntropyBench {
         prompts: prompts.len().saturating_sub(1),
         candidates: prompts.first().map_or(0, |p| p.candidates.len()),
@@ -171,6 +210,9 @@ pub fn run(model: &mut dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt
         token_entropy: ours,
         token_entropy_two_passes: two,
         token_entropy_generating_with_gradients: naive,
+        measure_one_by_one,
+        measure_batched,
+        measure_prompts: measured.len(),
     }
 }
 
@@ -184,15 +226,15 @@ pub fn prompts_of(users: &[crate::eval::TestUser], prompter: &Prompter, tok: &Te
 
 /// The whole benchmark from files: titles (`movies.csv`), a prompt template and a model (HF
 /// directory or `.gguf`), loaded on the autodiff version of `device`. `spec.users` prompts, the
-/// first a warm-up.
-#[allow(clippy::too_many_arguments)]
-pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &std::path::Path, spec: &super::eval::PromptSpec, max_new_tokens: usize, rank: usize, device: &burn::tensor::Device, dtype: crate::recipe::types::Dtype) -> Result<EntropyBench, crate::Error> {
+/// first a warm-up; the measuring comparison takes the warm-up and `bench.measure` prompts.
+pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &std::path::Path, spec: &super::eval::PromptSpec, bench: &EntropyBenchSpec, device: &burn::tensor::Device, dtype: crate::recipe::types::Dtype) -> Result<EntropyBench, crate::Error> {
     use crate::Error;
     use crate::recipe::types::{EntropyObjective, Granularity, Parameterization};
     let usage = |e: &dyn std::fmt::Display| Error::Usage(e.to_string());
     let titles = super::eval::read_titles(titles).map_err(|e| usage(&e))?;
     let template = crate::prompt::PromptTemplate::load(template).map_err(|e| usage(&e))?;
-    let users = super::eval::synthetic_users(&titles, &template, spec).map_err(|e| usage(&e))?;
+    let drawn = super::eval::PromptSpec { users: spec.users.max(bench.measure + 1), ..spec.clone() };
+    let users = super::eval::synthetic_users(&titles, &template, &drawn).map_err(|e| usage(&e))?;
     let mut m = crate::model::load::load_text_model_as(model, &device.clone().autodiff(), dtype).map_err(Error::Model)?;
     let prompter = Prompter::with_defaults(m.chat.take());
     let prompts = prompts_of(&users, &prompter, &m.tokenizer).map_err(|e| usage(&e))?;
@@ -207,7 +249,10 @@ pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &
         first_k_tokens: 3,
         mean_scores: false,
         separator: spec.separator.clone(),
-        max_new_tokens,
+        max_new_tokens: bench.max_new_tokens,
+        answer_titles: bench.answer_titles,
     };
-    Ok(run(&mut m.backbone.model, &m.tokenizer, &prompts, &s, rank))
+    let steps = &prompts[..spec.users.min(prompts.len())];
+    let measure = &prompts[..(bench.measure + 1).min(prompts.len())];
+    Ok(run(&mut m.backbone.model, &m.tokenizer, steps, measure, &s, bench.rank))
 }

@@ -119,7 +119,7 @@ const MIN_VALIDATION_USERS: usize = 200;
 
 /// Learn the coefficients of an `entropy` arm (writes `entropy_log.parquet` and `entropy.json`).
 pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter], config: &MergeConfig, e: &EntropyParams) -> Result<Coefficients, StageError> {
-    let MergeConfig::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, adaptation, .. } = config else {
+    let MergeConfig::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, answer_titles, adaptation, .. } = config else {
         return Err(fail("the entropy learner got another merge method".into()));
     };
     let device = ctx.runtime.device.clone().autodiff();
@@ -158,6 +158,7 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
         mean_scores: e.evaluation.protocol.scoring() == Some(Scoring::Mean),
         separator: e.evaluation.separator.clone(),
         max_new_tokens: e.answer_tokens as usize,
+        answer_titles: answer_titles.map(|n| n as usize),
     };
     // The learning rate: chosen on labelled validation samples when a grid is given. Adapting is
     // deterministic, so the run at the chosen rate is kept rather than repeated.

@@ -22,7 +22,7 @@ use super::learnable::Learnable;
 use super::{Combination, Flags, MergeError, MergeMethod, Method, Param as MethodParam};
 use crate::recipe::merge::MergeSpec;
 use crate::recipe::merge::MergeConfig;
-use crate::model::generate::{GenerationConfig, Padding, continuation_logprob_tensor, continue_generation, generate, pad_batch};
+use crate::model::generate::{GenerationConfig, Padding, continuation_logprob_tensor, continue_generation, generate, greedy_batch, pad_batch};
 use crate::model::{ForwardInput, KvCache};
 use crate::model::lora::{LoraFactors, Proj, transpose};
 use crate::model::peft::PeftAdapter;
@@ -45,6 +45,7 @@ pub const METHOD: Method = Method {
         MethodParam { name: "objective", ty: "\"token_entropy\" | \"candidate_entropy\"", default: "token_entropy", help: "next-token entropy over the first k tokens of each generated title, or entropy over candidate scores", example: "\"candidate_entropy\"" },
         MethodParam { name: "first_k_tokens", ty: "int", default: "3", help: "tokens of each generated title entering the token entropy", example: "4" },
         MethodParam { name: "answer_tokens", ty: "int", default: "evaluation.max_new_tokens under `generate`, else 48", help: "tokens generated for each `token_entropy` answer", example: "32" },
+        MethodParam { name: "answer_titles", ty: "int", default: "every title within answer_tokens", help: "titles of each `token_entropy` answer entering the objective; generation stops once the last has its first k tokens", example: "3" },
         MethodParam { name: "adaptation", ty: "{ source, size, disjoint_from_test }", default: "{ source = \"setting\", size = 50, disjoint_from_test = true }", help: "the unlabeled prompts the coefficients are learned on", example: "{ source = \"domain\", size = 20 }" },
     ],
     standalone: false,
@@ -92,6 +93,9 @@ pub struct EntropySettings {
     /// For `token_entropy`: the answer's separator between titles, and generation length.
     pub separator: String,
     pub max_new_tokens: usize,
+    /// For `token_entropy`: the first N titles of an answer enter the objective (generation
+    /// stops there); `None`: every title within `max_new_tokens`.
+    pub answer_titles: Option<usize>,
 }
 
 /// The objective after each adaptation step.
@@ -184,6 +188,15 @@ pub fn candidate_entropy(model: &dyn CausalLm, p: &AdaptPrompt, mean_scores: boo
 /// overlaps the title's: byte-level BPE tokenizers put the leading space inside the word (` Heat`),
 /// so such a token starts one byte before the title it begins.
 pub fn title_token_positions(tok: &TextTokenizer, generated: &[u32], separator: &str, k: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = title_spans(tok, generated, separator, k).concat();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// [`title_token_positions`] title by title, in answer order (a token spanning two titles is
+/// listed under both).
+pub fn title_spans(tok: &TextTokenizer, generated: &[u32], separator: &str, k: usize) -> Vec<Vec<usize>> {
     let text = tok.decode(generated, true).unwrap_or_default();
     // Byte offset where each token starts, and where it ends (the next one's start).
     let starts: Vec<usize> = (0..generated.len()).map(|t| tok.decode(&generated[..t], true).map(|s| s.len()).unwrap_or(0)).collect();
@@ -197,25 +210,43 @@ pub fn title_token_positions(tok: &TextTokenizer, generated: &[u32], separator: 
         }
         from += piece.len() + separator.len();
     }
-    let mut out = Vec::new();
-    for (s, e) in segments {
-        out.extend((0..generated.len()).filter(|&t| starts[t] < e && ends[t] > s).take(k));
+    segments.into_iter().map(|(s, e)| (0..generated.len()).filter(|&t| starts[t] < e && ends[t] > s).take(k).collect()).collect()
+}
+
+impl EntropySettings {
+    /// Positions in an answer whose entropies make the token entropy: the first `first_k_tokens`
+    /// tokens of each title, of the first `answer_titles` titles when that is set.
+    pub fn title_positions(&self, tok: &TextTokenizer, answer: &[u32]) -> Vec<usize> {
+        let mut spans = title_spans(tok, answer, &self.separator, self.first_k_tokens);
+        if let Some(n) = self.answer_titles {
+            spans.truncate(n);
+        }
+        let mut out = spans.concat();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
-    out.sort_unstable();
-    out.dedup();
-    out
+
+    /// Whether a partial answer holds every token the objective reads, so generation can stop:
+    /// with `answer_titles = N`, once the N-th title has its first k tokens or a later title has
+    /// begun; without it, never (the answer runs to EOS or `max_new_tokens`).
+    pub fn answer_complete(&self, tok: &TextTokenizer, answer: &[u32]) -> bool {
+        let Some(n) = self.answer_titles else { return false };
+        let spans = title_spans(tok, answer, &self.separator, self.first_k_tokens);
+        spans.len() > n || (spans.len() == n && spans[n - 1].len() >= self.first_k_tokens)
+    }
 }
 
 /// The model's greedy answer to `prompt` (generate with a non-trainable attachment: no graph).
 pub fn greedy_answer(model: &dyn CausalLm, tok: &TextTokenizer, prompt: &[u32], s: &EntropySettings) -> Vec<u32> {
     let cfg = GenerationConfig { max_new_tokens: s.max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos_ids: tok.eos_ids().to_vec() };
-    generate(model, prompt, &cfg, &mut |_| false)
+    generate(model, prompt, &cfg, &mut |a| s.answer_complete(tok, a))
 }
 
 /// Mean next-token entropy at the first tokens of each title of `generated` (the answer to
 /// `prompt`), in one teacher-forced pass; `None` when the answer has no title.
 pub fn token_entropy(model: &dyn CausalLm, tok: &TextTokenizer, prompt: &[u32], generated: &[u32], s: &EntropySettings) -> Option<Tensor<1>> {
-    let positions = title_token_positions(tok, generated, &s.separator, s.first_k_tokens);
+    let positions = s.title_positions(tok, generated);
     if positions.is_empty() {
         return None;
     }
@@ -247,8 +278,8 @@ pub fn token_entropy_of_answer(model: &dyn CausalLm, tok: &TextTokenizer, prompt
     let mut plain_cache = cache.without_autodiff();
     let first = plain.logits(last.clone().without_autodiff()).into_data().try_to_vec::<f32>().expect("f32 tensor");
     let cfg = GenerationConfig { max_new_tokens: s.max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos_ids: tok.eos_ids().to_vec() };
-    let answer = continue_generation(plain.as_ref(), &mut plain_cache, first, &cfg, &mut |_| false);
-    let positions = title_token_positions(tok, &answer, &s.separator, s.first_k_tokens);
+    let answer = continue_generation(plain.as_ref(), &mut plain_cache, first, &cfg, &mut |a| s.answer_complete(tok, a));
+    let positions = s.title_positions(tok, &answer);
     let Some(&furthest) = positions.last() else { return (None, answer) };
     // Row j predicts answer token j: row 0 is the prompt's last position, row j > 0 the position
     // of answer token j - 1 (fed now, up to the furthest token scored).
@@ -269,10 +300,37 @@ fn objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdap
     }
 }
 
-/// Mean objective over `prompts` at the given weights (no update).
+/// Prompts answered together when the token entropy is only measured (bounds the batch's KV
+/// cache and attention scores: a few hundred MB at 500-token prompts on SmolLM2-135M).
+const MEASURE_BATCH: usize = 8;
+
+/// [`token_entropy_of_answer`]'s value for each prompt at the attached weights, without a graph:
+/// the answers are generated [`MEASURE_BATCH`] prompts at a time, and each title token's entropy
+/// is the one its decoding step computed. `None` where an answer names no title.
+pub fn measured_token_entropies(model: &dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt], s: &EntropySettings) -> Vec<Option<f64>> {
+    let plain = model.without_autodiff();
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(MEASURE_BATCH) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.prompt.clone()).collect();
+        for answer in greedy_batch(plain.as_ref(), &ids, s.max_new_tokens, tok.eos_ids(), &mut |a| s.answer_complete(tok, a)) {
+            let positions = s.title_positions(tok, &answer.tokens);
+            out.push((!positions.is_empty()).then(|| positions.iter().map(|&j| answer.entropies[j] as f64).sum::<f64>() / positions.len() as f64));
+        }
+    }
+    out
+}
+
+/// Mean objective over `prompts` at the given weights (no update). The token entropy is measured
+/// in batches ([`measured_token_entropies`]); the candidate entropy prompt by prompt.
 pub fn mean_objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], l: &Learnable, prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
     let w = l.weights();
-    let vals: Vec<f64> = prompts.iter().filter_map(|p| objective(model, tok, adapters, &w, p, s, false)).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect();
+    let vals: Vec<f64> = match s.objective {
+        EntropyObjective::TokenEntropy => {
+            attach_weighted(model, adapters, &w, false);
+            measured_token_entropies(model, tok, prompts, s).into_iter().flatten().collect()
+        }
+        EntropyObjective::CandidateEntropy => prompts.iter().filter_map(|p| objective(model, tok, adapters, &w, p, s, false)).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect(),
+    };
     if vals.is_empty() { f64::NAN } else { vals.iter().sum::<f64>() / vals.len() as f64 }
 }
 

@@ -160,6 +160,73 @@ pub fn continue_generation(model: &dyn CausalLm, cache: &mut KvCache, mut logits
     out
 }
 
+/// A greedy answer, and for each of its tokens the full-vocabulary entropy (nats) of the
+/// next-token distribution it was picked from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GreedyAnswer {
+    pub tokens: Vec<u32>,
+    pub entropies: Vec<f32>,
+}
+
+/// Greedy answers to several prompts at once: left-padded into one batch and one KV cache, then
+/// one token per row and step until every row has met an EOS id, `max_new_tokens`, the model's
+/// last position or `stop` (given the row's tokens so far, as in [`generate`]). Each row sees the positions and keys it would see alone, so the answers are
+/// those of [`generate`] up to the float rounding of batched kernels; the step's log-softmax gives
+/// both the pick (first maximum) and its entropy, so no second pass is needed.
+pub fn greedy_batch(model: &dyn CausalLm, prompts: &[Vec<u32>], max_new_tokens: usize, eos_ids: &[u32], stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<GreedyAnswer> {
+    let b = prompts.len();
+    let mut out = vec![GreedyAnswer::default(); b];
+    if b == 0 || max_new_tokens == 0 {
+        return out;
+    }
+    let device = model.device();
+    let batch = pad_batch(model, prompts, 0, Padding::Left);
+    // Key padding of every row over the cache's positions, row by row (true: hidden).
+    let mut hidden_keys: Vec<Vec<bool>> = prompts.iter().map(|p| (0..batch.width).map(|j| j < batch.width - p.len()).collect()).collect();
+    let mut cache = KvCache::default();
+    let hidden = model.hidden(&batch.input, Some(&mut cache));
+    let mut logits = model.logits(hidden.narrow(1, batch.width - 1, 1));
+    let last_position = model.max_positions() - 1;
+    let mut done = vec![false; b];
+    for _ in 0..max_new_tokens {
+        let v = logits.dims()[2];
+        let logp = log_softmax(logits.reshape([b, v]), 1);
+        let entropy = (logp.clone().exp() * logp.clone()).sum_dim(1).neg().into_data().try_to_vec::<f32>().expect("f32 tensor");
+        let next = logp.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("int tensor");
+        for r in 0..b {
+            if done[r] {
+                continue;
+            }
+            let token = next[r] as u32;
+            if eos_ids.contains(&token) {
+                done[r] = true;
+                continue;
+            }
+            out[r].tokens.push(token);
+            out[r].entropies.push(entropy[r]);
+            done[r] = out[r].tokens.len() == max_new_tokens || prompts[r].len() + out[r].tokens.len() > last_position || stop(&out[r].tokens);
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        // Rows that are done are fed a hidden padding token; the others their last pick.
+        let ids: Vec<i64> = (0..b).map(|r| if done[r] { 0 } else { *out[r].tokens.last().expect("a token") as i64 }).collect();
+        let positions: Vec<i64> = (0..b).map(|r| (prompts[r].len() + out[r].tokens.len()).saturating_sub(1).min(last_position) as i64).collect();
+        for (r, keys) in hidden_keys.iter_mut().enumerate() {
+            keys.push(done[r]);
+        }
+        let keys = hidden_keys[0].len();
+        let input = ForwardInput {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), &device),
+            positions: Tensor::<2, Int>::from_data(TensorData::new(positions, [b, 1]), &device),
+            key_padding: Some(Tensor::<2, Bool>::from_data(TensorData::new(hidden_keys.concat(), [b, keys]), &device)),
+            visibility: None,
+        };
+        logits = model.forward(&input, Some(&mut cache));
+    }
+    out
+}
+
 /// Log-probability of every token of each continuation after `prompt`. The prompt and all
 /// continuations run as one packed row in one forward pass, with shared prefixes computed once
 /// (see [`PrefixTree`]).

@@ -72,6 +72,11 @@ pub enum MergeSpec {
         /// `max_new_tokens` under `generate`, else 48.
         #[schemars(range(min = 1, max = 4096))]
         answer_tokens: Option<u32>,
+        /// Titles of each `token_entropy` answer that enter the objective: the first N, and
+        /// generation stops once the last of them has its first k tokens. Default: every title
+        /// within `answer_tokens`.
+        #[schemars(range(min = 1, max = 100))]
+        answer_titles: Option<u32>,
         /// The unlabeled prompts the coefficients are learned on.
         adaptation: Option<Adaptation>,
     },
@@ -193,6 +198,9 @@ pub enum MergeConfig {
         /// As the recipe gives it; `None`: [`super::resolve::ResolvedEvaluation::entropy_answer_tokens`] decides.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answer_tokens: Option<u32>,
+        /// Titles of an answer entering the token entropy; `None`: all within the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer_titles: Option<u32>,
         adaptation: ResolvedAdaptation,
     },
 }
@@ -243,7 +251,7 @@ pub fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
             weights: weights.clone().unwrap_or_else(ones),
             seed: s.unwrap_or(seed),
         },
-        MergeSpec::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, answer_tokens, adaptation } => {
+        MergeSpec::Entropy { granularity, parameterization, temperature, init, lr, lr_grid, epochs, objective, first_k_tokens, answer_tokens, answer_titles, adaptation } => {
             let parameterization = parameterization.unwrap_or(Parameterization::Softmax);
             let default_init = match parameterization {
                 Parameterization::Softmax => vec![1.0 / n as f64; n],
@@ -262,6 +270,7 @@ pub fn merge_config(m: &MergeSpec, n: usize, seed: u64) -> MergeConfig {
                 objective: objective.unwrap_or(EntropyObjective::TokenEntropy),
                 first_k_tokens: first_k_tokens.unwrap_or(3),
                 answer_tokens: *answer_tokens,
+                answer_titles: *answer_titles,
                 adaptation: ResolvedAdaptation {
                     source: a.source.unwrap_or(AdaptationSource::Setting),
                     size: a.size.unwrap_or(50),
