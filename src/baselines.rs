@@ -68,7 +68,7 @@ pub fn baselines(ctx: &StageContext<'_>, p: &BaselinesParams) -> Result<(), Stag
     let (mut mb, mut mm, mut mk, mut mv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut summary = serde_json::Map::new();
     for b in which {
-        let bname = serde_json::to_value(b).expect("enum").as_str().unwrap_or_default().to_string();
+        let bname = crate::recipe::types::serde_name(&b);
         let ranks: Vec<f64> = lists
             .iter()
             .enumerate()

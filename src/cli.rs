@@ -192,7 +192,7 @@ impl RunOverrides {
             out.extend(["--device".to_string(), d.to_string()]);
         }
         if let Some(b) = self.backend {
-            out.extend(["--backend".to_string(), serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()]);
+            out.extend(["--backend".to_string(), crate::recipe::types::serde_name(&b)]);
         }
         if let Some(t) = self.threads {
             out.extend(["--threads".to_string(), t.to_string()]);

@@ -14,7 +14,7 @@ use reccocktail::recipe::resolve::{LoraConfig, TrainingConfig};
 use reccocktail::recipe::types::{BackendChoice, Batching, LoraTarget, Schedule, SelectBy, Side};
 use reccocktail::train::batches::{Encoded, TrainBatch};
 use reccocktail::train::lora_state::LoraState;
-use reccocktail::train::trainer::{self, TrainError, TrainOptions, TrainOutcome};
+use reccocktail::train::trainer::{self, RankValidation, TrainError, TrainOptions, TrainOutcome};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rc-train-{name}-{}", std::process::id()));
@@ -84,8 +84,18 @@ fn samples(m: &TextModel) -> Vec<Encoded> {
 }
 
 fn run(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, ck: Option<PathBuf>, interrupt: Option<u64>) -> Result<TrainOutcome, TrainError> {
+    run_selecting(model, train, valid, lora, cfg, ck, interrupt, None)
+}
+
+/// [`run`] with checkpoints selected by the validation MRR `rank` reports.
+#[allow(clippy::too_many_arguments)]
+fn run_selecting(model: &mut Llama, train: &[Encoded], valid: &[Encoded], lora: &LoraConfig, cfg: &TrainingConfig, ck: Option<PathBuf>, interrupt: Option<u64>, rank: Option<RankValidation<'_>>) -> Result<TrainOutcome, TrainError> {
     let mut progress = |_: &trainer::Progress<'_>| {};
-    let opts = TrainOptions { checkpoint_dir: ck, interrupt_after: interrupt, progress: &mut progress, log: &|_| {}, select_by_mrr: None };
+    let select_by_mrr: Option<RankValidation<'_>> = match rank {
+        Some(r) => Some(&mut *r),
+        None => None,
+    };
+    let opts = TrainOptions { checkpoint_dir: ck, interrupt_after: interrupt, progress: &mut progress, log: &|_| {}, select_by_mrr };
     trainer::train(model, train, valid, lora, cfg, 11, 256, opts)
 }
 
@@ -135,9 +145,7 @@ fn mrr_selection_keeps_the_checkpoint_of_the_best_validation_mrr() {
         calls += 1;
         Ok(scripted[(calls - 1).min(scripted.len() - 1)])
     };
-    let mut progress = |_: &trainer::Progress<'_>| {};
-    let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {}, select_by_mrr: Some(&mut rank) };
-    let by_mrr = trainer::train(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, 11, 256, opts).unwrap();
+    let by_mrr = run_selecting(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, None, None, Some(&mut rank)).unwrap();
     let validated: Vec<u64> = by_mrr.log.iter().filter(|r| r.valid_loss.is_some()).map(|r| r.step).collect();
     assert_eq!(by_mrr.best_step, validated[1]);
     assert_eq!(by_mrr.best_valid_mrr, Some(0.5));
@@ -148,9 +156,7 @@ fn mrr_selection_keeps_the_checkpoint_of_the_best_validation_mrr() {
     assert!(by_loss.adapter != by_mrr.adapter);
     // A ranker that fails stops training with its message.
     let mut failing = |_: &dyn reccocktail::model::CausalLm| Err::<f64, String>("no candidates".into());
-    let mut progress = |_: &trainer::Progress<'_>| {};
-    let opts = TrainOptions { checkpoint_dir: None, interrupt_after: None, progress: &mut progress, log: &|_| {}, select_by_mrr: Some(&mut failing) };
-    let err = trainer::train(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, 11, 256, opts).unwrap_err();
+    let err = run_selecting(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, None, None, Some(&mut failing)).unwrap_err();
     assert!(matches!(err, TrainError::Validation(ref m) if m == "no candidates"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -139,7 +139,7 @@ pub fn render(s: &DataStats) -> String {
         let _ = writeln!(o, "\nadapter `{name}`: {} training, {} validation prompts ({}; K = {})", a.train, a.valid, per.join(", "), a.k);
     }
     for (name, e) in &s.settings {
-        let users = serde_json::to_value(e.users).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let users = crate::recipe::types::serde_name(&e.users);
         let _ = writeln!(
             o,
             "\nsetting `{name}` ({users} users of `{}`): {} of {} test users eligible, {} evaluated; mean history {:.1}, {} candidates",

@@ -353,7 +353,7 @@ pub fn eval_set(ctx: &StageContext<'_>, p: &EvalSetParams) -> Result<(), DataErr
     let seed = p.render.seed;
     let mut order = eligible(&split, s, seen.as_ref());
     let eligible_n = order.len();
-    let selection = serde_json::to_value(s.users).expect("enum").as_str().unwrap_or_default().to_string();
+    let selection = crate::recipe::types::serde_name(&s.users);
     let tag = format!("{:?}", s.max_history);
     Rng::derive(seed, &["eval-users", &s.domain, &selection, &tag]).shuffle(&mut order);
     let n_test = s.max_users.map(|m| m as usize).unwrap_or(usize::MAX).min(order.len());

@@ -10,21 +10,12 @@ use crate::recipe::types::Dtype;
 
 /// Refuse a backbone dtype the runtime cannot compute in (or only very slowly).
 pub fn check_dtype(dtype: Dtype, runtime: &Runtime) -> Result<(), StageError> {
-    let refuse = |why: &str| Err(StageError::Failed(format!("`[backbone] dtype = \"{}\"` {why} (this run: {})", dtype_name(dtype), runtime.describe())));
+    let refuse = |why: &str| Err(StageError::Failed(format!("`[backbone] dtype = \"{}\"` {why} (this run: {})", crate::recipe::types::serde_name(&dtype), runtime.describe())));
     match dtype {
         Dtype::F32 => Ok(()),
         Dtype::Auto => refuse("should have been resolved when the plan was compiled"),
         Dtype::F16 if runtime.device_spec == DeviceSpec::Cpu => refuse("is for CUDA devices: use `bf16` on a CPU"),
         _ => Ok(()),
-    }
-}
-
-fn dtype_name(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F32 => "f32",
-        Dtype::F16 => "f16",
-        Dtype::Bf16 => "bf16",
-        Dtype::Auto => "auto",
     }
 }
 

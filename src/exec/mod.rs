@@ -114,8 +114,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         run_dir.write_json("plan.json", &plan.to_json(&|k| cache.status(k)))?;
     }
     let e = &resolved.experiment;
-    let dtype = crate::model::precision::resolve(resolved.backbone.dtype, e.backend, &e.device);
-    run_dir.write_json("environment.json", &rundir::environment(runtime, e.seed, e.threads, dtype))?;
+    run_dir.write_json("environment.json", &rundir::environment(runtime, e.seed, e.threads, plan.dtype))?;
 
     let multi = MultiProgress::new();
     let bar = multi.add(ProgressBar::new(stages.len() as u64));

@@ -174,7 +174,9 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
         Vec::new()
     };
     let model = &mut sm.text.backbone.model;
+    let started = std::time::Instant::now();
     let before = entropy::initial_objective(model, &sm.text.tokenizer, adapters, &prompts, &s);
+    (ctx.log)(&format!("{}: initial objective {before:.4} ({:.0}s)", ctx.stage.id, started.elapsed().as_secs_f64()));
     let mut grid_scores = Vec::new();
     let mut best: Option<(entropy::Adapted, f64, f64)> = None;
     if lrs.len() > 1 {
@@ -196,6 +198,7 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
         let started = std::time::Instant::now();
         let a = entropy::adapt_from(model, &sm.text.tokenizer, adapters, &prompts, &s, before, &mut progress);
         if lrs.len() == 1 {
+            (ctx.log)(&format!("{}: lr {candidate}: {} steps ({:.0}s)", ctx.stage.id, a.history.len(), started.elapsed().as_secs_f64()));
             grid_scores.push((candidate, None));
             best = Some((a, candidate, f64::NAN));
             break;
@@ -210,9 +213,10 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
     pb.finish_and_clear();
     let (mut adapted, chosen, _) = best.expect("at least one learning rate");
     s.lr = chosen;
+    let started = std::time::Instant::now();
     adapted.objective_after = entropy::mean_objective(model, &sm.text.tokenizer, adapters, &adapted.learnable, &prompts, &s);
     let valid_n = valid.len();
-    (ctx.log)(&format!("{}: mean entropy {:.4} -> {:.4} on {} prompts (lr {})", ctx.stage.id, adapted.objective_before, adapted.objective_after, prompts.len(), s.lr));
+    (ctx.log)(&format!("{}: mean entropy {:.4} -> {:.4} on {} prompts (lr {}; objective after in {:.0}s)", ctx.stage.id, adapted.objective_before, adapted.objective_after, prompts.len(), s.lr, started.elapsed().as_secs_f64()));
     let h = &adapted.history;
     let mut df = table::frame(vec![
         Column::new("epoch".into(), h.iter().map(|r| r.epoch).collect::<Vec<_>>()),

@@ -319,7 +319,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         negatives: r.data.negatives,
     };
     b.add("report".into(), report_inputs, StageParams::Report(report));
-    Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows })
+    Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows, dtype })
 }
 
 fn hash_hex(bytes: &[u8]) -> String {

@@ -212,6 +212,8 @@ pub struct Plan {
     /// In dependency order: every stage comes after its inputs.
     pub stages: Vec<Stage>,
     pub rows: Vec<ResultRow>,
+    /// The backbone's precision as compiled into the stage keys (`auto` decided on this machine).
+    pub dtype: crate::recipe::types::Dtype,
 }
 
 impl Plan {

@@ -168,10 +168,16 @@ pub enum DatasetFormat {
     Csv,
 }
 
+/// The name a unit enum variant has in recipes and files (its serde name: `bf16`, `recbole`,
+/// `unseen_users`, ...); empty for a value that does not serialize to a string.
+pub fn serde_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 impl DatasetFormat {
     /// The name written in recipes (`recbole`, `movielens_100k`, ...).
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        serde_name(&self)
     }
 }
 

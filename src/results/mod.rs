@@ -31,7 +31,7 @@ use crate::rng::Rng;
 use crate::table;
 use crate::eval::metrics::{hr_at, metric_rows, ndcg_at, reciprocal_rank};
 use crate::exec::context::{MissingInput, StageContext};
-use crate::recipe::types::Baseline;
+use crate::recipe::types::{Baseline, serde_name};
 use params::{ReportParams, RowSource};
 pub use plot::svg_plot;
 pub use summary::markdown;
@@ -208,7 +208,7 @@ fn per_user_outcomes(dir: &Path, is_ref: bool) -> Result<BTreeMap<String, Outcom
 }
 
 fn baseline_name(b: Baseline) -> String {
-    serde_json::to_value(b).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_name(&b)
 }
 
 /// Assemble the table of the report's rows (`e.rows`) from the artifact directories of their stages
@@ -216,7 +216,7 @@ fn baseline_name(b: Baseline) -> String {
 /// (for every metric the report expects) and its status.
 pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTreeMap<String, MissingInput>) -> Result<Results, ResultsError> {
     // The recipe's protocol, for the rows of arms that failed.
-    let recipe_protocol = serde_json::to_value(e.protocol).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let recipe_protocol = serde_name(&e.protocol);
     let mut out = Results { experiment: e.experiment.clone(), recipe_hash: e.recipe_hash.clone(), seed: e.seed, ..Default::default() };
     let mut outcomes: BTreeMap<(String, String), Outcomes> = BTreeMap::new();
     let mut resamples = stats::Resamples::new(e.seed, e.bootstrap as usize);
@@ -235,7 +235,7 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
         users,
         status: status.into(),
         candidates: Some(e.candidates),
-        negatives: serde_json::to_value(e.negatives).ok().and_then(|v| v.as_str().map(str::to_string)),
+        negatives: Some(serde_name(&e.negatives)).filter(|n| !n.is_empty()),
     };
     for row in &e.rows {
         let is_ref = row.source == RowSource::Baselines;

@@ -78,7 +78,7 @@ pub fn render(sub: &Submission, rows: &[StageStatus]) -> String {
     let width = rows.iter().map(|r| r.stage.len()).max().unwrap_or(5).max(5);
     let mut s = format!("submission of `{}` (recipe {}){}\n", sub.experiment, sub.recipe_hash, if sub.dry_run { ", dry run" } else { "" });
     for r in rows {
-        let state = serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let state = crate::recipe::types::serde_name(&r.state);
         let job = r.job.as_deref().map(|j| format!("job {j}")).unwrap_or_default();
         let log = r.log.as_ref().map(|l| format!("  log: {}", l.display())).unwrap_or_default();
         s += &format!("  {:<width$}  {state:<13} {job}{log}\n", r.stage);
