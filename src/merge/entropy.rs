@@ -188,7 +188,12 @@ pub fn candidate_entropy(model: &dyn CausalLm, p: &AdaptPrompt, mean_scores: boo
 /// overlaps the title's: byte-level BPE tokenizers put the leading space inside the word (` Heat`),
 /// so such a token starts one byte before the title it begins.
 pub fn title_token_positions(tok: &TextTokenizer, generated: &[u32], separator: &str, k: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = title_spans(tok, generated, separator, k).concat();
+    distinct_positions(title_spans(tok, generated, separator, k))
+}
+
+/// The positions of every span, ascending, each once.
+fn distinct_positions(spans: Vec<Vec<usize>>) -> Vec<usize> {
+    let mut out = spans.concat();
     out.sort_unstable();
     out.dedup();
     out
@@ -221,10 +226,7 @@ impl EntropySettings {
         if let Some(n) = self.answer_titles {
             spans.truncate(n);
         }
-        let mut out = spans.concat();
-        out.sort_unstable();
-        out.dedup();
-        out
+        distinct_positions(spans)
     }
 
     /// Whether a partial answer holds every token the objective reads, so generation can stop:
