@@ -6,7 +6,7 @@ use std::path::Path;
 use reccocktail::plan::{self, CacheStatus};
 use reccocktail::recipe::{self, RecipeError, ResolvedRecipe, Severity};
 
-const SHIPPED: [&str; 2] = ["recipes/quickstart.toml", "recipes/cold_start_movies.toml"];
+const SHIPPED: [&str; 3] = ["recipes/quickstart.toml", "recipes/cold_start_movies.toml", "recipes/cold_start_movies_cpu.toml"];
 
 fn resolved(path: &str) -> ResolvedRecipe {
     let loaded = recipe::load(Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
