@@ -15,10 +15,7 @@ PYTHON="${PYTHON:-python3}"
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-3}"
 DTYPES="${DTYPES:-f32 bf16}"
-LIBTORCH="$(bash scripts/libtorch.sh | tail -n1)"
-export LIBTORCH
-cargo build --locked --quiet --profile quick --no-default-features --features tch --bin reccocktail
-BIN=target/quick/reccocktail
+source scripts/bench/quick_build.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 row() { python3 -c 'import sys; n,o,p=sys.argv[1],float(sys.argv[2]),float(sys.argv[3]); print(f"{n:<28}{o:>10.2f}{p:>10.2f}{o/p:>9.2f}x")' "$@"; }

@@ -14,10 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 THREADS="${THREADS:-2}"
 DTYPES="${DTYPES:-f32 bf16}"
 TITLES="${TITLES:-all 3}"
-LIBTORCH="$(bash scripts/libtorch.sh | tail -n1)"
-export LIBTORCH
-cargo build --locked --quiet --profile quick --no-default-features --features tch --bin reccocktail
-BIN=target/quick/reccocktail
+source scripts/bench/quick_build.sh
 # The variant sits beside the shipped recipes (its template path is relative to them).
 recipe=recipes/.entropy_merge_bench.toml
 trap 'rm -f "$recipe"' EXIT

@@ -13,10 +13,8 @@ THREADS="${THREADS:-2}"
 STEPS="${STEPS:-10}"
 BACKEND="${BACKEND:-tch}"
 if [ "$BACKEND" = tch ]; then
-  LIBTORCH="$(bash scripts/libtorch.sh | tail -n 1)"
-  export LIBTORCH
-  cargo build --locked --quiet --profile quick --no-default-features --features tch --bin reccocktail
-  bin=target/quick/reccocktail
+  source scripts/bench/quick_build.sh
+  bin="$BIN"
 else
   cargo build --locked --quiet --bin reccocktail
   bin=target/debug/reccocktail
