@@ -12,6 +12,7 @@ pub mod cache;
 pub mod context;
 pub mod rundir;
 pub mod dispatch;
+pub mod memory;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -169,10 +170,19 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         let verb = if status == CacheStatus::Partial { "resume" } else { "start" };
         log(&format!("{verb:<8} {} [{}]", stage.id, stage.key));
         let started = Instant::now();
-        match execute(&cache, plan, stage, runtime, &run_dir.path, &log, &multi, runner, &failed_inputs) {
+        let peak = memory::StagePeak::start();
+        let result = execute(&cache, plan, stage, runtime, &run_dir.path, &log, &multi, runner, &failed_inputs);
+        // Read before releasing (the kernel's peak misses what madvise gives back), then hand the
+        // pages of the stage's freed model and activations back before the next stage.
+        let peak = peak.bytes();
+        memory::release_freed();
+        match result {
             Ok(Executed::ByAnother) => summary.cached.push(stage.id.clone()),
             Ok(Executed::Here) => {
-                let note = if failed_inputs.is_empty() { String::new() } else { format!(" (without {} failed input{}; not cached)", failed_inputs.len(), if failed_inputs.len() == 1 { "" } else { "s" }) };
+                let mut note = peak.map(|b| format!(", peak resident {}", memory::gb(b))).unwrap_or_default();
+                if !failed_inputs.is_empty() {
+                    note += &format!(" (without {} failed input{}; not cached)", failed_inputs.len(), if failed_inputs.len() == 1 { "" } else { "s" });
+                }
                 log(&format!("done     {} in {:.1}s{note}", stage.id, started.elapsed().as_secs_f64()));
                 summary.executed.push(stage.id.clone());
             }
