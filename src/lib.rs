@@ -14,6 +14,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod exec;
+pub mod memory;
 pub mod merge;
 pub mod model;
 pub mod plan;

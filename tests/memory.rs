@@ -1,7 +1,7 @@
 //! Freed memory goes back to the system between stages (`exec::memory`). Alone in its test binary:
 //! resident-set measurements would see other tests' allocations.
 
-use reccocktail::exec::memory::{StagePeak, release_freed, resident_bytes};
+use reccocktail::memory::{StagePeak, release_freed, resident_bytes};
 
 const MB: usize = 1 << 20;
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::memory;
 use crate::merge::{Coefficients, combine};
 use crate::rng::Rng;
 use crate::model::lora::Proj;
@@ -40,19 +41,6 @@ pub struct Phase {
     pub peak_rss_mib: f64,
     pub output_rank: usize,
     pub dropped_energy: Option<f64>,
-}
-
-/// A `/proc/self/status` memory field (`VmHWM:`, `VmRSS:`) in MiB; NaN where unavailable.
-pub fn status_mib(field: &str) -> f64 {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()))
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// Reset the peak-RSS counter (Linux: writing 5 to clear_refs); false where not possible.
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// A seeded random rank-`r` adapter on all seven projections of `layers` layers, each shaped
@@ -89,22 +77,22 @@ pub fn run(layers: usize, hidden: usize, intermediate: usize, rank: usize, trunc
     let params_per_adapter = ads[0].modules.values().map(|p| p.a.data.len() + p.b.data.len()).sum();
     let max_rank = |a: &PeftAdapter| a.modules.values().map(|p| p.a.shape[0]).max().unwrap_or(0);
 
-    let resettable = reset_peak();
-    let before = status_mib("VmRSS:");
+    let resettable = memory::reset_peak();
+    let before = memory::mib(memory::resident_bytes());
     let t = Instant::now();
     let stacked_adapter = combine(&ads, &coef)?;
-    let stacked = Phase { seconds: t.elapsed().as_secs_f64(), rss_before_mib: before, peak_rss_mib: status_mib("VmHWM:"), output_rank: max_rank(&stacked_adapter), dropped_energy: None };
+    let stacked = Phase { seconds: t.elapsed().as_secs_f64(), rss_before_mib: before, peak_rss_mib: memory::mib(memory::peak_bytes()), output_rank: max_rank(&stacked_adapter), dropped_energy: None };
     drop(stacked_adapter);
 
-    reset_peak();
-    let before = status_mib("VmRSS:");
+    memory::reset_peak();
+    let before = memory::mib(memory::resident_bytes());
     let t = Instant::now();
     let stacked_again = combine(&ads, &coef)?;
     let (truncated_adapter, energy) = combine::truncate(&stacked_again, truncate_to)?;
     let truncated = Phase {
         seconds: t.elapsed().as_secs_f64(),
         rss_before_mib: before,
-        peak_rss_mib: status_mib("VmHWM:"),
+        peak_rss_mib: memory::mib(memory::peak_bytes()),
         output_rank: max_rank(&truncated_adapter),
         dropped_energy: Some(energy.dropped_fraction()),
     };

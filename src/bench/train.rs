@@ -104,7 +104,7 @@ pub fn run(model: &mut dyn CausalLm, workload: &str, samples: &[Encoded], lora: 
 
 /// Peak resident memory of this process (Linux), in MB.
 pub fn peak_rss_mb() -> Option<f64> {
-    Some(super::merge::status_mib("VmHWM:")).filter(|v| v.is_finite())
+    Some(crate::memory::mib(crate::memory::peak_bytes())).filter(|v| v.is_finite())
 }
 
 /// `reccocktail bench --workload train`: fixed-shape work, or the responses of rendered samples.

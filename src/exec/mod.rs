@@ -12,7 +12,6 @@ pub mod cache;
 pub mod context;
 pub mod rundir;
 pub mod dispatch;
-pub mod memory;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +20,7 @@ use std::time::Instant;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::Runtime;
+use crate::memory;
 use crate::plan::{CacheStatus, Plan, Stage, StageKind};
 use crate::recipe::ResolvedRecipe;
 pub use cache::Cache;
