@@ -3,9 +3,10 @@
 //! untied LM head. Weight names mirror HF (`model.layers.N.self_attn.q_proj.weight`).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
+use super::attention::{AttentionKernel, attention};
 use super::causal_lm::{CausalLm, ForwardInput, KvCache};
 use super::config::ModelConfig;
 use super::lora::{LoraLinear, Proj};
@@ -97,7 +98,7 @@ fn rotate_half(x: Tensor<4>) -> Tensor<4> {
 }
 
 impl Attention {
-    fn forward(&self, x: Tensor<3>, cos: Tensor<4>, sin: Tensor<4>, mask: Tensor<4, Bool>, cache: Option<&mut (Tensor<4>, Tensor<4>)>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, cos: Tensor<4>, sin: Tensor<4>, mask: Tensor<4, Bool>, cache: Option<&mut (Tensor<4>, Tensor<4>)>, kernel: AttentionKernel) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self.q_proj.forward(x.clone()).reshape([b, t, h, hd]).swap_dims(1, 2);
@@ -116,9 +117,7 @@ impl Attention {
         };
         let rep = h / kvh;
         let (k, v) = if rep == 1 { (k, v) } else { (repeat_kv(k, rep), repeat_kv(v, rep)) };
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
-        let scores = scores.mask_fill(mask, f32::MIN);
-        let out = softmax(scores, 3).matmul(v);
+        let out = attention(q, k, v, mask, 1.0 / (hd as f64).sqrt(), kernel);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }
 }
@@ -167,9 +166,10 @@ impl CausalLm for Llama {
                 c.layers = vec![(empty.clone(), empty); self.layers.len()];
             }
         }
+        let kernel = super::precision::attention_kernel(self.lm_head.val().dtype());
         for (i, layer) in self.layers.iter().enumerate() {
             let entry = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), cos.clone(), sin.clone(), mask.clone(), entry);
+            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), cos.clone(), sin.clone(), mask.clone(), entry, kernel);
             x = x + h;
             let h = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
             x = x + h;

@@ -15,6 +15,15 @@ use super::ModelError;
 pub struct BackboneRef {
     pub source: crate::assets::SourceRef,
     pub dtype: crate::recipe::types::Dtype,
+    /// The attention kernel, where it is not the ops ([`super::precision::attention_key`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<&'static str>,
+}
+
+impl BackboneRef {
+    pub fn new(source: crate::assets::SourceRef, dtype: crate::recipe::types::Dtype) -> BackboneRef {
+        BackboneRef { source, dtype, attention: super::precision::attention_key(dtype) }
+    }
 }
 
 /// A loaded backbone: its configuration, its weights on a device, and where it came from.

@@ -1,6 +1,7 @@
 //! The LLM core: Llama-family decoder in burn, weights (HF safetensors, GGUF), tokenizer, chat
 //! template, LoRA adapters (PEFT format), generation and candidate scoring.
 
+pub mod attention;
 pub mod causal_lm;
 pub mod chat;
 pub mod commands;

@@ -1,7 +1,9 @@
 //! Mixed precision: the frozen backbone's projection and head weights stored in bf16 (or f16),
 //! their matmuls computed in that dtype (fp32 inputs cast on the way in, products cast back to
-//! fp32); the embeddings, norms, attention, LoRA factors, optimizer state, losses, softmaxes and
-//! every reduction that ranks candidates or sums log-probabilities stay fp32.
+//! fp32); in bf16, attention runs in libtorch's fused CPU kernel with its two products in bf16 and
+//! its softmax and accumulation in fp32 ([`attention_kernel`]); the embeddings, norms, LoRA
+//! factors, optimizer state, losses, softmaxes and every reduction that ranks candidates or sums
+//! log-probabilities stay fp32.
 //!
 //! `dtype = "auto"` (`[backbone]`) picks bf16 where the device runs it fast: a CUDA device, or a
 //! CPU whose flags name a bf16 matrix unit (`amx_bf16`, `avx512_bf16`) with the libtorch backend;
@@ -10,6 +12,7 @@
 
 use burn::tensor::{DType, FloatDType, Tensor};
 
+use super::attention::AttentionKernel;
 use crate::backend::{BackendKind, DeviceSpec};
 use crate::recipe::types::{BackendChoice, Dtype};
 
@@ -19,6 +22,26 @@ pub fn float_dtype(d: Dtype) -> FloatDType {
         Dtype::F16 => FloatDType::F16,
         Dtype::Bf16 => FloatDType::BF16,
         Dtype::F32 | Dtype::Auto => FloatDType::F32,
+    }
+}
+
+/// The attention kernel for frozen weights stored in `frozen`: in mixed precision libtorch's fused
+/// kernel, its products in that dtype (where it has one: bf16); in fp32 the ops, as the reference
+/// tables were computed.
+pub fn attention_kernel(frozen: DType) -> AttentionKernel {
+    match frozen {
+        DType::BF16 => AttentionKernel::Fused { dtype: FloatDType::BF16 },
+        _ => AttentionKernel::Ops,
+    }
+}
+
+/// What a stage key records of the attention kernel for a recipe's dtype: nothing for the ops
+/// (the keys of fp32 stages stay as they were), the kernel's name otherwise (a stage run with
+/// the fused kernel is other work than one run with the ops).
+pub fn attention_key(d: Dtype) -> Option<&'static str> {
+    match attention_kernel(float_dtype(d).into()) {
+        AttentionKernel::Ops => None,
+        AttentionKernel::Fused { .. } => Some("fused"),
     }
 }
 

@@ -94,7 +94,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     let (backbone_inputs, backbone_source) = source_ref(&mut b, &r.backbone.source, Role::Backbone)?;
     // `auto` is decided here, for this machine: the stage keys carry the dtype that runs.
     let dtype = crate::model::precision::resolve(r.backbone.dtype, r.experiment.backend, &r.experiment.device);
-    let backbone = BackboneRef { source: backbone_source.clone(), dtype };
+    let backbone = BackboneRef::new(backbone_source.clone(), dtype);
     let format = PromptFormat { system_prompt: r.backbone.system_prompt.clone(), chat_template: r.backbone.chat_template };
 
     let mut dataset_ids = BTreeMap::new();
