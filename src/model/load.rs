@@ -15,14 +15,14 @@ use super::ModelError;
 pub struct BackboneRef {
     pub source: crate::assets::SourceRef,
     pub dtype: crate::recipe::types::Dtype,
-    /// The attention kernel, where it is not the ops ([`super::precision::attention_key`]).
+    /// How mixed precision computes, beyond the dtype ([`super::precision::kernels_key`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attention: Option<&'static str>,
+    pub kernels: Option<&'static str>,
 }
 
 impl BackboneRef {
     pub fn new(source: crate::assets::SourceRef, dtype: crate::recipe::types::Dtype) -> BackboneRef {
-        BackboneRef { source, dtype, attention: super::precision::attention_key(dtype) }
+        BackboneRef { source, dtype, kernels: super::precision::kernels_key(dtype) }
     }
 }
 

@@ -35,13 +35,14 @@ pub fn attention_kernel(frozen: DType) -> AttentionKernel {
     }
 }
 
-/// What a stage key records of the attention kernel for a recipe's dtype: nothing for the ops
-/// (the keys of fp32 stages stay as they were), the kernel's name otherwise (a stage run with
-/// the fused kernel is other work than one run with the ops).
-pub fn attention_key(d: Dtype) -> Option<&'static str> {
+/// What a stage key records of how mixed precision computes, beyond the dtype: nothing where
+/// attention is built from ops (the keys of fp32 stages stay as they were), the kernel otherwise.
+/// A stage computed another way is other work (its adapter, ranking or coefficients differ), so
+/// a change in how mixed precision computes must change this text.
+pub fn kernels_key(d: Dtype) -> Option<&'static str> {
     match attention_kernel(float_dtype(d).into()) {
         AttentionKernel::Ops => None,
-        AttentionKernel::Fused { .. } => Some("fused"),
+        AttentionKernel::Fused { .. } => Some("attention fused (libtorch CPU kernel)"),
     }
 }
 
@@ -150,6 +151,16 @@ mod tests {
         assert!(batched.iter().zip(&folded).all(|(a, b)| (a - b).abs() < 1e-6), "{batched:?} vs {folded:?}");
         // Same dtypes: `linear` is the batched product itself, bit for bit.
         assert_eq!(linear(x, w).into_data().try_to_vec::<f32>().unwrap(), batched);
+    }
+
+    #[test]
+    fn only_mixed_precision_keys_name_the_attention_kernel() {
+        // fp32 keys carry nothing new (the cached fp32 artifacts stay valid); bf16 ones name the
+        // fused kernel, so no bf16 artifact computed with attention from ops is served.
+        assert_eq!(kernels_key(Dtype::F32), None);
+        assert_eq!(attention_kernel(DType::F32), AttentionKernel::Ops);
+        assert!(kernels_key(Dtype::Bf16).is_some_and(|k| k.contains("fused")));
+        assert_eq!(attention_kernel(DType::BF16), AttentionKernel::Fused { dtype: FloatDType::BF16 });
     }
 
     #[test]
