@@ -7,9 +7,9 @@
 //!   masked entries runs through the math library's underflow path.
 //! - [`AttentionKernel::Fused`]: libtorch's fused CPU kernel (the flash-attention forward and its
 //!   backward, as `torch.nn.functional.scaled_dot_product_attention` runs them on a CPU), which
-//!   keeps only q, k, v, the output and one log-sum-exp per row for the backward. Used for mixed
-//!   precision on the libtorch CPU device; where the tensors live elsewhere (flex, CUDA) it falls
-//!   back to the ops.
+//!   keeps only q, k, v, the output and one log-sum-exp per row for the backward. Used in fp32
+//!   and bf16 on the libtorch CPU device ([`super::precision::attention_kernel`]); where the
+//!   tensors live elsewhere (flex, CUDA) it falls back to the ops.
 //!
 //! Masked keys get an additive -1e30 in the fused kernel, as the ops fill them with `f32::MIN`: a
 //! row whose keys are all masked (left padding) averages its values in both, never NaN.

@@ -1,7 +1,7 @@
 //! Mixed precision: the frozen backbone's projection and head weights stored in bf16 (or f16),
 //! their matmuls computed in that dtype (fp32 inputs cast on the way in, products cast back to
-//! fp32); in bf16, attention runs in libtorch's fused CPU kernel with its two products in bf16 and
-//! its softmax and accumulation in fp32 ([`attention_kernel`]); the embeddings, norms, LoRA
+//! fp32); in bf16, as in fp32, attention runs in libtorch's fused CPU kernel, its two products in
+//! the frozen dtype and its softmax and accumulation in fp32 ([`attention_kernel`]); the embeddings, norms, LoRA
 //! factors, optimizer state, losses, softmaxes and every reduction that ranks candidates or sums
 //! log-probabilities stay fp32.
 //!
@@ -25,20 +25,21 @@ pub fn float_dtype(d: Dtype) -> FloatDType {
     }
 }
 
-/// The attention kernel for frozen weights stored in `frozen`: in mixed precision libtorch's fused
-/// kernel, its products in that dtype (where it has one: bf16); in fp32 the ops, as the reference
-/// tables were computed.
+/// The attention kernel for frozen weights stored in `frozen`: libtorch's fused kernel, its
+/// products in that dtype, where it has one (fp32, bf16); the ops otherwise (f16).
 pub fn attention_kernel(frozen: DType) -> AttentionKernel {
     match frozen {
+        DType::F32 => AttentionKernel::Fused { dtype: FloatDType::F32 },
         DType::BF16 => AttentionKernel::Fused { dtype: FloatDType::BF16 },
         _ => AttentionKernel::Ops,
     }
 }
 
-/// What a stage key records of how mixed precision computes, beyond the dtype: nothing where
-/// attention is built from ops (the keys of fp32 stages stay as they were), the kernel otherwise.
-/// A stage computed another way is other work (its adapter, ranking or coefficients differ), so
-/// a change in how mixed precision computes must change this text.
+/// What a stage key records of how the backbone computes, beyond the dtype: nothing where
+/// attention is built from ops (f16), the kernel otherwise. A stage computed another way is other
+/// work (its adapter, ranking or coefficients differ in their last digits), so a change in how
+/// attention computes must change this text. The flex backend, which always builds attention
+/// from ops, shares the keys (as it shares them for its own matrix products).
 pub fn kernels_key(d: Dtype) -> Option<&'static str> {
     match attention_kernel(float_dtype(d).into()) {
         AttentionKernel::Ops => None,
@@ -154,13 +155,16 @@ mod tests {
     }
 
     #[test]
-    fn only_mixed_precision_keys_name_the_attention_kernel() {
-        // fp32 keys carry nothing new (the cached fp32 artifacts stay valid); bf16 ones name the
-        // fused kernel, so no bf16 artifact computed with attention from ops is served.
-        assert_eq!(kernels_key(Dtype::F32), None);
-        assert_eq!(attention_kernel(DType::F32), AttentionKernel::Ops);
-        assert!(kernels_key(Dtype::Bf16).is_some_and(|k| k.contains("fused")));
-        assert_eq!(attention_kernel(DType::BF16), AttentionKernel::Fused { dtype: FloatDType::BF16 });
+    fn keys_name_the_attention_kernel_wherever_it_is_fused() {
+        // fp32 and bf16 attention run fused on libtorch's CPU, so their keys name the kernel: no
+        // artifact computed with attention from ops is served for them. f16 keeps the ops and the
+        // keys it always had.
+        for (d, dt) in [(Dtype::F32, FloatDType::F32), (Dtype::Bf16, FloatDType::BF16)] {
+            assert!(kernels_key(d).is_some_and(|k| k.contains("fused")));
+            assert_eq!(attention_kernel(dt.into()), AttentionKernel::Fused { dtype: dt });
+        }
+        assert_eq!(kernels_key(Dtype::F16), None);
+        assert_eq!(attention_kernel(DType::F16), AttentionKernel::Ops);
     }
 
     #[test]
