@@ -15,7 +15,7 @@ use super::ModelError;
 pub struct BackboneRef {
     pub source: crate::assets::SourceRef,
     pub dtype: crate::recipe::types::Dtype,
-    /// How mixed precision computes, beyond the dtype ([`super::precision::kernels_key`]).
+    /// How the backbone computes, beyond the dtype ([`super::precision::kernels_key`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<&'static str>,
 }

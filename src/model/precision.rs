@@ -1,9 +1,9 @@
 //! Mixed precision: the frozen backbone's projection and head weights stored in bf16 (or f16),
 //! their matmuls computed in that dtype (fp32 inputs cast on the way in, products cast back to
-//! fp32); in bf16, as in fp32, attention runs in libtorch's fused CPU kernel, its two products in
-//! the frozen dtype and its softmax and accumulation in fp32 ([`attention_kernel`]); the embeddings, norms, LoRA
-//! factors, optimizer state, losses, softmaxes and every reduction that ranks candidates or sums
-//! log-probabilities stay fp32.
+//! fp32); in bf16, as in fp32, attention runs in libtorch's fused CPU kernel, its two products
+//! in the frozen dtype and its softmax and accumulation in fp32 ([`attention_kernel`]); the
+//! embeddings, norms, LoRA factors, optimizer state, losses, softmaxes and every reduction that
+//! ranks candidates or sums log-probabilities stay fp32.
 //!
 //! `dtype = "auto"` (`[backbone]`) picks bf16 where the device runs it fast: a CUDA device, or a
 //! CPU whose flags name a bf16 matrix unit (`amx_bf16`, `avx512_bf16`) with the libtorch backend;
@@ -29,8 +29,7 @@ pub fn float_dtype(d: Dtype) -> FloatDType {
 /// products in that dtype, where it has one (fp32, bf16); the ops otherwise (f16).
 pub fn attention_kernel(frozen: DType) -> AttentionKernel {
     match frozen {
-        DType::F32 => AttentionKernel::Fused { dtype: FloatDType::F32 },
-        DType::BF16 => AttentionKernel::Fused { dtype: FloatDType::BF16 },
+        DType::F32 | DType::BF16 => AttentionKernel::Fused { dtype: FloatDType::from(frozen) },
         _ => AttentionKernel::Ops,
     }
 }
