@@ -221,6 +221,9 @@ pub enum BenchCommand {
         /// A prompts stage's `train.parquet` (rendered samples).
         #[arg(long)]
         prompts: Option<PathBuf>,
+        /// LoRA dropout on the adapters' inputs (the recipes train with 0.05).
+        #[arg(long, default_value_t = 0.0)]
+        dropout: f64,
     },
     /// Users ranked per second with `likelihood` (every candidate scored) vs `generate` (greedy
     /// top-K list) on the same prompts; prints JSON and a side-by-side line.
@@ -558,12 +561,15 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             eprintln!("{}", r.line());
             print_json(&serde_json::json!({ "backend": runtime.backend, "dtype": dtype, "entropy": r }))
         }
-        Command::Bench { what: BenchCommand::Train { shape: BenchShape { model, batch, seq_len, iters, on }, prompts } } => {
+        Command::Bench { what: BenchCommand::Train { shape: BenchShape { model, batch, seq_len, iters, on }, prompts, dropout } } => {
+            if !(0.0..1.0).contains(&dropout) {
+                return Err(Error::Usage(format!("bench train: --dropout {dropout} is outside [0, 1)")));
+            }
             let threads = on.threads;
             let runtime = on.select()?;
             let dtype = on.dtype(&runtime)?;
-            let r = crate::bench::train::command(&model, &runtime, dtype, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref()).map_err(Error::Usage)?;
-            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": dtype, "train": r }))
+            let r = crate::bench::train::command(&model, &runtime, dtype, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref(), dropout).map_err(Error::Usage)?;
+            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": dtype, "dropout": dropout, "train": r }))
         }
         Command::Bench { what: BenchCommand::Sasrec { items, batch, max_len, hidden, blocks, heads, dropout, steps, on } } => {
             if [items, batch, max_len, hidden, blocks, heads, steps].contains(&0) || hidden % heads != 0 || !(0.0..1.0).contains(&dropout) {

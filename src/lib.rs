@@ -11,6 +11,7 @@ pub mod bench;
 pub mod civil;
 pub mod cli;
 pub mod data;
+pub mod dropout;
 pub mod error;
 pub mod eval;
 pub mod exec;

@@ -1,7 +1,8 @@
 """PyTorch + transformers + peft peer of `reccocktail bench --workload train`: same model file,
-LoRA r16 (alpha 32) on every linear layer, fp32 (or --dtype bf16: the forward and loss under
-`torch.autocast("cpu", dtype=torch.bfloat16)`, the way PyTorch users train in bf16 on a CPU; the
-weights, LoRA factors and AdamW stay fp32), AdamW, same threads.
+LoRA r16 (alpha 32) on every linear layer (lora_dropout --dropout, 0 by default), fp32 (or
+--dtype bf16: the forward and loss under `torch.autocast("cpu", dtype=torch.bfloat16)`, the way
+PyTorch users train in bf16 on a CPU; the weights, LoRA factors and AdamW stay fp32), AdamW, same
+threads.
 
   python scripts/bench/peer_train.py GGUF --batch 4 --seq-len 128 --steps 3 --threads 2
   python scripts/bench/peer_train.py GGUF --prompts train.parquet --batch 4 --seq-len 320 --steps 6
@@ -31,13 +32,14 @@ p.add_argument("--seq-len", type=int, default=128)
 p.add_argument("--steps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout (the recipes train with 0.05)")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 d, f = os.path.dirname(os.path.abspath(a.gguf)), os.path.basename(a.gguf)
 model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
 targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"))
+model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=a.dropout, target_modules=targets, task_type="CAUSAL_LM"))
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
 
@@ -96,4 +98,4 @@ for i, b in enumerate(batches):
         secs += el
         tokens += int(b.get("attention_mask", torch.ones_like(b["input_ids"])).sum())
         n += b["input_ids"].shape[0]
-print(json.dumps({"workload": workload, "dtype": a.dtype, "steps": len(batches) - 1, "seconds": secs, "tokens_per_s": tokens / secs, "samples_per_s": n / secs, **phases, "torch": torch.__version__}))
+print(json.dumps({"workload": workload, "dtype": a.dtype, "dropout": a.dropout, "steps": len(batches) - 1, "seconds": secs, "tokens_per_s": tokens / secs, "samples_per_s": n / secs, **phases, "torch": torch.__version__}))

@@ -28,9 +28,10 @@ pub struct TrainBench {
     pub peak_rss_mb: Option<f64>,
 }
 
-/// LoRA r16 on every linear layer, as the benchmark in issue #5 specifies.
-pub fn bench_lora(rank: u32) -> LoraConfig {
-    LoraConfig { rank, alpha: 2.0 * rank as f64, dropout: 0.0, targets: vec![LoraTarget::QProj, LoraTarget::KProj, LoraTarget::VProj, LoraTarget::OProj, LoraTarget::GateProj, LoraTarget::UpProj, LoraTarget::DownProj], rslora: false }
+/// LoRA r16 on every linear layer, as the benchmark in issue #5 specifies, with `dropout` on the
+/// adapters' inputs.
+pub fn bench_lora(rank: u32, dropout: f64) -> LoraConfig {
+    LoraConfig { rank, alpha: 2.0 * rank as f64, dropout, targets: vec![LoraTarget::QProj, LoraTarget::KProj, LoraTarget::VProj, LoraTarget::OProj, LoraTarget::GateProj, LoraTarget::UpProj, LoraTarget::DownProj], rslora: false }
 }
 
 pub fn bench_training(batch: usize, steps: u64, max_seq_len: u32) -> TrainingConfig {
@@ -108,10 +109,10 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 /// `reccocktail bench --workload train`: fixed-shape work, or the responses of rendered samples.
-pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, dtype: crate::recipe::types::Dtype, batch: usize, seq_len: usize, steps: u64, prompts: Option<&std::path::Path>) -> Result<TrainBench, String> {
+pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, dtype: crate::recipe::types::Dtype, batch: usize, seq_len: usize, steps: u64, prompts: Option<&std::path::Path>, dropout: f64) -> Result<TrainBench, String> {
     let device = runtime.device.clone().autodiff();
     let mut m = crate::model::load::load_text_model_as(model_path, &device, dtype).map_err(|e| e.to_string())?;
-    let lora = bench_lora(16);
+    let lora = bench_lora(16, dropout);
     let pad = crate::train::pad_id(&m.tokenizer);
     match prompts {
         None => {

@@ -16,8 +16,7 @@ pub struct BackboneRef {
     pub source: crate::assets::SourceRef,
     pub dtype: crate::recipe::types::Dtype,
     /// How the backbone computes, beyond the dtype ([`super::precision::kernels_key`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernels: Option<&'static str>,
+    pub kernels: &'static str,
 }
 
 impl BackboneRef {

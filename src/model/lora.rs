@@ -6,7 +6,6 @@
 //! is exactly the merged adapter `W0 + sum_i w_i s_i B_i A_i`, without materializing dense deltas.
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use super::precision::{is_f32, linear, linear_folded};
@@ -62,15 +61,16 @@ pub struct LoraFactors {
     pub b: Param<Tensor<2>>,
     /// Effective scale: merge weight x alpha / r (or alpha / sqrt(r) with rsLoRA).
     pub scale: f64,
-    /// Dropout on the adapter's input, as PEFT does (active only when training on an autodiff
-    /// device; inference is unaffected).
-    pub dropout: Dropout,
+    /// Dropout probability on the adapter's input, as PEFT's `lora_dropout` (active only when
+    /// training on an autodiff device; inference is unaffected). Masks: [`crate::dropout`].
+    pub dropout: f64,
 }
 
 impl LoraFactors {
     /// Factors `a` [in, r] and `b` [r, out]; `dropout` in [0, 1).
     pub fn new(a: Param<Tensor<2>>, b: Param<Tensor<2>>, scale: f64, dropout: f64) -> Self {
-        Self { a, b, scale, dropout: DropoutConfig::new(dropout).init() }
+        assert!((0.0..1.0).contains(&dropout), "LoRA dropout {dropout} outside [0, 1)");
+        Self { a, b, scale, dropout }
     }
 }
 
@@ -116,16 +116,19 @@ impl LoraLinear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let w = self.weight.val();
         // With half-precision base weights the fp32 adapters' products are folded into single
-        // GEMMs too; in full precision they stay as they always were (byte-exact references).
+        // GEMMs too; in full precision they stay batched (folding them gained nothing measurable:
+        // BENCHMARKS.md).
         let mixed = !is_f32(&w);
         let mut y = linear(x.clone(), w);
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze();
         }
         for f in &self.adapters {
-            let x = f.dropout.forward(x.clone());
-            let low = if mixed { linear_folded(linear_folded(x, f.a.val()), f.b.val()) } else { x.matmul(f.a.val().unsqueeze()).matmul(f.b.val().unsqueeze()) };
-            y = y + low.mul_scalar(f.scale);
+            // s (x A) B, with dropout's 1 / (1 - p) and the scale s applied to the rank-r product.
+            let (x, keep) = crate::dropout::zero_out(x.clone(), f.dropout);
+            let xa = if mixed { linear_folded(x, f.a.val()) } else { x.matmul(f.a.val().unsqueeze()) };
+            let xa = xa.mul_scalar(f.scale * keep);
+            y = y + if mixed { linear_folded(xa, f.b.val()) } else { xa.matmul(f.b.val().unsqueeze()) };
         }
         y
     }
@@ -197,9 +200,20 @@ mod tests {
         let eval: Vec<f32> = l.forward(x.clone()).into_data().try_to_vec().unwrap();
         let no_drop: Vec<f32> = layer(&device, 0.0).forward(x.clone()).into_data().try_to_vec().unwrap();
         assert_eq!(eval, no_drop, "inference ignores dropout");
+        // Training: each input element dropped by the seeded mask, the kept ones scaled by 2. With
+        // x = 1, A = 0.5, B = 0.25, s = 2, a row's adapter term is its number of kept inputs (4
+        // without dropout), on top of x W0 = (0.6, 2.2, 3.8).
         let ad = device.clone().autodiff();
         let x_ad = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 4 * 64], [64, 4]), &ad);
+        crate::dropout::seed(11);
         let train: Vec<f32> = l.forward(x_ad).into_data().try_to_vec().unwrap();
-        assert_ne!(train, no_drop, "training applies dropout to the adapter input");
+        let dropped = crate::dropout::dropped(64 * 4, 0.5, 11, 0);
+        for (r, row) in train.chunks(3).enumerate() {
+            let kept = dropped[r * 4..r * 4 + 4].iter().filter(|&&d| !d).count() as f32;
+            for (got, base) in row.iter().zip([0.6f32, 2.2, 3.8]) {
+                assert!((got - base - kept).abs() < 1e-5, "row {r}: {got} vs {base} + {kept}");
+            }
+        }
+        assert!(dropped.iter().any(|&d| d) && dropped.iter().any(|&d| !d));
     }
 }

@@ -34,17 +34,21 @@ pub fn attention_kernel(frozen: DType) -> AttentionKernel {
     }
 }
 
-/// What a stage key records of how the backbone computes, beyond the dtype: nothing where
-/// attention is built from ops (f16), the kernel otherwise. A stage computed another way is other
-/// work (its adapter, ranking or coefficients differ in their last digits), so a change in how
-/// attention computes must change this text. The flex backend, which always builds attention
-/// from ops, shares the keys (as it shares them for its own matrix products).
-pub fn kernels_key(d: Dtype) -> Option<&'static str> {
+/// What a stage key records of how the backbone computes, beyond the dtype: the attention kernel
+/// where it is fused, and how an adapter's term is rounded ([`super::lora::LoraLinear::forward`]).
+/// A stage computed another way is other work (its adapter, ranking or coefficients differ in
+/// their last digits), so a change in how either computes must change this text. The flex backend,
+/// which always builds attention from ops, shares the keys (as it shares them for its own matrix
+/// products).
+pub fn kernels_key(d: Dtype) -> &'static str {
     match attention_kernel(float_dtype(d).into()) {
-        AttentionKernel::Ops => None,
-        AttentionKernel::Fused { .. } => Some("attention fused (libtorch CPU kernel)"),
+        AttentionKernel::Ops => EVERY_DTYPE,
+        AttentionKernel::Fused { .. } => "attention fused (libtorch CPU kernel); lora: s (x A) B, scaled at rank r",
     }
 }
+
+/// The part of [`kernels_key`] that every dtype shares.
+const EVERY_DTYPE: &str = "lora: s (x A) B, scaled at rank r";
 
 /// `x @ w` for a weight `w` stored in any float dtype: `x` is cast to `w`'s dtype, the product back
 /// to `x`'s (libtorch's bf16 kernels accumulate in fp32). Same dtypes: a plain matmul.
@@ -63,7 +67,7 @@ pub fn matmul_mixed<const D: usize>(x: Tensor<D>, w: Tensor<D>) -> Tensor<D> {
 /// every call), in mixed precision as [`matmul_mixed`].
 pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Tensor<D> {
     if x.dtype() == w.dtype() {
-        // Full precision: the product as it always was (the reference tables are byte-exact).
+        // Full precision: batched, as always (folding gained nothing measurable; BENCHMARKS.md).
         return x.matmul(w.unsqueeze());
     }
     linear_folded(x, w)
@@ -156,13 +160,13 @@ mod tests {
     #[test]
     fn keys_name_the_attention_kernel_wherever_it_is_fused() {
         // fp32 and bf16 attention run fused on libtorch's CPU, so their keys name the kernel: no
-        // artifact computed with attention from ops is served for them. f16 keeps the ops and the
-        // keys it always had.
+        // artifact computed with attention from ops is served for them. f16 keeps the ops. Every
+        // key names how an adapter's term is rounded.
         for (d, dt) in [(Dtype::F32, FloatDType::F32), (Dtype::Bf16, FloatDType::BF16)] {
-            assert!(kernels_key(d).is_some_and(|k| k.contains("fused")));
+            assert!(kernels_key(d).contains("fused") && kernels_key(d).ends_with(EVERY_DTYPE));
             assert_eq!(attention_kernel(dt.into()), AttentionKernel::Fused { dtype: dt });
         }
-        assert_eq!(kernels_key(Dtype::F16), None);
+        assert_eq!(kernels_key(Dtype::F16), EVERY_DTYPE);
         assert_eq!(attention_kernel(DType::F16), AttentionKernel::Ops);
     }
 

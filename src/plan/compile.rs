@@ -159,7 +159,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
                     inputs.extend(tokenizer_inputs.clone());
                     MrrSelection { render: render(&ev.template), evaluation: eval_settings.clone(), users }
                 });
-                let params = TrainParams { adapter: a.name.clone(), backbone: backbone.clone(), format: format.clone(), lora: a.lora.clone(), training: a.training.clone(), seed, selection };
+                let params = TrainParams { adapter: a.name.clone(), backbone: backbone.clone(), format: format.clone(), lora: a.lora.clone(), training: a.training.clone(), seed, dropout_masks: crate::dropout::MASKS_KEY, selection };
                 b.add(format!("train:{}", a.name), inputs, StageParams::Train(params))
             }
         };
@@ -214,7 +214,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     if let Some(sr) = &ev.sasrec {
         for s in &ev.settings {
             if !sasrec_ids.contains_key(&s.domain) {
-                let params = SasrecParams { sasrec: sr.clone(), seed };
+                let params = SasrecParams { sasrec: sr.clone(), seed, dropout_masks: crate::dropout::MASKS_KEY };
                 let id = b.add(format!("sasrec:{}", s.domain), vec![input(Role::Split, &split_ids[&s.domain])], StageParams::Sasrec(params));
                 sasrec_ids.insert(s.domain.clone(), id);
             }

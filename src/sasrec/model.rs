@@ -18,10 +18,11 @@
 //! writes the same names (linear weights as [in, out]).
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{log_sigmoid, relu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::dropout::dropout;
 use crate::rng::Rng;
 
 /// The network's shape.
@@ -46,7 +47,8 @@ pub struct Block {
     pub ffn_norm: LayerNorm,
     pub ffn1: Linear,
     pub ffn2: Linear,
-    pub dropout: Dropout,
+    /// Dropout probability ([`crate::dropout`]: the same masks on every machine).
+    pub dropout: f64,
     pub heads: usize,
 }
 
@@ -58,7 +60,7 @@ pub struct SasRec {
     pub pos_emb: Embedding,
     pub blocks: Vec<Block>,
     pub last_norm: LayerNorm,
-    pub dropout: Dropout,
+    pub dropout: f64,
     pub hidden: usize,
 }
 
@@ -101,7 +103,7 @@ impl SasRec {
                 ffn_norm: norm(),
                 ffn1: linear(d, d, &mut rng, device),
                 ffn2: linear(d, d, &mut rng, device),
-                dropout: DropoutConfig::new(shape.dropout).init(),
+                dropout: shape.dropout,
                 heads: shape.heads,
             })
             .collect();
@@ -110,7 +112,7 @@ impl SasRec {
             pos_emb: embedding(shape.max_len + 1, d, &mut rng, device),
             blocks,
             last_norm: norm(),
-            dropout: DropoutConfig::new(shape.dropout).init(),
+            dropout: shape.dropout,
             hidden: d,
         }
     }
@@ -130,18 +132,18 @@ impl SasRec {
         let causal = Tensor::<4>::from_data(TensorData::new(causal, [1, 1, len, len]), &device);
 
         let mut x = self.item_emb.forward(ids).mul_scalar((d as f64).sqrt()) + self.pos_emb.forward(pos);
-        x = self.dropout.forward(x) * keep.clone();
+        x = dropout(x, self.dropout) * keep.clone();
         for b in &self.blocks {
             let (h, dh) = (b.heads, d / b.heads);
             let y = b.attn_norm.forward(x.clone());
             let split = |t: Tensor<3>| t.reshape([batch, len, h, dh]).swap_dims(1, 2);
             let (q, k, v) = (split(b.q.forward(y.clone())), split(b.k.forward(y.clone())), split(b.v.forward(y)));
             let weights = softmax(q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()) + causal.clone(), 3);
-            let attended = b.dropout.forward(weights).matmul(v).swap_dims(1, 2).reshape([batch, len, d]);
-            x = x + b.dropout.forward(b.out.forward(attended));
+            let attended = dropout(weights, b.dropout).matmul(v).swap_dims(1, 2).reshape([batch, len, d]);
+            x = x + dropout(b.out.forward(attended), b.dropout);
             let y = b.ffn_norm.forward(x.clone());
-            let f = b.ffn2.forward(b.dropout.forward(relu(b.ffn1.forward(y))));
-            x = (x + b.dropout.forward(f)) * keep.clone();
+            let f = b.ffn2.forward(dropout(relu(b.ffn1.forward(y)), b.dropout));
+            x = (x + dropout(f, b.dropout)) * keep.clone();
         }
         self.last_norm.forward(x)
     }

@@ -9,4 +9,6 @@ use crate::recipe::sasrec::ResolvedSasrec;
 pub struct SasrecParams {
     pub sasrec: ResolvedSasrec,
     pub seed: u64,
+    /// How dropout draws its masks ([`crate::dropout::MASKS_KEY`]).
+    pub dropout_masks: &'static str,
 }

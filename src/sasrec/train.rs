@@ -170,7 +170,7 @@ pub fn train(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64, device: &Devi
                 }
                 pos.extend(p);
             }
-            ad.seed(Rng::derive(seed, &["sasrec", "dropout", &epoch.to_string(), &b.to_string()]).next_u64());
+            crate::dropout::seed(Rng::derive(seed, &["sasrec", "dropout", &epoch.to_string(), &b.to_string()]).next_u64());
             let loss = model.loss(&seqs, &pos, &neg, chunk.len(), len);
             loss_sum += loss.clone().inner().into_scalar::<f32>() as f64;
             batches += 1;

@@ -20,6 +20,8 @@ pub struct TrainParams {
     pub training: TrainingConfig,
     /// Seeds initialization, data order and dropout.
     pub seed: u64,
+    /// How dropout draws its masks ([`crate::dropout::MASKS_KEY`]).
+    pub dropout_masks: &'static str,
     /// With `select_by = "mrr"`: the validation users ranked at each validation (the stage then
     /// has its domains' splits as inputs). Absent from the key otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]

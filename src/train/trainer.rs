@@ -150,7 +150,7 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
             let group = groups[ck.group as usize];
             let started = Instant::now();
             // Same dropout masks for this step whether or not the run was resumed.
-            device.seed(Rng::derive(seed, &["dropout", &ck.step.to_string()]).next_u64());
+            crate::dropout::seed(Rng::derive(seed, &["dropout", &ck.step.to_string()]).next_u64());
             let group_targets: usize = group.iter().flatten().map(|&i| train[i].targets()).sum();
             let mut acc: Vec<Vec<f32>> = Vec::new();
             let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
