@@ -119,6 +119,7 @@ impl LoraLinear {
         // GEMMs too; in full precision they stay batched (folding them gained nothing measurable:
         // BENCHMARKS.md).
         let mixed = !is_f32(&w);
+        let product = |x: Tensor<D>, m: Tensor<2>| if mixed { linear_folded(x, m) } else { x.matmul(m.unsqueeze()) };
         let mut y = linear(x.clone(), w);
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze();
@@ -126,9 +127,8 @@ impl LoraLinear {
         for f in &self.adapters {
             // s (x A) B, with dropout's 1 / (1 - p) and the scale s applied to the rank-r product.
             let (x, keep) = crate::dropout::zero_out(x.clone(), f.dropout);
-            let xa = if mixed { linear_folded(x, f.a.val()) } else { x.matmul(f.a.val().unsqueeze()) };
-            let xa = xa.mul_scalar(f.scale * keep);
-            y = y + if mixed { linear_folded(xa, f.b.val()) } else { xa.matmul(f.b.val().unsqueeze()) };
+            let xa = product(x, f.a.val()).mul_scalar(f.scale * keep);
+            y = y + product(xa, f.b.val());
         }
         y
     }
