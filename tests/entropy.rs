@@ -155,11 +155,15 @@ fn batched_greedy_answers_and_entropies_match_one_prompt_at_a_time() {
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.prompt.clone()).collect();
     assert!(ids.iter().map(Vec::len).collect::<std::collections::BTreeSet<_>>().len() > 1);
     let batched = reccocktail::model::generate::greedy_batch(model, &ids, s.max_new_tokens, m.tokenizer.eos_ids(), &mut |_| false);
-    let measured = entropy::measured_token_entropies(model, &m.tokenizer, &prompts, &s);
+    let answers = entropy::measured_answers(model, &m.tokenizer, &prompts, &s);
+    let measured: Vec<Option<f64>> = answers.iter().map(|a| a.entropy).collect();
+    assert_eq!(measured, entropy::measured_token_entropies(model, &m.tokenizer, &prompts, &s));
     assert!(measured.iter().any(Option::is_some), "no answer named a title: the check would be empty");
     for (i, p) in prompts.iter().enumerate() {
         let alone = entropy::greedy_answer(model, &m.tokenizer, &p.prompt, &s);
         assert_eq!(batched[i].tokens, alone, "prompt {i}");
+        assert_eq!(answers[i].tokens, alone.len(), "prompt {i}");
+        assert_eq!(answers[i].titles, entropy::title_spans(&m.tokenizer, &alone, &s.separator, 1).len(), "prompt {i}");
         assert_eq!(batched[i].entropies.len(), alone.len());
         // The measured objective is the differentiated one's value.
         let (value, answer) = entropy::token_entropy_of_answer(model, &m.tokenizer, &p.prompt, &s);

@@ -175,8 +175,10 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
     };
     let model = &mut sm.text.backbone.model;
     let started = std::time::Instant::now();
-    let before = entropy::initial_objective(model, &sm.text.tokenizer, adapters, &prompts, &s);
-    (ctx.log)(&format!("{}: initial objective {before:.4} ({:.0}s)", ctx.stage.id, started.elapsed().as_secs_f64()));
+    let measured = entropy::initial_objective(model, &sm.text.tokenizer, adapters, &prompts, &s);
+    let before = measured.mean;
+    let shape = measured.answers.map(|a| format!("; {a}")).unwrap_or_default();
+    (ctx.log)(&format!("{}: initial objective {before:.4} ({:.0}s{shape})", ctx.stage.id, started.elapsed().as_secs_f64()));
     let mut grid_scores = Vec::new();
     let mut best: Option<(entropy::Adapted, f64, f64)> = None;
     if lrs.len() > 1 {
@@ -214,9 +216,11 @@ pub fn learn(ctx: &StageContext<'_>, names: &[String], adapters: &[PeftAdapter],
     let (mut adapted, chosen, _) = best.expect("at least one learning rate");
     s.lr = chosen;
     let started = std::time::Instant::now();
-    adapted.objective_after = entropy::mean_objective(model, &sm.text.tokenizer, adapters, &adapted.learnable, &prompts, &s);
+    let after = entropy::mean_objective(model, &sm.text.tokenizer, adapters, &adapted.learnable, &prompts, &s);
+    adapted.objective_after = after.mean;
     let valid_n = valid.len();
-    (ctx.log)(&format!("{}: mean entropy {:.4} -> {:.4} on {} prompts (lr {}; objective after in {:.0}s)", ctx.stage.id, adapted.objective_before, adapted.objective_after, prompts.len(), s.lr, started.elapsed().as_secs_f64()));
+    let shape = after.answers.map(|a| format!("; {a}")).unwrap_or_default();
+    (ctx.log)(&format!("{}: mean entropy {:.4} -> {:.4} on {} prompts (lr {}; objective after in {:.0}s{shape})", ctx.stage.id, adapted.objective_before, adapted.objective_after, prompts.len(), s.lr, started.elapsed().as_secs_f64()));
     let h = &adapted.history;
     let mut df = table::frame(vec![
         Column::new("epoch".into(), h.iter().map(|r| r.epoch).collect::<Vec<_>>()),

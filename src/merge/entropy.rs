@@ -306,48 +306,111 @@ fn objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdap
 /// cache and attention scores: a few hundred MB at 500-token prompts on SmolLM2-135M).
 const MEASURE_BATCH: usize = 8;
 
+/// One prompt's measured token entropy, and the shape of the greedy answer it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasuredAnswer {
+    /// `None` where the answer names no title.
+    pub entropy: Option<f64>,
+    /// Tokens generated (EOS included).
+    pub tokens: usize,
+    /// Titles the answer names (separator-delimited, non-empty), read or not by the objective.
+    pub titles: usize,
+}
+
 /// [`token_entropy_of_answer`]'s value for each prompt at the attached weights, without a graph:
 /// the answers are generated [`MEASURE_BATCH`] prompts at a time, and each title token's entropy
-/// is the one its decoding step computed. `None` where an answer names no title.
-pub fn measured_token_entropies(model: &dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt], s: &EntropySettings) -> Vec<Option<f64>> {
+/// is the one its decoding step computed.
+pub fn measured_answers(model: &dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt], s: &EntropySettings) -> Vec<MeasuredAnswer> {
     let plain = model.without_autodiff();
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(MEASURE_BATCH) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.prompt.clone()).collect();
         for answer in greedy_batch(plain.as_ref(), &ids, s.max_new_tokens, tok.eos_ids(), &mut |a| s.answer_complete(tok, a)) {
             let positions = s.title_positions(tok, &answer.tokens);
-            out.push((!positions.is_empty()).then(|| positions.iter().map(|&j| answer.entropies[j] as f64).sum::<f64>() / positions.len() as f64));
+            let entropy = (!positions.is_empty()).then(|| positions.iter().map(|&j| answer.entropies[j] as f64).sum::<f64>() / positions.len() as f64);
+            let titles = title_spans(tok, &answer.tokens, &s.separator, 1).len();
+            out.push(MeasuredAnswer { entropy, tokens: answer.tokens.len(), titles });
         }
     }
     out
 }
 
+/// [`measured_answers`]' entropies alone.
+pub fn measured_token_entropies(model: &dyn CausalLm, tok: &TextTokenizer, prompts: &[AdaptPrompt], s: &EntropySettings) -> Vec<Option<f64>> {
+    measured_answers(model, tok, prompts, s).into_iter().map(|m| m.entropy).collect()
+}
+
+/// What the greedy answers of a `token_entropy` measurement looked like: they cost one decoding
+/// step per token, and an answer naming more titles than the template asks for is read whole
+/// unless `answer_titles` stops it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerShape {
+    pub answers: usize,
+    pub mean_tokens: f64,
+    /// Answers that ran to `answer_tokens` without an EOS.
+    pub at_limit: usize,
+    pub limit: usize,
+    pub more_than_one_title: usize,
+}
+
+impl AnswerShape {
+    pub(crate) fn of(measured: &[MeasuredAnswer], limit: usize) -> AnswerShape {
+        let n = measured.len();
+        AnswerShape {
+            answers: n,
+            mean_tokens: measured.iter().map(|m| m.tokens as f64).sum::<f64>() / n.max(1) as f64,
+            at_limit: measured.iter().filter(|m| m.tokens >= limit).count(),
+            limit,
+            more_than_one_title: measured.iter().filter(|m| m.titles > 1).count(),
+        }
+    }
+}
+
+impl std::fmt::Display for AnswerShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "greedy answers of {:.1} tokens on average, {} of {} at the {}-token limit, {} naming more than one title",
+            self.mean_tokens, self.at_limit, self.answers, self.limit, self.more_than_one_title
+        )
+    }
+}
+
+/// The mean objective over some prompts, and for `token_entropy` the shape of the answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub mean: f64,
+    pub answers: Option<AnswerShape>,
+}
+
 /// Mean objective over `prompts` at the given weights (no update). The token entropy is measured
-/// in batches ([`measured_token_entropies`]); the candidate entropy prompt by prompt.
-pub fn mean_objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], l: &Learnable, prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
+/// in batches ([`measured_answers`]); the candidate entropy prompt by prompt.
+pub fn mean_objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], l: &Learnable, prompts: &[AdaptPrompt], s: &EntropySettings) -> Measurement {
     let w = l.weights();
-    let vals: Vec<f64> = match s.objective {
+    let (vals, answers): (Vec<f64>, _) = match s.objective {
         EntropyObjective::TokenEntropy => {
             attach_weighted(model, adapters, &w, false);
-            measured_token_entropies(model, tok, prompts, s).into_iter().flatten().collect()
+            let measured = measured_answers(model, tok, prompts, s);
+            (measured.iter().filter_map(|m| m.entropy).collect(), Some(AnswerShape::of(&measured, s.max_new_tokens)))
         }
-        EntropyObjective::CandidateEntropy => prompts.iter().filter_map(|p| objective(model, tok, adapters, &w, p, s, false)).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect(),
+        EntropyObjective::CandidateEntropy => (prompts.iter().filter_map(|p| objective(model, tok, adapters, &w, p, s, false)).map(|t| t.without_autodiff().into_scalar::<f32>() as f64).collect(), None),
     };
-    if vals.is_empty() { f64::NAN } else { vals.iter().sum::<f64>() / vals.len() as f64 }
+    let mean = if vals.is_empty() { f64::NAN } else { vals.iter().sum::<f64>() / vals.len() as f64 };
+    Measurement { mean, answers }
 }
 
 /// Learn the coefficients on `prompts` (one Adam step per prompt, `epochs` passes). `model`
 /// must live on an autodiff device.
 pub fn adapt(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings, progress: &mut dyn FnMut(&StepRow)) -> Adapted {
-    let before = initial_objective(model, tok, adapters, prompts, s);
+    let before = initial_objective(model, tok, adapters, prompts, s).mean;
     let mut adapted = adapt_from(model, tok, adapters, prompts, s, before, progress);
-    adapted.objective_after = mean_objective(model, tok, adapters, &adapted.learnable, prompts, s);
+    adapted.objective_after = mean_objective(model, tok, adapters, &adapted.learnable, prompts, s).mean;
     adapted
 }
 
 /// The mean objective at the initial coefficients, which depend on the settings but not on the
 /// learning rate: computed once for a whole learning-rate grid.
-pub fn initial_objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings) -> f64 {
+pub fn initial_objective(model: &mut dyn CausalLm, tok: &TextTokenizer, adapters: &[PeftAdapter], prompts: &[AdaptPrompt], s: &EntropySettings) -> Measurement {
     let l = Learnable::new(covered_modules(model, adapters), adapters.len(), s.granularity, s.parameterization, s.temperature, &s.init);
     mean_objective(model, tok, adapters, &l, prompts, s)
 }

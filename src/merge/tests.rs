@@ -289,3 +289,13 @@ fn documented_merge_defaults_are_the_resolved_ones() {
     }
     assert!(checked >= 7, "only {checked} documented defaults found");
 }
+
+#[test]
+fn answer_shape_counts_long_answers_and_extra_titles() {
+    use super::entropy::{AnswerShape, MeasuredAnswer};
+    let m = |tokens, titles| MeasuredAnswer { entropy: Some(1.0), tokens, titles };
+    let shape = AnswerShape::of(&[m(5, 1), m(48, 3), m(10, 2), m(48, 1)], 48);
+    assert_eq!((shape.answers, shape.at_limit, shape.more_than_one_title), (4, 2, 2));
+    assert!((shape.mean_tokens - 27.75).abs() < 1e-12);
+    assert_eq!(shape.to_string(), "greedy answers of 27.8 tokens on average, 2 of 4 at the 48-token limit, 2 naming more than one title");
+}
