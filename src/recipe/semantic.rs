@@ -23,7 +23,7 @@ pub const MICRO_BATCH_TOKEN_BUDGET: u64 = 8192;
 /// allocator keeps of a long run's varied shapes. Measured on the CPU flagship's ingredient (bf16,
 /// dropout 0.05, 150 steps of up to 3,716 tokens): a peak of 16.1 GB, 4.1 MiB per token; a 5-step
 /// benchmark of the same prompts peaks near half of that (README, "The flagship on a CPU").
-const ACTIVATION_MIB_PER_TOKEN_135M: f64 = 4.0;
+const RESIDENT_MIB_PER_TOKEN_135M: f64 = 4.0;
 
 /// A problem and the path of the value it is about (`on_key`: point at the key, not the value).
 pub struct Located {
@@ -276,7 +276,7 @@ impl Checker<'_> {
             if tokens > 1 << 20 {
                 self.err(field("batch_size"), "too-large", format!("batch_size x max_seq_len = {tokens} tokens per micro-batch; use grad_accum instead"), None);
             } else if tokens > MICRO_BATCH_TOKEN_BUDGET {
-                let gib = tokens as f64 * ACTIVATION_MIB_PER_TOKEN_135M / 1024.0;
+                let gib = tokens as f64 * RESIDENT_MIB_PER_TOKEN_135M / 1024.0;
                 let msg = format!("batch_size x max_seq_len = {tokens} tokens per micro-batch, over the {MICRO_BATCH_TOKEN_BUDGET} this tool plans for: the memory a training step holds grows with it (about {gib:.0} GiB resident for a 135M-parameter model, more for larger ones) and may not fit");
                 let help = format!("lower batch_size (or max_seq_len) and raise grad_accum to keep the effective batch: e.g. batch_size = {}, grad_accum = {}", (MICRO_BATCH_TOKEN_BUDGET / len as u64).max(1), (tokens / MICRO_BATCH_TOKEN_BUDGET).max(1) + 1);
                 self.out.push(Located { path: field("batch_size"), on_key: false, diagnostic: Diagnostic::new("memory-heavy", "", msg).help_opt(Some(help)).warning() });
