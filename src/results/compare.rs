@@ -6,8 +6,12 @@
 //!   resamples of [`super::stats`]);
 //! - a two-sided p-value: for HR@K (0/1 per user) the exact McNemar test, a sign test on the
 //!   discordant users; for NDCG@K and MRR the paired sign-flip (permutation) test of the mean
-//!   difference, exact up to 16 non-zero differences, else with the setting's seeded random flips
-//!   (`resamples` of them, p = (1 + #{|mean*| >= |mean|}) / (1 + resamples));
+//!   difference, exact up to 16 non-zero differences, else with seeded random flips: drawn until
+//!   [`STOP_AFTER`] of them are as extreme as the observed mean (p = STOP_AFTER / flips drawn,
+//!   Besag and Clifford's sequential Monte Carlo p-value) or until the budget of
+//!   [`flip_budget`] is spent (p = (1 + #extreme) / (1 + budget)). The budget grows with the
+//!   family, so that the smallest p a test can return survives Holm's adjustment: with a fixed
+//!   1,000 flips and 252 comparisons no sign-flip test could ever be significant.
 //! - the Holm-adjusted p-value over the whole family of one run (every pair x setting x metric x K).
 
 use serde::{Deserialize, Serialize};
@@ -36,8 +40,22 @@ pub struct Comparison {
 /// The significance level of the marks in the summary.
 pub const ALPHA: f64 = 0.05;
 
+/// A random sign-flip test stops once this many flips are as extreme as the observed mean.
+pub const STOP_AFTER: usize = 20;
+
+/// How far below Holm's first threshold (ALPHA / family) the smallest p of a random sign-flip
+/// test reaches.
+const RESOLUTION: f64 = 20.0;
+
+/// The random sign flips a test of a family of `family` comparisons may draw: at least `floor`
+/// (the recipe's `bootstrap`), and enough that the smallest p it can return, 1 / (1 + budget), is
+/// [`RESOLUTION`] times below ALPHA / family. 1 comparison: 400; 252: 100,800.
+pub fn flip_budget(family: usize, floor: usize) -> usize {
+    ((RESOLUTION * family.max(1) as f64 / ALPHA).ceil() as usize).max(floor)
+}
+
 /// Compare per-user values `a` and `b` (same users, same order) of one metric.
-pub fn paired(a: &[f64], b: &[f64], binary: bool, draws: &[Vec<usize>], rng: &mut Rng, flips: usize) -> (f64, Option<(f64, f64)>, &'static str, f64) {
+pub fn paired(a: &[f64], b: &[f64], binary: bool, draws: &[Vec<usize>], rng: &mut Rng, budget: usize) -> (f64, Option<(f64, f64)>, &'static str, f64) {
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     let mean = if d.is_empty() { 0.0 } else { d.iter().sum::<f64>() / d.len() as f64 };
     let ci = stats::mean_interval(&d, draws);
@@ -46,7 +64,7 @@ pub fn paired(a: &[f64], b: &[f64], binary: bool, draws: &[Vec<usize>], rng: &mu
         let n01 = a.iter().zip(b).filter(|(x, y)| **x < **y).count();
         (mean, ci, "mcnemar_exact", sign_test(n10, n01))
     } else {
-        (mean, ci, "sign_flip", sign_flip(&d, rng, flips))
+        (mean, ci, "sign_flip", sign_flip(&d, rng, budget))
     }
 }
 
@@ -63,8 +81,9 @@ pub fn sign_test(n10: usize, n01: usize) -> f64 {
     (2.0 * tail).min(1.0)
 }
 
-/// Two-sided paired sign-flip test of the mean of `d`.
-pub fn sign_flip(d: &[f64], rng: &mut Rng, flips: usize) -> f64 {
+/// Two-sided paired sign-flip test of the mean of `d`: exact up to 16 non-zero differences, else
+/// sequential random flips (at most `budget`, see the module's notes).
+pub fn sign_flip(d: &[f64], rng: &mut Rng, budget: usize) -> f64 {
     let nz: Vec<f64> = d.iter().copied().filter(|x| *x != 0.0).collect();
     if nz.is_empty() {
         return 1.0;
@@ -72,13 +91,30 @@ pub fn sign_flip(d: &[f64], rng: &mut Rng, flips: usize) -> f64 {
     let observed = nz.iter().sum::<f64>().abs();
     // A tolerance for sums that equal the observed one up to rounding.
     let tol = 1e-12 * nz.iter().map(|x| x.abs()).sum::<f64>().max(1.0);
+    let flipped_sum = |bits: &mut dyn FnMut(usize) -> bool| nz.iter().enumerate().map(|(i, x)| if bits(i) { -x } else { *x }).sum::<f64>().abs();
     if nz.len() <= 16 {
         let total = 1usize << nz.len();
-        let extreme = (0..total).filter(|mask| nz.iter().enumerate().map(|(i, x)| if mask >> i & 1 == 1 { -x } else { *x }).sum::<f64>().abs() >= observed - tol).count();
+        let extreme = (0..total).filter(|mask| flipped_sum(&mut |i| mask >> i & 1 == 1) >= observed - tol).count();
         return extreme as f64 / total as f64;
     }
-    let extreme = (0..flips).filter(|_| nz.iter().map(|x| if rng.below(2) == 1 { -x } else { *x }).sum::<f64>().abs() >= observed - tol).count();
-    (1 + extreme) as f64 / (1 + flips) as f64
+    let mut extreme = 0;
+    for drawn in 1..=budget {
+        // One random bit per user, 64 users per draw of the generator.
+        let mut word = 0u64;
+        let mut bits = |i: usize| {
+            if i % 64 == 0 {
+                word = rng.next_u64();
+            }
+            word >> (i % 64) & 1 == 1
+        };
+        if flipped_sum(&mut bits) >= observed - tol {
+            extreme += 1;
+            if extreme == STOP_AFTER {
+                return STOP_AFTER as f64 / drawn as f64;
+            }
+        }
+    }
+    (1 + extreme) as f64 / (1 + budget) as f64
 }
 
 /// Holm's step-down adjustment of `p` (same order).
@@ -118,6 +154,29 @@ mod tests {
         let p1 = sign_flip(&d, &mut Rng::new(7), 2000);
         assert_eq!(p1, sign_flip(&d, &mut Rng::new(7), 2000));
         assert!(p1 < 0.01, "{p1}");
+    }
+
+    #[test]
+    fn sign_flip_stops_early_when_not_extreme_and_reaches_below_the_holm_threshold() {
+        // No effect: half the users +1, half -1, mean 0: every flip is as extreme; stops after 20.
+        let d: Vec<f64> = (0..100).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        assert_eq!(sign_flip(&d, &mut Rng::new(3), 100_000), 1.0);
+        // A strong effect over 100 users: no flip of 100,800 reaches it, so p is the floor, and it
+        // survives Holm over 252 comparisons; a budget of 1,000 never could.
+        let d: Vec<f64> = (0..100).map(|i| if i % 4 == 0 { -0.1 } else { 0.3 }).collect();
+        let budget = flip_budget(252, 1000);
+        assert_eq!(budget, 100_800);
+        let p = sign_flip(&d, &mut Rng::new(3), budget);
+        assert_eq!(p, 1.0 / 100_801.0);
+        assert!(p * 252.0 < ALPHA);
+        assert!(sign_flip(&d, &mut Rng::new(3), 1000) * 252.0 > ALPHA);
+        // A moderate effect: mean 0.025, standard error sqrt(0.1575 / 200) = 0.0281, z = 0.89,
+        // whose normal two-sided p is 0.373; estimated from 20 extreme flips, within a factor 2.
+        let d: Vec<f64> = (0..200).map(|i| [0.5, -0.5, 0.3, -0.2][i % 4]).collect();
+        let p = sign_flip(&d, &mut Rng::new(5), 100_000);
+        assert!((p / 0.373).ln().abs() < 2f64.ln(), "{p}");
+        assert_eq!(flip_budget(1, 1000), 1000);
+        assert_eq!(flip_budget(1, 100), 400);
     }
 
     #[test]

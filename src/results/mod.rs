@@ -109,6 +109,9 @@ pub struct Results {
     /// The paired comparisons of the recipe's pairs.
     #[serde(default)]
     pub comparisons: Vec<compare::Comparison>,
+    /// The most random sign flips one comparison could draw ([`compare::flip_budget`]).
+    #[serde(default)]
+    pub flip_budget: usize,
     /// The cells whose best LLM arm beats the runner-up significantly (the bold ones).
     #[serde(default)]
     pub best: Vec<BestCell>,
@@ -279,7 +282,7 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
             outcomes.insert((arm, row.setting.clone()), o);
         }
     }
-    out.comparisons = comparisons(e, &outcomes, &mut resamples);
+    (out.comparisons, out.flip_budget) = comparisons(e, &outcomes, &mut resamples);
     out.best = significant_best(e, &out.records, &outcomes, &mut resamples);
     Ok(out)
 }
@@ -292,41 +295,45 @@ fn aligned(a: &Outcomes, b: &Outcomes, metric: &str, k: Option<u32>) -> (Vec<f64
 }
 
 /// Every declared pair in every setting, metric and K where both arms have outcomes, with
-/// Holm-adjusted p-values over the whole family.
-fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>, resamples: &mut stats::Resamples) -> Vec<compare::Comparison> {
+/// Holm-adjusted p-values over the whole family, and the sign-flip tests' budget.
+fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>, resamples: &mut stats::Resamples) -> (Vec<compare::Comparison>, usize) {
     let settings = summary::first_seen(e.rows.iter().map(|r| &r.setting));
     let cells = metric_rows(&e.metrics, &e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0);
-    let mut out = Vec::new();
-    for setting in settings {
-        let mut rng = Rng::derive(e.seed, &["sign-flips", setting]);
+    // The family first: its size sets how far down the sign-flip tests must be able to reach.
+    let mut family = Vec::new();
+    for setting in &settings {
         for [a, b] in &e.comparisons {
-            let (Some(oa), Some(ob)) = (outcomes.get(&(a.clone(), setting.clone())), outcomes.get(&(b.clone(), setting.clone()))) else { continue };
-            for (metric, k, _) in &cells {
-                let (va, vb) = aligned(oa, ob, metric, *k);
-                let draws = resamples.of(setting, va.len());
-                let (mean_diff, ci, test, p_value) = compare::paired(&va, &vb, metric == "hr", draws, &mut rng, e.bootstrap as usize);
-                out.push(compare::Comparison {
-                    setting: setting.clone(),
-                    metric: metric.clone(),
-                    k: *k,
-                    arm_a: a.clone(),
-                    arm_b: b.clone(),
-                    users: va.len() as u64,
-                    mean_diff,
-                    ci_low: ci.map(|c| c.0),
-                    ci_high: ci.map(|c| c.1),
-                    test: test.into(),
-                    p_value,
-                    p_holm: p_value,
-                });
-            }
+            let (Some(oa), Some(ob)) = (outcomes.get(&(a.clone(), setting.to_string())), outcomes.get(&(b.clone(), setting.to_string()))) else { continue };
+            family.extend(cells.iter().map(|(metric, k, _)| (setting, a, b, metric, *k, aligned(oa, ob, metric, *k))));
         }
+    }
+    let budget = compare::flip_budget(family.len(), e.bootstrap as usize);
+    let mut rngs: BTreeMap<&str, Rng> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (setting, a, b, metric, k, (va, vb)) in family {
+        let draws = resamples.of(setting, va.len());
+        let rng = rngs.entry(setting.as_str()).or_insert_with(|| Rng::derive(e.seed, &["sign-flips", setting]));
+        let (mean_diff, ci, test, p_value) = compare::paired(&va, &vb, metric == "hr", draws, rng, budget);
+        out.push(compare::Comparison {
+            setting: setting.to_string(),
+            metric: metric.clone(),
+            k,
+            arm_a: a.clone(),
+            arm_b: b.clone(),
+            users: va.len() as u64,
+            mean_diff,
+            ci_low: ci.map(|c| c.0),
+            ci_high: ci.map(|c| c.1),
+            test: test.into(),
+            p_value,
+            p_holm: p_value,
+        });
     }
     let adjusted = compare::holm(&out.iter().map(|c| c.p_value).collect::<Vec<_>>());
     for (c, p) in out.iter_mut().zip(adjusted) {
         c.p_holm = p;
     }
-    out
+    (out, budget)
 }
 
 /// The cells whose best LLM arm differs from the runner-up by a paired test at
@@ -355,7 +362,7 @@ fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(S
         let (va, vr) = aligned(ob, os, metric, k);
         let draws = resamples.of(setting, va.len());
         let mut rng = Rng::derive(e.seed, &["best-vs-runner-up", setting, metric]);
-        let (_, _, _, p) = compare::paired(&va, &vr, metric == "hr", draws, &mut rng, e.bootstrap as usize);
+        let (_, _, _, p) = compare::paired(&va, &vr, metric == "hr", draws, &mut rng, compare::flip_budget(1, e.bootstrap as usize));
         if p < compare::ALPHA {
             out.push(BestCell { setting: setting.into(), metric: metric.into(), k, arm: best.into(), runner_up: second.into(), p_value: p });
         }
@@ -417,7 +424,7 @@ impl Results {
         let io = |path: PathBuf| move |source| ResultsError::Io { path, source };
         table::write_parquet(&mut self.frame()?, &dir.join("results.parquet"))?;
         std::fs::write(dir.join("results.csv"), self.csv()?).map_err(io(dir.join("results.csv")))?;
-        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations, "settings": self.settings, "comparisons": self.comparisons, "best": self.best }))?;
+        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations, "settings": self.settings, "comparisons": self.comparisons, "flip_budget": self.flip_budget, "best": self.best }))?;
         if !self.comparisons.is_empty() {
             let mut df = self.comparisons_frame()?;
             table::write_parquet(&mut df, &dir.join("comparisons.parquet"))?;
@@ -478,6 +485,7 @@ impl Results {
         let settings = serde_json::from_value(field("settings")).unwrap_or_default();
         let comparisons = serde_json::from_value(field("comparisons")).unwrap_or_default();
         let best = serde_json::from_value(field("best")).unwrap_or_default();
+        let flip_budget = serde_json::from_value(field("flip_budget")).unwrap_or_default();
         let first = records.first();
         Ok(Results {
             experiment: first.map(|r| r.experiment.clone()).unwrap_or_default(),
@@ -488,6 +496,7 @@ impl Results {
             adaptations,
             settings,
             comparisons,
+            flip_budget,
             best,
         })
     }

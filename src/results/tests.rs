@@ -191,6 +191,8 @@ fn comparisons_and_bold_follow_paired_tests() {
     assert!((mrr.mean_diff - 2.0 / 3.0).abs() < 1e-12 && mrr.p_value < 0.01 && mrr.p_holm < 0.05, "{mrr:?}");
     assert_eq!((mrr.ci_low, mrr.ci_high), (Some(2.0 / 3.0), Some(2.0 / 3.0)));
     assert_eq!(c("same", "mrr", None).p_value, 1.0);
+    // The sign-flip budget is sized to the family: 2 pairs x 5 cells = 10 comparisons.
+    assert_eq!((r.comparisons.len(), r.flip_budget), (10, 4000));
     // Bold: `good` in the HR@1, NDCG and MRR columns; nothing in HR@3, where all tie.
     let bold: Vec<(&str, Option<u32>)> = r.best.iter().map(|b| (b.metric.as_str(), b.k)).collect();
     assert_eq!(bold, [("hr", Some(1)), ("ndcg", Some(1)), ("ndcg", Some(3)), ("mrr", None)]);
