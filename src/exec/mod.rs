@@ -129,6 +129,10 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         }
     };
     log(&format!("run {} of `{}` (recipe {}) on {}", run_dir.path.display(), resolved.experiment.name, resolved.recipe_hash, runtime.describe()));
+    let on_cpu = runtime.device_spec == crate::backend::DeviceSpec::Cpu;
+    if let Some(warning) = crate::model::precision::bf16_without_unit_warning(plan.dtype, on_cpu, crate::model::precision::cpu_has_bf16_unit()) {
+        log(&warning);
+    }
 
     let mut summary = RunSummary { run_dir: run_dir.path.clone(), executed: Vec::new(), cached: Vec::new(), skipped: Vec::new(), unneeded: unneeded.iter().map(|s| s.id.clone()).collect() };
     if !unneeded.is_empty() {

@@ -112,14 +112,35 @@ pub fn resolve(d: Dtype, backend: BackendChoice, device: &str) -> Dtype {
         DeviceSpec::Auto => tch && crate::backend::cuda_available(),
         DeviceSpec::Cpu => false,
     };
-    let cpu_units = cpu_bf16_flags().iter().any(|f| f == "amx_bf16" || f == "avx512_bf16");
-    if tch && (cuda || cpu_units) { Dtype::Bf16 } else { Dtype::F32 }
+    if tch && (cuda || cpu_has_bf16_unit()) { Dtype::Bf16 } else { Dtype::F32 }
+}
+
+/// Whether this processor has a bf16 matrix unit (`amx_bf16` or `avx512_bf16`).
+pub fn cpu_has_bf16_unit() -> bool {
+    cpu_bf16_flags().iter().any(|f| f == "amx_bf16" || f == "avx512_bf16")
+}
+
+/// The run log's warning when a recipe asks for bf16 frozen weights on a CPU without a bf16
+/// matrix unit, where libtorch's bf16 kernels run far slower than its fp32 ones (BENCHMARKS.md,
+/// "bf16 on a CPU without a bf16 unit").
+pub fn bf16_without_unit_warning(dtype: Dtype, on_cpu: bool, has_unit: bool) -> Option<String> {
+    (dtype == Dtype::Bf16 && on_cpu && !has_unit).then(|| {
+        "warning: `[backbone] dtype = \"bf16\"` on a CPU without a bf16 matrix unit (no `amx_bf16` or `avx512_bf16` in /proc/cpuinfo): libtorch's bf16 kernels ran a training step over 40 times slower than fp32 on such a CPU (BENCHMARKS.md, \"bf16 on a CPU without a bf16 unit\"); `dtype = \"auto\"` would pick fp32 on this machine (other stage keys, results that differ in their last digits)".to_string()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::TensorData;
+
+    #[test]
+    fn bf16_without_a_unit_is_warned_on_cpu_only() {
+        assert!(bf16_without_unit_warning(Dtype::Bf16, true, false).is_some_and(|w| w.contains("without a bf16 matrix unit")));
+        assert_eq!(bf16_without_unit_warning(Dtype::Bf16, true, true), None);
+        assert_eq!(bf16_without_unit_warning(Dtype::Bf16, false, false), None);
+        assert_eq!(bf16_without_unit_warning(Dtype::F32, true, false), None);
+    }
 
     #[test]
     fn mixed_matmul_is_close_to_fp32_and_returns_fp32() {
