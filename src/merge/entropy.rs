@@ -222,7 +222,11 @@ impl EntropySettings {
     /// Positions in an answer whose entropies make the token entropy: the first `first_k_tokens`
     /// tokens of each title, of the first `answer_titles` titles when that is set.
     pub fn title_positions(&self, tok: &TextTokenizer, answer: &[u32]) -> Vec<usize> {
-        let mut spans = title_spans(tok, answer, &self.separator, self.first_k_tokens);
+        self.positions_in(title_spans(tok, answer, &self.separator, self.first_k_tokens))
+    }
+
+    /// [`Self::title_positions`] from spans already computed (`title_spans` at `first_k_tokens`).
+    fn positions_in(&self, mut spans: Vec<Vec<usize>>) -> Vec<usize> {
         if let Some(n) = self.answer_titles {
             spans.truncate(n);
         }
@@ -326,9 +330,11 @@ pub fn measured_answers(model: &dyn CausalLm, tok: &TextTokenizer, prompts: &[Ad
     for chunk in prompts.chunks(MEASURE_BATCH) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.prompt.clone()).collect();
         for answer in greedy_batch(plain.as_ref(), &ids, s.max_new_tokens, tok.eos_ids(), &mut |a| s.answer_complete(tok, a)) {
-            let positions = s.title_positions(tok, &answer.tokens);
+            // One span per non-empty title whatever `first_k_tokens` is: the count needs no second pass.
+            let spans = title_spans(tok, &answer.tokens, &s.separator, s.first_k_tokens);
+            let titles = spans.len();
+            let positions = s.positions_in(spans);
             let entropy = (!positions.is_empty()).then(|| positions.iter().map(|&j| answer.entropies[j] as f64).sum::<f64>() / positions.len() as f64);
-            let titles = title_spans(tok, &answer.tokens, &s.separator, 1).len();
             out.push(MeasuredAnswer { entropy, tokens: answer.tokens.len(), titles });
         }
     }
