@@ -106,10 +106,8 @@ impl LoraState {
             let acc = &mut into[k];
             for (offset, t) in [(0, f.a.val()), (m.a.len(), f.b.val())] {
                 if let Some(g) = t.grad(grads) {
-                    let g: Vec<f32> = g.into_data().try_to_vec::<f32>().expect("f32 gradient");
-                    for (x, y) in acc[offset..offset + g.len()].iter_mut().zip(g) {
-                        *x += y;
-                    }
+                    let g: Vec<f32> = g.into_data().try_into_vec::<f32>().expect("f32 gradient");
+                    reccocktail_host::add_into(&mut acc[offset..offset + g.len()], &g);
                 }
             }
             k += 1;

@@ -2,8 +2,10 @@
 //! decay) and the learning-rate schedule (linear warmup, then cosine / linear decay or constant).
 //!
 //! The trainable LoRA factors are a few million numbers: keeping their optimizer state on the
-//! host costs little, and makes checkpoints exact (plain f32 vectors written and read back).
+//! host costs little, and makes checkpoints exact (plain f32 vectors written and read back). The
+//! loop itself is `reccocktail_host::adamw`, built optimized in every profile.
 
+use reccocktail_host::AdamWStep;
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::types::Schedule;
@@ -30,22 +32,24 @@ impl Moments {
 }
 
 impl AdamWConfig {
+    /// The constants of the update at optimizer step `step` (1-based) with learning rate `lr`.
+    pub fn at(&self, step: u64, lr: f64) -> AdamWStep {
+        let bc1 = 1.0 - self.beta1.powi(step as i32);
+        let bc2 = 1.0 - self.beta2.powi(step as i32);
+        AdamWStep {
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            step_size: (lr / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            decay: (1.0 - lr * self.weight_decay) as f32,
+            eps: self.eps as f32,
+        }
+    }
+
     /// One update of `param` by `grad` (moments `m`, `v`) at optimizer step `step` (1-based) with
     /// learning rate `lr`.
     pub fn update(&self, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], step: u64, lr: f64) {
-        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
-        let bc1 = 1.0 - self.beta1.powi(step as i32);
-        let bc2 = 1.0 - self.beta2.powi(step as i32);
-        let step_size = (lr / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let decay = (1.0 - lr * self.weight_decay) as f32;
-        let eps = self.eps as f32;
-        for (((p, g), m), v) in param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
-            *p *= decay;
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
-        }
+        reccocktail_host::adamw(&self.at(step, lr), param, grad, m, v);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::Tensor;
-
+use reccocktail_host as host;
 
 use super::batches::{Encoded, TrainBatch, epoch_batches};
 use super::checkpoint::{self, Checkpoint};
@@ -174,19 +174,21 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
                 loss_sum += value as f64;
                 ck.state.accumulate_grads(model, &grads, &mut acc);
             }
-            let grad_norm = acc.iter().flatten().map(|g| (*g as f64) * (*g as f64)).sum::<f64>().sqrt();
+            // One running sum over every module's gradients, in order.
+            let grad_norm = acc.iter().fold(0.0, |s, g| host::sum_squares(s, g)).sqrt();
             if cfg.max_grad_norm > 0.0 && grad_norm > cfg.max_grad_norm {
                 let c = (cfg.max_grad_norm / (grad_norm + 1e-6)) as f32;
-                acc.iter_mut().flatten().for_each(|g| *g *= c);
+                acc.iter_mut().for_each(|g| host::scale(g, c));
             }
             let lr = lr_at(cfg.lr, cfg.schedule, warmup, total, ck.step);
             ck.step += 1;
+            let update = adam.at(ck.step, lr);
             for ((m, g), mom) in ck.state.modules.iter_mut().zip(&acc).zip(ck.moments.iter_mut()) {
                 let na = m.a.len();
                 let (ma, mb) = mom.m.split_at_mut(na);
                 let (va, vb) = mom.v.split_at_mut(na);
-                adam.update(&mut m.a, &g[..na], ma, va, ck.step, lr);
-                adam.update(&mut m.b, &g[na..], mb, vb, ck.step, lr);
+                host::adamw(&update, &mut m.a, &g[..na], ma, va);
+                host::adamw(&update, &mut m.b, &g[na..], mb, vb);
             }
             ck.group += 1;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
