@@ -45,6 +45,25 @@ fn next_stream() -> (u64, u64) {
 }
 
 
+/// Draw `out` from the counter after `counter`: element `2j`, `2j + 1` from the low and high
+/// halves of `mix(counter + (j + 1) * GOLDEN)`. A plain indexed loop: this crate is built at
+/// opt-level 1 with debug assertions in the `quick` profile, where slice iterators cost more than
+/// the hashing.
+fn fill(out: &mut [bool], mut counter: u64, threshold: u64) {
+    let n = out.len();
+    let mut i = 0;
+    while i + 1 < n {
+        counter = counter.wrapping_add(GOLDEN);
+        let h = mix(counter);
+        out[i] = (h & 0xFFFF_FFFF) < threshold;
+        out[i + 1] = (h >> 32) < threshold;
+        i += 2;
+    }
+    if i < n {
+        out[i] = (mix(counter.wrapping_add(GOLDEN)) & 0xFFFF_FFFF) < threshold;
+    }
+}
+
 /// Elements below which a mask is drawn on one thread.
 const PARALLEL_FROM: usize = 1 << 18;
 
@@ -58,7 +77,7 @@ pub fn dropped(n: usize, p: f64, seed: u64, stream: u64) -> Vec<bool> {
 fn dropped_on(n: usize, p: f64, seed: u64, stream: u64, threads: usize) -> Vec<bool> {
     let threshold = (p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64;
     let base = mix(seed ^ mix(stream.wrapping_add(1).wrapping_mul(GOLDEN)));
-    let draw = |out: &mut [bool], first_pair: usize| reccocktail_host::splitmix_mask(out, base.wrapping_add((first_pair as u64).wrapping_mul(GOLDEN)), threshold);
+    let draw = |out: &mut [bool], first_pair: usize| fill(out, base.wrapping_add((first_pair as u64).wrapping_mul(GOLDEN)), threshold);
     let mut out = vec![false; n];
     if n < PARALLEL_FROM || threads <= 1 {
         draw(&mut out, 0);

@@ -13,9 +13,16 @@ pub struct Rng {
     s: [u64; 4],
 }
 
-/// SplitMix64's increment and output function (in `crates/host`, beside the dropout masks drawn
-/// from them).
-pub use reccocktail_host::{GOLDEN, mix64};
+/// SplitMix64's increment (the golden ratio in 64 bits).
+pub const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function: a bijective mix of a 64-bit state.
+#[inline(always)]
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 fn splitmix64(x: &mut u64) -> u64 {
     *x = x.wrapping_add(GOLDEN);

@@ -1,6 +1,5 @@
 //! The loops reccocktail runs on the host over every trainable number at every optimizer step:
-//! adding a micro-batch's gradients, their squared norm, clipping, and the AdamW update; and the
-//! dropout masks, drawn on the host for every adapted module's input at every training step.
+//! adding a micro-batch's gradients, their squared norm, clipping, and the AdamW update.
 //!
 //! They live in their own crate so that the build profiles can optimize them (opt-level 3, where
 //! the loops vectorize) while the main crate stays at opt-level 1 in test and `quick` builds: at
@@ -11,68 +10,6 @@
 //!
 //! The functions take plain slices and are not generic or `#[inline]`: their code is compiled
 //! here, in this crate's profile, not in the caller's.
-//!
-//! The masks ([`splitmix_mask`]) are integer arithmetic, the same bits whatever the instruction
-//! set: they are drawn with 64-bit vector multiplies where the processor has AVX-512 DQ (about 8x
-//! faster than one element at a time), with AVX2 otherwise (about 2.5x), and element by element
-//! on any other processor.
-
-/// SplitMix64's increment (the golden ratio in 64 bits).
-pub const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// SplitMix64's output function: a bijective mix of a 64-bit state.
-#[inline(always)]
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Fill `out` with the mask of the counter after `counter`: elements `2j` and `2j + 1` are
-/// whether the low and the high 32 bits of `mix64(counter + (j + 1) * GOLDEN)` are below
-/// `threshold` (so the drop probability is `threshold / 2^32`).
-pub fn splitmix_mask(out: &mut [bool], counter: u64, threshold: u64) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl") {
-            // SAFETY: the processor has the features the function is compiled for.
-            return unsafe { mask_avx512(out, counter, threshold) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { mask_avx2(out, counter, threshold) };
-        }
-    }
-    mask_pairs(out, counter, threshold)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-fn mask_avx512(out: &mut [bool], counter: u64, threshold: u64) {
-    mask_pairs(out, counter, threshold)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn mask_avx2(out: &mut [bool], counter: u64, threshold: u64) {
-    mask_pairs(out, counter, threshold)
-}
-
-/// [`splitmix_mask`] written so that the pairs are independent (each from its own index), which
-/// the compiler vectorizes where the instruction set allows.
-#[inline(always)]
-fn mask_pairs(out: &mut [bool], counter: u64, threshold: u64) {
-    let (pairs, rest) = out.as_chunks_mut::<2>();
-    let n_pairs = pairs.len() as u64;
-    for (j, pair) in pairs.iter_mut().enumerate() {
-        let h = mix64(counter.wrapping_add((j as u64 + 1).wrapping_mul(GOLDEN)));
-        pair[0] = (h & 0xFFFF_FFFF) < threshold;
-        pair[1] = (h >> 32) < threshold;
-    }
-    if let [last] = rest {
-        *last = (mix64(counter.wrapping_add((n_pairs + 1).wrapping_mul(GOLDEN))) & 0xFFFF_FFFF) < threshold;
-    }
-}
 
 /// `acc[i] += x[i]`.
 pub fn add_into(acc: &mut [f32], x: &[f32]) {
@@ -174,43 +111,6 @@ mod tests {
         let joined: Vec<f32> = a.iter().chain(&b).copied().collect();
         let one = joined.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>();
         assert_eq!(sum_squares(sum_squares(0.0, &a), &b).to_bits(), one.to_bits());
-    }
-
-    /// The mask as first written: one counter stepped by `GOLDEN` per pair.
-    fn mask_reference(out: &mut [bool], mut counter: u64, threshold: u64) {
-        let n = out.len();
-        let mut i = 0;
-        while i + 1 < n {
-            counter = counter.wrapping_add(GOLDEN);
-            let h = mix64(counter);
-            out[i] = (h & 0xFFFF_FFFF) < threshold;
-            out[i + 1] = (h >> 32) < threshold;
-            i += 2;
-        }
-        if i < n {
-            out[i] = (mix64(counter.wrapping_add(GOLDEN)) & 0xFFFF_FFFF) < threshold;
-        }
-    }
-
-    #[test]
-    fn masks_are_the_same_on_every_instruction_set() {
-        for (n, counter, threshold) in [(0, 1, 1 << 31), (1, 7, 1 << 31), (1001, u64::MAX - 3, 214_748_365), (4096, 42, 3_000_000_000)] {
-            let mut want = vec![false; n];
-            mask_reference(&mut want, counter, threshold);
-            let mut got = vec![true; n];
-            splitmix_mask(&mut got, counter, threshold);
-            assert_eq!(got, want, "dispatched, n = {n}");
-            let mut plain = vec![true; n];
-            mask_pairs(&mut plain, counter, threshold);
-            assert_eq!(plain, want, "element by element, n = {n}");
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                let mut v = vec![true; n];
-                // SAFETY: detected above.
-                unsafe { mask_avx2(&mut v, counter, threshold) };
-                assert_eq!(v, want, "avx2, n = {n}");
-            }
-        }
     }
 
     #[test]
