@@ -7,30 +7,52 @@
 #
 #   PYTHON=/path/to/venv/bin/python bash scripts/bench/backbone.sh GGUF
 # Builds the binary users run (scripts/run.sh's `quick` profile, libtorch backend). THREADS (2),
-# DTYPES ("f32 bf16"), STEPS (3 timed training steps after a warm-up).
+# DTYPES ("f32 bf16"), STEPS (3 timed training steps after a warm-up), ROUNDS (2: each measurement
+# that many times per side, alternating which side runs first; this VM drifts by 10-25% within
+# minutes, so a single round cannot settle a ratio near a target).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 GGUF="${1:?usage: backbone.sh GGUF}"
 PYTHON="${PYTHON:-python3}"
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-3}"
+ROUNDS="${ROUNDS:-2}"
 DTYPES="${DTYPES:-f32 bf16}"
 source scripts/bench/quick_build.sh
+source scripts/bench/cores.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-row() { python3 -c 'import sys; n,o,p=sys.argv[1],float(sys.argv[2]),float(sys.argv[3]); print(f"{n:<28}{o:>10.2f}{p:>10.2f}{o/p:>9.2f}x")' "$@"; }
 get() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [d:=d[k] for k in sys.argv[2:]]; print(d)' "$@"; }
-echo "$(basename "$GGUF"), $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-printf '%-28s%10s%10s%10s\n' "" ours peer ours/peer
+# One row: the mean of each side over the rounds, the ratio of the means, and each round's ratio.
+row() { python3 -c 'import sys; n=sys.argv[1]; o=[float(x) for x in sys.argv[2].split()]; p=[float(x) for x in sys.argv[3].split()]; mo,mp=sum(o)/len(o),sum(p)/len(p); r=" ".join(f"{a/b:.2f}" for a,b in zip(o,p)); print(f"{n:<28}{mo:>10.2f}{mp:>10.2f}{mo/mp:>9.2f}x   ({r})")' "$@"; }
+steps() { python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); t=t.get("train",t); n=int(sys.argv[2]); print("/".join(f"{t[k]/n:.2f}" for k in ("forward_s","backward_s","update_s")))' "$@"; }
+echo "$(basename "$GGUF"), $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $ROUNDS rounds (odd rounds ours first, even rounds the peer first)"
+cores_probe
+printf '%-28s%10s%10s%10s   %s\n' "" ours peer ours/peer "(each round)"
 for dt in $DTYPES; do
-  "$BIN" bench forward --model "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/of.json"
-  "$PYTHON" scripts/bench/peer_forward.py "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pf.json"
-  row "$dt forward tokens/s" "$(get "$tmp/of.json" forward tokens_per_s)" "$(get "$tmp/pf.json" tokens_per_s)"
-  "$BIN" bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/ot.json"
-  "$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pt.json"
-  row "$dt train tokens/s" "$(get "$tmp/ot.json" train tokens_per_s)" "$(get "$tmp/pt.json" tokens_per_s)"
-  echo "  ours peak RSS $(printf '%.0f' "$(get "$tmp/ot.json" train peak_rss_mb)") MB; s per step fwd/bwd/update: ours $(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["train"]; n=int(sys.argv[2]); print("/".join(f"{t[k]/n:.2f}" for k in ("forward_s","backward_s","update_s")))' "$tmp/ot.json" "$STEPS"), peer $(python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); n=int(sys.argv[2]); print("/".join(f"{t[k]/n:.2f}" for k in ("forward_s","backward_s","update_s")))' "$tmp/pt.json" "$STEPS")"
-  "$BIN" bench eval --model "$GGUF" --users 3 --candidates 20 --history 3 --max-new-tokens 8 --backend tch --threads "$THREADS" --dtype "$dt" --dump "$tmp/inputs.json" >"$tmp/oe.json" 2>/dev/null
-  "$PYTHON" scripts/bench/peer_eval.py "$GGUF" "$tmp/inputs.json" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pe.json"
-  row "$dt score users/s (20 cand.)" "$(get "$tmp/oe.json" eval likelihood users_per_s)" "$(get "$tmp/pe.json" likelihood_users_per_s)"
+  fo=() fp=() to=() tp=() so=() sp=()
+  for ((r = 1; r <= ROUNDS; r++)); do
+    forward_ours() { "$BIN" bench forward --model "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/of.json"; fo+=("$(get "$tmp/of.json" forward tokens_per_s)"); }
+    forward_peer() { "$PYTHON" scripts/bench/peer_forward.py "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pf.json"; fp+=("$(get "$tmp/pf.json" tokens_per_s)"); }
+    train_ours() { "$BIN" bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/ot.json"; to+=("$(get "$tmp/ot.json" train tokens_per_s)"); }
+    train_peer() { "$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pt.json"; tp+=("$(get "$tmp/pt.json" tokens_per_s)"); }
+    score_ours() { "$BIN" bench eval --model "$GGUF" --users 3 --candidates 20 --history 3 --max-new-tokens 8 --backend tch --threads "$THREADS" --dtype "$dt" --dump "$tmp/inputs.json" >"$tmp/oe.json" 2>/dev/null; so+=("$(get "$tmp/oe.json" eval likelihood users_per_s)"); }
+    # The peer scores the token ids ours dumped, so ours runs first in every round.
+    score_peer() { "$PYTHON" scripts/bench/peer_eval.py "$GGUF" "$tmp/inputs.json" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pe.json"; sp+=("$(get "$tmp/pe.json" likelihood_users_per_s)"); }
+    if ((r % 2)); then forward_ours; forward_peer; train_ours; train_peer; else forward_peer; forward_ours; train_peer; train_ours; fi
+    echo "  round $r, $dt train, s per step fwd/bwd/update: ours $(steps "$tmp/ot.json" "$STEPS"), peer $(steps "$tmp/pt.json" "$STEPS"); ours peak RSS $(printf '%.0f' "$(get "$tmp/ot.json" train peak_rss_mb)") MB"
+    score_ours; score_peer
+  done
+  row "$dt forward tokens/s" "${fo[*]}" "${fp[*]}"
+  row "$dt train tokens/s" "${to[*]}" "${tp[*]}"
+  row "$dt score users/s (20 cand.)" "${so[*]}" "${sp[*]}"
+  echo "${to[*]}|${so[*]}|${tp[*]}|${sp[*]}" >"$tmp/means_$dt"
 done
+if [ -f "$tmp/means_f32" ] && [ -f "$tmp/means_bf16" ]; then
+  python3 - "$tmp/means_f32" "$tmp/means_bf16" <<'PY'
+import sys
+mean = lambda s: sum(map(float, s.split())) / len(s.split())
+f, b = ([mean(x) for x in open(p).read().strip().split("|")] for p in sys.argv[1:])
+print(f"bf16 / f32: ours train {b[0] / f[0]:.2f}x, score {b[1] / f[1]:.2f}x; the peer train {b[2] / f[2]:.2f}x, score {b[3] / f[3]:.2f}x")
+PY
+fi

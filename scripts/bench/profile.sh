@@ -26,6 +26,8 @@ trap 'rm -rf "$tmp"' EXIT
 work=(--batch "$BATCH" --seq-len "$SEQ_LEN" --threads "$THREADS" --dtype "$DTYPE")
 [ -n "$PROMPTS" ] && work+=(--prompts "$PROMPTS")
 echo "$(basename "$GGUF"), $DTYPE, batch $BATCH, ${PROMPTS:+prompts $(basename "$(dirname "$PROMPTS")"), }seq-len $SEQ_LEN, $STEPS steps, $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+source scripts/bench/cores.sh
+cores_probe
 perf record -q -F 200 -o "$tmp/ours.perf" "$BIN" bench train --model "$GGUF" --iters "$STEPS" --backend tch "${work[@]}" >"$tmp/ours.json" 2>/dev/null
 perf record -q -F 200 -o "$tmp/peer.perf" "$PYTHON" scripts/bench/peer_train.py "$GGUF" --steps "$STEPS" "${work[@]}" 2>/dev/null | tail -n1 >"$tmp/peer.json"
 python3 scripts/bench/profile_report.py "$tmp/ours.perf" --label ours >"$tmp/ours_p.json"

@@ -26,6 +26,8 @@ if [ "$BACKEND" = tch ]; then
 else
   cargo build --locked --quiet --bin reccocktail
 fi
+source scripts/bench/cores.sh
+cores_probe
 ratio() { python3 -c 'import json,sys; o=json.loads(sys.argv[1])["train"]; p=json.loads(sys.argv[2]); k=sys.argv[3]; print(f"{sys.argv[4]:<8} ours {o[k]:.2f} {k}  peer {p[k]:.2f}  ratio {o[k]/p[k]:.2f}x")' "$@"; }
 ours=$(target/debug/reccocktail bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend "$BACKEND" --dtype "$DTYPE")
 peer=$("$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" --dtype "$DTYPE" 2>/dev/null | tail -n1)
