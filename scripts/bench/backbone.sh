@@ -29,16 +29,17 @@ steps() { python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); t=t.get("
 echo "$(basename "$GGUF"), $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $ROUNDS rounds (odd rounds ours first, even rounds the peer first)"
 cores_probe
 printf '%-28s%10s%10s%10s   %s\n' "" ours peer ours/peer "(each round)"
+# One measurement each, appended to its side's list for the dtype `$dt` of the loop below.
+forward_ours() { "$BIN" bench forward --model "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/of.json"; fo+=("$(get "$tmp/of.json" forward tokens_per_s)"); }
+forward_peer() { "$PYTHON" scripts/bench/peer_forward.py "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pf.json"; fp+=("$(get "$tmp/pf.json" tokens_per_s)"); }
+train_ours() { "$BIN" bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/ot.json"; to+=("$(get "$tmp/ot.json" train tokens_per_s)"); }
+train_peer() { "$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pt.json"; tp+=("$(get "$tmp/pt.json" tokens_per_s)"); }
+score_ours() { "$BIN" bench eval --model "$GGUF" --users 3 --candidates 20 --history 3 --max-new-tokens 8 --backend tch --threads "$THREADS" --dtype "$dt" --dump "$tmp/inputs.json" >"$tmp/oe.json" 2>/dev/null; so+=("$(get "$tmp/oe.json" eval likelihood users_per_s)"); }
+# The peer scores the token ids ours dumped, so ours runs first in every round.
+score_peer() { "$PYTHON" scripts/bench/peer_eval.py "$GGUF" "$tmp/inputs.json" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pe.json"; sp+=("$(get "$tmp/pe.json" likelihood_users_per_s)"); }
 for dt in $DTYPES; do
   fo=() fp=() to=() tp=() so=() sp=()
   for ((r = 1; r <= ROUNDS; r++)); do
-    forward_ours() { "$BIN" bench forward --model "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/of.json"; fo+=("$(get "$tmp/of.json" forward tokens_per_s)"); }
-    forward_peer() { "$PYTHON" scripts/bench/peer_forward.py "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pf.json"; fp+=("$(get "$tmp/pf.json" tokens_per_s)"); }
-    train_ours() { "$BIN" bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/ot.json"; to+=("$(get "$tmp/ot.json" train tokens_per_s)"); }
-    train_peer() { "$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pt.json"; tp+=("$(get "$tmp/pt.json" tokens_per_s)"); }
-    score_ours() { "$BIN" bench eval --model "$GGUF" --users 3 --candidates 20 --history 3 --max-new-tokens 8 --backend tch --threads "$THREADS" --dtype "$dt" --dump "$tmp/inputs.json" >"$tmp/oe.json" 2>/dev/null; so+=("$(get "$tmp/oe.json" eval likelihood users_per_s)"); }
-    # The peer scores the token ids ours dumped, so ours runs first in every round.
-    score_peer() { "$PYTHON" scripts/bench/peer_eval.py "$GGUF" "$tmp/inputs.json" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pe.json"; sp+=("$(get "$tmp/pe.json" likelihood_users_per_s)"); }
     if ((r % 2)); then forward_ours; forward_peer; train_ours; train_peer; else forward_peer; forward_ours; train_peer; train_ours; fi
     echo "  round $r, $dt train, s per step fwd/bwd/update: ours $(steps "$tmp/ot.json" "$STEPS"), peer $(steps "$tmp/pt.json" "$STEPS"); ours peak RSS $(printf '%.0f' "$(get "$tmp/ot.json" train peak_rss_mb)") MB"
     score_ours; score_peer
