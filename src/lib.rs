@@ -10,6 +10,7 @@ pub mod baselines;
 pub mod bench;
 pub mod civil;
 pub mod cli;
+pub mod cpuinfo;
 pub mod data;
 pub mod dropout;
 pub mod error;

@@ -68,12 +68,12 @@ pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option
         "arch": std::env::consts::ARCH,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         // Kernels may round differently on another processor (AMX, AVX-512): say which it was.
-        "cpu_model": cpu_model(),
+        "cpu_model": crate::cpuinfo::model_name(),
         // Vendor, family, model and stepping: virtual machines often name only the vendor's line
         // ("AMD EPYC"), while speeds differ by generation (AMD family 25 is Zen 3/4, whose AVX-512
         // runs on half-width units; family 26, Zen 5, on full-width ones: bf16 products gain less
         // on the first; BENCHMARKS.md).
-        "cpu_signature": cpu_signature(),
+        "cpu_signature": crate::cpuinfo::signature(),
         // The processor's bf16 matrix units, which `[backbone] dtype = "auto"` looks for.
         "cpu_bf16_units": crate::model::precision::cpu_bf16_flags(),
         // The backbone's frozen weights' precision in this run (`auto` resolved).
@@ -87,38 +87,10 @@ pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option
     })
 }
 
-/// The processor's model name (`/proc/cpuinfo`), where the system says.
-fn cpu_model() -> Option<String> {
-    cpuinfo_field(&std::fs::read_to_string("/proc/cpuinfo").ok()?, "model name")
-}
-
-/// "GenuineIntel family 6 model 143 stepping 8" from `/proc/cpuinfo`'s first processor.
-fn cpu_signature() -> Option<String> {
-    signature_of(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
-}
-
-fn signature_of(cpuinfo: &str) -> Option<String> {
-    let field = |key| cpuinfo_field(cpuinfo, key);
-    Some(format!("{} family {} model {} stepping {}", field("vendor_id")?, field("cpu family")?, field("model")?, field("stepping").unwrap_or_else(|| "?".into())))
-}
-
-/// A field of the first processor's block of `/proc/cpuinfo` (`key` matched whole).
-fn cpuinfo_field(cpuinfo: &str, key: &str) -> Option<String> {
-    cpuinfo.lines().take_while(|l| !l.trim().is_empty()).find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == key).map(|(_, v)| v.trim().to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn cpu_signature_reads_the_first_processor() {
-        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nvendor_id\t: Other\n";
-        assert_eq!(signature_of(info).as_deref(), Some("AuthenticAMD family 25 model 17 stepping 1"));
-        assert_eq!(signature_of("processor\t: 0\nmodel name\t: x\n"), None);
-        assert_eq!(cpuinfo_field(info, "model name").as_deref(), Some("AMD EPYC"));
-    }
 
     #[test]
     fn stamps() {

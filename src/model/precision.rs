@@ -92,9 +92,7 @@ pub fn is_f32<const D: usize>(t: &Tensor<D>) -> bool {
 
 /// The CPU flags (from `/proc/cpuinfo`) of units that run bf16 matmuls faster than fp32.
 pub fn cpu_bf16_flags() -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") else { return Vec::new() };
-    let Some(line) = text.lines().find(|l| l.starts_with("flags")) else { return Vec::new() };
-    let mut out: Vec<String> = line.split_whitespace().filter(|f| matches!(*f, "amx_bf16" | "amx_tile" | "avx512_bf16")).map(str::to_string).collect();
+    let mut out: Vec<String> = crate::cpuinfo::flags().into_iter().filter(|f| matches!(f.as_str(), "amx_bf16" | "amx_tile" | "avx512_bf16")).collect();
     out.sort();
     out
 }
