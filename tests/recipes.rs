@@ -72,6 +72,26 @@ fn plans() {
     }
 }
 
+/// A recipe means the same however its path is written: its hash, its resolution and its stage
+/// keys do not depend on the working directory or on the path's form (relative, through `..`,
+/// absolute), so tables and caches agree between invocations.
+#[test]
+fn the_recipe_path_as_typed_changes_nothing() {
+    let absolute = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.toml");
+    let forms = ["recipes/quickstart.toml".to_string(), "tests/../recipes/./quickstart.toml".to_string(), absolute.display().to_string()];
+    let json = |r: &ResolvedRecipe| serde_json::to_string(r).unwrap();
+    let reference = resolved(&forms[0]);
+    let keys = |r: &ResolvedRecipe| plan::compile(r).unwrap().stages.iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+    for form in &forms[1..] {
+        let r = resolved(form);
+        assert_eq!(r.recipe_hash, reference.recipe_hash, "{form}");
+        assert_eq!(json(&r), json(&reference), "{form}");
+        assert_eq!(keys(&r), keys(&reference), "{form}");
+    }
+    // The files are still opened where they are.
+    assert!(reference.templates.values().all(|t| t.path.is_file()));
+}
+
 #[test]
 fn sweeps_expand_in_place_and_shared_stages_appear_once() {
     let r = resolved("recipes/cold_start_movies.toml");

@@ -50,7 +50,7 @@ pub struct DataReport {
 pub fn data(ctx: &StageContext<'_>, p: &DataParams) -> Result<(), DataError> {
     let (name, d) = (&ctx.stage.id, &p.spec);
     let path = match &p.source {
-        crate::assets::SourceRef::Path { path, .. } => path.clone(),
+        crate::assets::SourceRef::Path { path, .. } => path.to_path_buf(),
         crate::assets::SourceRef::Asset { .. } => input(ctx, Role::Asset)?.to_path_buf(),
     };
     let format = d.format.name();

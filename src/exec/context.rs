@@ -80,7 +80,7 @@ impl StageContext<'_> {
     /// input of `role`) was extracted into.
     pub fn source_dir(&self, source: &SourceRef, role: Role) -> Result<PathBuf, StageError> {
         match source {
-            SourceRef::Path { path, .. } => Ok(path.clone()),
+            SourceRef::Path { path, .. } => Ok(path.to_path_buf()),
             SourceRef::Asset { .. } => Ok(self.input(role)?.to_path_buf()),
         }
     }
@@ -89,7 +89,7 @@ impl StageContext<'_> {
     /// joined one) in the directory its `fetch` input (of `role`) extracted it into, flat.
     pub fn source_file(&self, source: &SourceRef, role: Role) -> Result<PathBuf, StageError> {
         match source {
-            SourceRef::Path { path, .. } => Ok(path.clone()),
+            SourceRef::Path { path, .. } => Ok(path.to_path_buf()),
             SourceRef::Asset { asset } => {
                 let known = crate::assets::find(asset).ok_or_else(|| StageError::Failed(format!("unknown asset `{asset}`")))?;
                 let file = known.main_file().ok_or_else(|| StageError::Failed(format!("asset `{asset}` lists no file")))?;

@@ -12,7 +12,7 @@ use serde::Serialize;
 /// changes the keys of the stages that render it) and its item separator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TemplateRef {
-    pub path: PathBuf,
+    pub path: crate::assets::LocalPath,
     pub content: String,
     pub separator: String,
 }

@@ -5,7 +5,7 @@
 //! in exactly one place: here.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 pub use super::merge::{MergeConfig, ResolvedAdaptation, merge_config};
 use super::sweep;
+use crate::assets::LocalPath;
 use super::types::*;
 use super::LoadedRecipe;
 
@@ -66,7 +67,7 @@ pub struct ResolvedExperiment {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
     Asset { name: String, requirement: String },
-    Path { path: PathBuf },
+    Path { path: LocalPath },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +136,7 @@ pub struct ResolvedData {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ResolvedTemplate {
-    pub path: PathBuf,
+    pub path: LocalPath,
     pub separator: String,
 }
 
@@ -161,7 +162,7 @@ pub struct ResolvedAdapter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mixture: Option<Vec<f64>>,
     pub max_valid_samples: u32,
-    pub pretrained: Option<PathBuf>,
+    pub pretrained: Option<LocalPath>,
     pub lora: LoraConfig,
     pub training: TrainingConfig,
 }
@@ -398,31 +399,13 @@ fn training_config(own: Option<&TrainingSpec>, all: &TrainingSpec) -> TrainingCo
     }
 }
 
-/// Lexically normalized `base/rel` (no `.` or `..` where avoidable), stable across machines
-/// for relative inputs.
-pub fn anchor(base: &Path, rel: &Path) -> PathBuf {
-    let joined = if rel.is_absolute() { rel.to_path_buf() } else { base.join(rel) };
-    let mut out: Vec<Component> = Vec::new();
-    for c in joined.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    let p: PathBuf = out.iter().collect();
-    if p.as_os_str().is_empty() { PathBuf::from(".") } else { p }
-}
-
 fn source(asset: &Option<String>, path: &Option<PathBuf>, base: &Path) -> Source {
     match (asset, path) {
         (Some(name), _) => Source::Asset {
             name: name.clone(),
             requirement: crate::assets::find(name).map(|a| a.requirement()).unwrap_or_default(),
         },
-        (None, Some(p)) => Source::Path { path: anchor(base, p) },
+        (None, Some(p)) => Source::Path { path: LocalPath::new(base, p) },
         (None, None) => unreachable!("validated: asset or path"),
     }
 }
@@ -555,7 +538,7 @@ impl ResolvedRecipe {
         let templates = r
             .templates
             .iter()
-            .map(|(n, t)| (n.clone(), ResolvedTemplate { path: anchor(base, &t.path), separator: t.separator.clone().unwrap_or_else(|| DEFAULT_SEPARATOR.into()) }))
+            .map(|(n, t)| (n.clone(), ResolvedTemplate { path: LocalPath::new(base, &t.path), separator: t.separator.clone().unwrap_or_else(|| DEFAULT_SEPARATOR.into()) }))
             .collect();
         let mut adapters = Vec::new();
         let declared = r.base_spirit.iter().map(|a| (BASE_SPIRIT.to_string(), AdapterRole::BaseSpirit, a));
@@ -574,7 +557,7 @@ impl ResolvedRecipe {
                     a.domains.iter().map(|d| m.get(d).copied().unwrap_or(0.0) / total).collect()
                 }),
                 max_valid_samples: a.max_valid_samples.unwrap_or(200),
-                pretrained: a.pretrained.as_ref().map(|p| anchor(base, p)),
+                pretrained: a.pretrained.as_ref().map(|p| LocalPath::new(base, p)),
                 lora: lora_config(a.lora.as_ref(), &r.lora),
                 training: training_config(a.training.as_ref(), &r.training),
             });

@@ -1,6 +1,5 @@
 //! The typed parameters of the adapter stages (`train`, `import`), built by the plan.
 
-use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -41,7 +40,7 @@ pub struct MrrSelection {
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportParams {
     pub adapter: String,
-    pub path: PathBuf,
+    pub path: crate::assets::LocalPath,
     /// Hash of the adapter directory's files.
     pub content: String,
     pub backbone: BackboneRef,
