@@ -170,11 +170,6 @@ impl LocalPath {
     pub fn new(base: &Path, rel: &Path) -> LocalPath {
         LocalPath { named: anchor(Path::new(""), rel), open: anchor(base, rel) }
     }
-
-    /// The path as the recipe names it (relative to the recipe's directory, normalized).
-    pub fn named(&self) -> &Path {
-        &self.named
-    }
 }
 
 impl std::ops::Deref for LocalPath {
@@ -197,7 +192,7 @@ impl serde::Serialize for LocalPath {
 }
 
 /// Lexically normalized `base/rel` (no `.` or `..` where avoidable).
-pub fn anchor(base: &Path, rel: &Path) -> PathBuf {
+fn anchor(base: &Path, rel: &Path) -> PathBuf {
     let joined = if rel.is_absolute() { rel.to_path_buf() } else { base.join(rel) };
     let mut out: Vec<Component> = Vec::new();
     for c in joined.components() {

@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 pub use super::merge::{MergeConfig, ResolvedAdaptation, merge_config};
 use super::sweep;
-use crate::assets::LocalPath;
 use super::types::*;
 use super::LoadedRecipe;
+use crate::assets::LocalPath;
 
 /// The adapter name of the base spirit in arms.
 pub const BASE_SPIRIT: &str = "base_spirit";

@@ -1,6 +1,5 @@
 //! The typed parameters of the adapter stages (`train`, `import`), built by the plan.
 
-
 use serde::Serialize;
 
 use crate::data::params::RenderParams;
