@@ -151,6 +151,25 @@ fn tch_device(_spec: DeviceSpec) -> Result<(DeviceSpec, Device), BackendError> {
     Err(BackendError::NotCompiled(BackendKind::Tch))
 }
 
+/// Whether `device` (or the device under its autodiff) is an accelerator: a libtorch device other
+/// than its CPU (flex runs on the CPU only).
+#[allow(deprecated)] // burn-tch is deprecated upstream but is the libtorch route in burn 0.22
+pub fn is_gpu(device: &Device) -> bool {
+    let device = device.clone().inner();
+    #[cfg(feature = "flex")]
+    if device == flex_device() {
+        return false;
+    }
+    #[cfg(feature = "tch")]
+    {
+        device != Device::libtorch()
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        false
+    }
+}
+
 /// Whether libtorch sees a CUDA device (false without the `tch` backend).
 pub fn cuda_available() -> bool {
     #[cfg(feature = "tch")]

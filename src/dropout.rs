@@ -12,14 +12,15 @@
 //! of the work gives the same mask, and it is drawn on the host in parallel. The trainer seeds
 //! each optimizer step ([`seed`]); every dropout call on that thread then takes the next stream,
 //! so the calls of a forward pass (always made in the same order) get distinct masks, and a
-//! resumed run draws the same masks as an uninterrupted one.
+//! resumed run draws the same masks as an uninterrupted one. On a GPU the same function is
+//! computed there with integer tensor ops (uploading a host-drawn mask dominated a step there).
 //!
 //! A mask drops element `i` when its 32-bit draw is below `round(p * 2^32)`: the drop
 //! probability is `p` to within 2^-33.
 
 use std::cell::Cell;
 
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::rng::{GOLDEN, mix64 as mix};
 
@@ -93,17 +94,43 @@ fn dropped_on(n: usize, p: f64, seed: u64, stream: u64, threads: usize) -> Vec<b
     out
 }
 
+/// [`dropped`] computed where `device` is, with 64-bit integer tensor ops: the same bits, for a
+/// GPU, where drawing on the host and uploading a byte per element cost 4x the rest of a real
+/// training step's forward pass on an H200 (BENCHMARKS.md). Relies on the backend's `i64`
+/// products wrapping (libtorch's do, on the CPU and on CUDA; the `tch` tests compare it to the
+/// host's draw).
+fn dropped_here<const D: usize>(shape: [usize; D], p: f64, seed: u64, stream: u64, device: &Device) -> Tensor<D, Bool> {
+    let n: usize = shape.iter().product();
+    let pairs = n.div_ceil(2) as i64;
+    let threshold = (p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as i64;
+    let base = mix(seed ^ mix(stream.wrapping_add(1).wrapping_mul(GOLDEN)));
+    // Logical shift right (the tensors' is arithmetic): the sign bits cleared after.
+    let shr = |z: Tensor<1, Int>, s: u32| z.bitwise_right_shift_scalar(s as i64).bitwise_and_scalar((u64::MAX >> s) as i64);
+    let xor_shr = |z: Tensor<1, Int>, s: u32| z.clone().bitwise_xor(shr(z, s));
+    let counters = Tensor::<1, Int>::arange(1..pairs + 1, device).mul_scalar(GOLDEN as i64).add_scalar(base as i64);
+    let h = xor_shr(counters, 30).mul_scalar(0xBF58_476D_1CE4_E5B9_u64 as i64);
+    let h = xor_shr(h, 27).mul_scalar(0x94D0_49BB_1331_11EB_u64 as i64);
+    let h = xor_shr(h, 31);
+    let halves = Tensor::stack::<2>(vec![h.clone().bitwise_and_scalar(0xFFFF_FFFF_i64), shr(h, 32)], 1);
+    halves.reshape([2 * pairs as usize]).slice(0..n).lower_elem(threshold).reshape(shape)
+}
+
 /// Where training is on (an autodiff device) and `p > 0`: `x` with each element zeroed with
 /// probability `p`, **not** rescaled, and the factor `1 / (1 - p)` the kept elements are owed (the
 /// caller applies it where it is cheapest: LoRA on its rank-`r` product). Elsewhere `(x, 1.0)`.
+/// The mask is drawn on the host for a CPU, on the device for a GPU: the same mask either way.
 pub fn zero_out<const D: usize>(x: Tensor<D>, p: f64) -> (Tensor<D>, f64) {
     if p <= 0.0 || !x.device().is_autodiff() {
         return (x, 1.0);
     }
     let (seed, stream) = next_stream();
     let shape = x.dims();
-    let mask = dropped(shape.iter().product(), p, seed, stream);
-    let mask = Tensor::<D, Bool>::from_data(TensorData::new(mask, shape), &x.device());
+    let device = x.device();
+    let mask = if crate::backend::is_gpu(&device) {
+        dropped_here(shape, p, seed, stream, &device)
+    } else {
+        Tensor::<D, Bool>::from_data(TensorData::new(dropped(shape.iter().product(), p, seed, stream), shape), &device)
+    };
     (x.mask_fill(mask, 0.0), 1.0 / (1.0 - p))
 }
 
@@ -150,6 +177,23 @@ mod tests {
             assert!((rate - p).abs() < 1e-3, "p {p}: rate {rate}");
         }
         assert!(dropped(1000, 0.0, 7, 0).iter().all(|&d| !d));
+    }
+
+    /// The device's computation of a mask is the host's draw, bit for bit (on libtorch's CPU here;
+    /// a GPU runs the same integer kernels).
+    #[cfg(feature = "tch")]
+    #[test]
+    fn masks_computed_by_tensor_ops_are_the_host_draws() {
+        use crate::backend::{select, DeviceSpec};
+        let rt = select(crate::recipe::types::BackendChoice::Tch, DeviceSpec::Cpu, Some(1)).unwrap();
+        for (shape, p, seed, stream) in [([3, 5, 7], 0.05, 42, 3), ([2, 4, 9], 0.5, u64::MAX, 0), ([1, 1, 1], 0.5, 7, 1), ([4, 33, 576], 0.05, 0x9E37_79B9, 12)] {
+            let n: usize = shape.iter().product();
+            let here: Vec<bool> = dropped_here(shape, p, seed, stream, &rt.device).into_data().to_vec().unwrap();
+            assert_eq!(here, dropped(n, p, seed, stream), "{shape:?} p {p} seed {seed} stream {stream}");
+        }
+        let here: Vec<bool> = dropped_here([24], 0.5, 42, 3, &rt.device).into_data().to_vec().unwrap();
+        let bits: String = here.iter().map(|&d| if d { '1' } else { '0' }).collect();
+        assert_eq!(bits, PINNED);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 """PyTorch + transformers + peft peer of `reccocktail bench --workload train`: same model file,
 LoRA r16 (alpha 32) on every linear layer (lora_dropout --dropout, 0 by default), fp32 (or
---dtype bf16: the forward and loss under `torch.autocast("cpu", dtype=torch.bfloat16)`, the way
-PyTorch users train in bf16 on a CPU; the weights, LoRA factors and AdamW stay fp32), AdamW, same
-threads.
+--dtype bf16: the forward and loss under `torch.autocast(<device>, dtype=torch.bfloat16)`, the way
+PyTorch users train in bf16; the weights, LoRA factors and AdamW stay fp32), AdamW, same threads,
+on --device (cpu by default; cuda synchronizes before each clock reading).
 
   python scripts/bench/peer_train.py GGUF --batch 4 --seq-len 128 --steps 3 --threads 2
   python scripts/bench/peer_train.py GGUF --prompts train.parquet --batch 4 --seq-len 320 --steps 6
+  python scripts/bench/peer_train.py GGUF --batch 8 --seq-len 512 --steps 6 --device cuda --dtype bf16
 
 Without --prompts: fixed-shape batches, loss on every token. With --prompts (a prompts stage's
 train.parquet): the samples wrapped in the model's chat template (system prompt as reccocktail's
@@ -33,13 +34,23 @@ p.add_argument("--steps", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout (the recipes train with 0.05)")
+p.add_argument("--device", default="cpu")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
+dev = torch.device(a.device)
+
+
+def clock():
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter()
+
+
 torch.manual_seed(0)
 d, f = os.path.dirname(os.path.abspath(a.gguf)), os.path.basename(a.gguf)
 model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
 targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=a.dropout, target_modules=targets, task_type="CAUSAL_LM"))
+model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=a.dropout, target_modules=targets, task_type="CAUSAL_LM")).to(dev)
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
 
@@ -82,15 +93,16 @@ else:
 secs, tokens, n = 0.0, 0, 0
 phases = {"forward_s": 0.0, "backward_s": 0.0, "update_s": 0.0}
 for i, b in enumerate(batches):
-    start = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+    b = {k: v.to(dev) for k, v in b.items()}
+    start = clock()
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
         loss = model(**b).loss
-    t1 = time.perf_counter()
+    t1 = clock()
     loss.backward()
-    t2 = time.perf_counter()
+    t2 = clock()
     opt.step()
     opt.zero_grad()
-    el = time.perf_counter() - start
+    el = clock() - start
     if i > 0:
         phases["forward_s"] += t1 - start
         phases["backward_s"] += t2 - t1
@@ -98,4 +110,4 @@ for i, b in enumerate(batches):
         secs += el
         tokens += int(b.get("attention_mask", torch.ones_like(b["input_ids"])).sum())
         n += b["input_ids"].shape[0]
-print(json.dumps({"workload": workload, "dtype": a.dtype, "dropout": a.dropout, "steps": len(batches) - 1, "seconds": secs, "tokens_per_s": tokens / secs, "samples_per_s": n / secs, **phases, "torch": torch.__version__}))
+print(json.dumps({"workload": workload, "dtype": a.dtype, "dropout": a.dropout, "steps": len(batches) - 1, "seconds": secs, "tokens_per_s": tokens / secs, "samples_per_s": n / secs, **phases, "device": str(dev), "torch": torch.__version__}))
