@@ -49,6 +49,7 @@ const NAME: &str = "chat_template";
 const RAISED: &str = "raise_exception: ";
 
 /// A compiled chat template with the special tokens it may refer to.
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos: Option<String>,

@@ -26,6 +26,7 @@ impl BackboneRef {
 }
 
 /// A loaded backbone: its configuration, its weights on a device, and where it came from.
+#[derive(Clone)]
 pub struct Backbone {
     pub config: ModelConfig,
     pub model: Llama,
@@ -58,7 +59,9 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Backbone, ModelError> 
     from_parts(hf, sd, device)
 }
 
-/// A backbone ready for text: model, tokenizer and (when the model has one) chat template.
+/// A backbone ready for text: model, tokenizer and (when the model has one) chat template. A clone
+/// shares the weights' storage.
+#[derive(Clone)]
 pub struct TextModel {
     pub backbone: Backbone,
     pub tokenizer: super::tokenizer::TextTokenizer,
