@@ -95,8 +95,8 @@ fn dropped_on(n: usize, p: f64, seed: u64, stream: u64, threads: usize) -> Vec<b
 }
 
 /// [`dropped`] computed where `device` is, with 64-bit integer tensor ops: the same bits, for a
-/// GPU, where drawing on the host and uploading a byte per element cost 4x the rest of a real
-/// training step's forward pass on an H200 (BENCHMARKS.md). Relies on the backend's `i64`
+/// GPU, where drawing them on the host and uploading a byte per element made a real training
+/// step ~5x slower on an H200 (BENCHMARKS.md). Relies on the backend's `i64`
 /// products wrapping (libtorch's do, on the CPU and on CUDA; the `tch` tests compare it to the
 /// host's draw).
 fn dropped_here<const D: usize>(shape: [usize; D], p: f64, seed: u64, stream: u64, device: &Device) -> Tensor<D, Bool> {
@@ -188,10 +188,10 @@ mod tests {
         let rt = select(crate::recipe::types::BackendChoice::Tch, DeviceSpec::Cpu, Some(1)).unwrap();
         for (shape, p, seed, stream) in [([3, 5, 7], 0.05, 42, 3), ([2, 4, 9], 0.5, u64::MAX, 0), ([1, 1, 1], 0.5, 7, 1), ([4, 33, 576], 0.05, 0x9E37_79B9, 12)] {
             let n: usize = shape.iter().product();
-            let here: Vec<bool> = dropped_here(shape, p, seed, stream, &rt.device).into_data().to_vec().unwrap();
+            let here: Vec<bool> = dropped_here(shape, p, seed, stream, &rt.device).into_data().try_to_vec().unwrap();
             assert_eq!(here, dropped(n, p, seed, stream), "{shape:?} p {p} seed {seed} stream {stream}");
         }
-        let here: Vec<bool> = dropped_here([24], 0.5, 42, 3, &rt.device).into_data().to_vec().unwrap();
+        let here: Vec<bool> = dropped_here([24], 0.5, 42, 3, &rt.device).into_data().try_to_vec().unwrap();
         let bits: String = here.iter().map(|&d| if d { '1' } else { '0' }).collect();
         assert_eq!(bits, PINNED);
     }

@@ -49,8 +49,7 @@ pub fn load(ctx: &StageContext<'_>, backbone: &BackboneRef, format: &PromptForma
 #[derive(PartialEq)]
 struct LoadKey {
     path: PathBuf,
-    /// The file's (or directory's) length and modification time: a path rewritten meanwhile is
-    /// loaded again.
+    /// [`stamp`]: a backbone rewritten meanwhile is loaded again.
     stamp: Option<(u64, SystemTime)>,
     dtype: Dtype,
     /// The hardware (`Device`'s equality ignores autodiff), whether autodiff wraps it, and with
@@ -78,10 +77,9 @@ fn load_shared(path: &Path, device: &Device, dtype: Dtype) -> Result<(TextModel,
 impl LastLoaded {
     /// [`load_text_model_as`], or a clone of the last load when it was the same; true when reused.
     fn load(&self, path: &Path, device: &Device, dtype: Dtype) -> Result<(TextModel, bool), ModelError> {
-        let stamp = std::fs::metadata(path).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
         let key = LoadKey {
             path: path.to_path_buf(),
-            stamp,
+            stamp: stamp(path),
             dtype,
             device: device.clone(),
             autodiff: device.is_autodiff(),
@@ -98,6 +96,22 @@ impl LastLoaded {
         }
         Ok((model, false))
     }
+}
+
+/// Length and latest modification time of a model file, or of the files of a model directory;
+/// `None` when they cannot be read (such a backbone is not kept).
+fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
+    let of = |m: std::fs::Metadata| Some((m.len(), m.modified().ok()?));
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return of(meta);
+    }
+    let mut total = (0, SystemTime::UNIX_EPOCH);
+    for entry in std::fs::read_dir(path).ok()? {
+        let (len, modified) = of(entry.ok()?.metadata().ok()?)?;
+        total = (total.0 + len, total.1.max(modified));
+    }
+    Some(total)
 }
 
 #[cfg(test)]
@@ -129,6 +143,12 @@ mod tests {
         assert!(!reused);
         let (_, reused) = load_shared(&device.clone().autodiff().gradient_checkpointing(), Dtype::F32).unwrap();
         assert!(!reused);
+        let (_, reused) = load_shared(&device, Dtype::F32).unwrap();
+        assert!(!reused);
+        // A model directory whose files change is loaded again.
+        let config = dir.join("config.json");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("{text}\n")).unwrap();
         let (_, reused) = load_shared(&device, Dtype::F32).unwrap();
         assert!(!reused);
         std::fs::remove_dir_all(&dir).ok();
