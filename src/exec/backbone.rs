@@ -37,7 +37,7 @@ pub struct StageModel {
 pub fn load(ctx: &StageContext<'_>, backbone: &BackboneRef, format: &PromptFormat, device: &Device) -> Result<StageModel, StageError> {
     let path = ctx.source_file(&backbone.source, Role::Backbone)?;
     check_dtype(backbone.dtype, ctx.runtime)?;
-    let (mut text, reused) = load_shared(&path, device, backbone.dtype)?;
+    let (mut text, reused) = LAST.load(&path, device, backbone.dtype)?;
     if reused {
         (ctx.log)(&format!("{}: backbone {} as the previous stage loaded it", ctx.stage.id, path.display()));
     }
@@ -68,11 +68,6 @@ struct LoadKey {
 struct LastLoaded(Mutex<Option<(LoadKey, TextModel)>>);
 
 static LAST: LastLoaded = LastLoaded(Mutex::new(None));
-
-/// [`LastLoaded::load`] of this process.
-fn load_shared(path: &Path, device: &Device, dtype: Dtype) -> Result<(TextModel, bool), ModelError> {
-    LAST.load(path, device, dtype)
-}
 
 impl LastLoaded {
     /// [`load_text_model_as`], or a clone of the last load when it was the same; true when reused.
