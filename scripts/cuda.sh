@@ -28,7 +28,7 @@ DEST="$ROOT/.cache/libtorch/$VERSION-cuda"
 log() { echo "cuda.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 command -v cargo >/dev/null || die "cargo is not installed"
-mkdir -p "$WHEELS"
+mkdir -p "$WHEELS" "$(dirname "$DEST")"
 
 if [[ ! -f "$DEST/lib/libtorch_cuda.so" ]]; then
   wheel="$(ls "$WHEELS"/torch-"$VERSION"-cp311-cp311-manylinux*_x86_64.whl 2>/dev/null | head -n1 || true)"

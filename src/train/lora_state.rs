@@ -77,17 +77,31 @@ impl LoraState {
     /// Replace the adapters of `model`'s target modules by these factors. With `trainable`, on an
     /// autodiff device, they require gradients (and `dropout` applies to their input); otherwise
     /// nothing is tracked, so a forward pass records no graph. The base stays frozen.
+    ///
+    /// Every factor goes to the device in one transfer, as views into one flat tensor: on a GPU
+    /// each upload is a synchronization of its own (see [`LoraState::accumulate_grads`]).
     pub fn attach(&self, model: &mut dyn CausalLm, dropout: f64, trainable: bool) {
         let device = model.device();
         let r = self.rank;
         let scale = self.scale();
+        let mut flat = Vec::with_capacity(self.num_params());
+        for m in &self.modules {
+            flat.extend_from_slice(&m.a);
+            flat.extend_from_slice(&m.b);
+        }
+        let flat = Tensor::<1>::from_data(TensorData::new(flat, [self.num_params()]), &device);
+        let mut offset = 0;
+        let mut piece = |shape: [usize; 2]| {
+            let n = shape[0] * shape[1];
+            let t = flat.clone().narrow(0, offset, n).reshape(shape);
+            offset += n;
+            Param::from_tensor(t).set_require_grad(trainable)
+        };
         let mut it = self.modules.iter().peekable();
         for (layer, proj, lin) in model.projections_mut() {
             lin.adapters.clear();
             let Some(m) = it.peek().filter(|m| m.layer == layer && m.proj == proj) else { continue };
-            let a = Tensor::<2>::from_data(TensorData::new(m.a.clone(), [m.d_in, r]), &device);
-            let b = Tensor::<2>::from_data(TensorData::new(m.b.clone(), [r, m.d_out]), &device);
-            let (a, b) = (Param::from_tensor(a).set_require_grad(trainable), Param::from_tensor(b).set_require_grad(trainable));
+            let (a, b) = (piece([m.d_in, r]), piece([r, m.d_out]));
             lin.adapters.push(LoraFactors::new(a, b, scale, dropout));
             it.next();
         }
@@ -95,22 +109,36 @@ impl LoraState {
 
     /// Add the gradients of the attached factors (after `backward`) into `into` (a flat vector
     /// per module: a then b), creating it on first use.
+    ///
+    /// All gradients come back in one transfer, concatenated on the device: on a GPU each download
+    /// waits for the device, and one per factor (420 for r16 on every linear layer of SmolLM2-135M)
+    /// made the optimizer step ~30% of a training step on an H200. Same values either way.
     pub fn accumulate_grads(&self, model: &dyn CausalLm, grads: &Gradients, into: &mut Vec<Vec<f32>>) {
         if into.is_empty() {
             *into = self.modules.iter().map(|m| vec![0.0; m.a.len() + m.b.len()]).collect();
         }
+        let inner = model.device().inner();
+        let mut parts: Vec<Tensor<1>> = Vec::with_capacity(2 * self.modules.len());
         let mut k = 0;
         for (layer, proj, lin) in model.projections() {
             let Some(m) = self.modules.get(k).filter(|m| m.layer == layer && m.proj == proj) else { continue };
             let f = &lin.adapters[0];
-            let acc = &mut into[k];
-            for (offset, t) in [(0, f.a.val()), (m.a.len(), f.b.val())] {
-                if let Some(g) = t.grad(grads) {
-                    let g: Vec<f32> = g.into_data().try_into_vec::<f32>().expect("f32 gradient");
-                    reccocktail_host::add_into(&mut acc[offset..offset + g.len()], &g);
-                }
+            for (t, n) in [(f.a.val(), m.a.len()), (f.b.val(), m.b.len())] {
+                // A factor the loss does not reach has no gradient: it adds zeros.
+                parts.push(t.grad(grads).map_or_else(|| Tensor::zeros([n], &inner), |g| g.reshape([n])));
             }
             k += 1;
+        }
+        assert_eq!(k, self.modules.len(), "the attached adapters are not this state's modules");
+        if parts.is_empty() {
+            return;
+        }
+        let flat: Vec<f32> = Tensor::cat(parts, 0).into_data().try_into_vec::<f32>().expect("f32 gradients");
+        let mut offset = 0;
+        for acc in into.iter_mut() {
+            let n = acc.len();
+            reccocktail_host::add_into(acc, &flat[offset..offset + n]);
+            offset += n;
         }
     }
 
