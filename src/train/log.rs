@@ -20,7 +20,8 @@ pub struct LogRow {
     pub samples: u64,
     pub tokens_per_s: f64,
     /// Seconds of the step in the forward passes (loss included), the backward passes, and the
-    /// rest (gradients to the host, clipping, AdamW, attaching the factors).
+    /// rest (attaching the factors, collecting the gradients, their norm on the host, clipping,
+    /// AdamW on the training device).
     #[serde(default)]
     pub forward_s: f64,
     #[serde(default)]

@@ -1,6 +1,7 @@
-//! The trainable LoRA factors of one adapter, kept on the host between steps: initialized as
-//! PEFT does (A Kaiming-uniform, B zero), attached to the model as the only parameters that take
-//! gradients, read back after backward, and written in PEFT's format.
+//! The trainable LoRA factors of one adapter on the host: initialized as PEFT does (A
+//! Kaiming-uniform, B zero), attached to the model as the only parameters that take gradients,
+//! laid out flat for the optimizer (which keeps them on the training device between steps), and
+//! written in PEFT's format.
 
 use burn::module::Param;
 use burn::tensor::{Gradients, Tensor, TensorData};
@@ -74,22 +75,54 @@ impl LoraState {
         self.modules.iter().map(|m| m.a.len() + m.b.len()).sum()
     }
 
-    /// Replace the adapters of `model`'s target modules by these factors. With `trainable`, on an
-    /// autodiff device, they require gradients (and `dropout` applies to their input); otherwise
-    /// nothing is tracked, so a forward pass records no graph. The base stays frozen.
-    ///
-    /// Every factor goes to the device in one transfer, as views into one flat tensor: on a GPU
-    /// each upload is a synchronization of its own (see [`LoraState::accumulate_grads`]).
-    pub fn attach(&self, model: &mut dyn CausalLm, dropout: f64, trainable: bool) {
-        let device = model.device();
-        let r = self.rank;
-        let scale = self.scale();
+    /// Every factor in one vector: each module's `a`, then its `b`, in module order (the layout of
+    /// [`Self::attach_flat`], [`Self::grads_flat`] and the optimizer's state).
+    pub fn flatten(&self) -> Vec<f32> {
         let mut flat = Vec::with_capacity(self.num_params());
         for m in &self.modules {
             flat.extend_from_slice(&m.a);
             flat.extend_from_slice(&m.b);
         }
-        let flat = Tensor::<1>::from_data(TensorData::new(flat, [self.num_params()]), &device);
+        flat
+    }
+
+    /// This state with its factors read from `flat`, laid out as [`Self::flatten`] writes them.
+    pub fn with_flat(&self, flat: &[f32]) -> LoraState {
+        assert_eq!(flat.len(), self.num_params(), "a flat LoRA state of another size");
+        let mut out = self.clone();
+        let mut offset = 0;
+        for m in &mut out.modules {
+            for v in [&mut m.a, &mut m.b] {
+                let n = v.len();
+                v.copy_from_slice(&flat[offset..offset + n]);
+                offset += n;
+            }
+        }
+        out
+    }
+
+    /// Replace the adapters of `model`'s target modules by these factors. With `trainable`, on an
+    /// autodiff device, they require gradients (and `dropout` applies to their input); otherwise
+    /// nothing is tracked, so a forward pass records no graph. The base stays frozen.
+    pub fn attach(&self, model: &mut dyn CausalLm, dropout: f64, trainable: bool) {
+        let inner = model.device().inner();
+        let flat = Tensor::<1>::from_data(TensorData::new(self.flatten(), [self.num_params()]), &inner);
+        self.attach_flat(model, flat, dropout, trainable);
+    }
+
+    /// [`Self::attach`] with the factors given as one flat tensor (the layout of
+    /// [`Self::flatten`]) already on the model's device, without autodiff: each factor is a view
+    /// into it, so nothing goes through the host (on a GPU every transfer waits for the device).
+    pub fn attach_flat(&self, model: &mut dyn CausalLm, flat: Tensor<1>, dropout: f64, trainable: bool) {
+        assert_eq!(flat.dims(), [self.num_params()], "a flat LoRA state of another size");
+        let device = model.device();
+        // The leaves carry the model's autodiff context (and its checkpointing strategy).
+        let flat = match device.gradient_checkpointing_strategy() {
+            Some(strategy) => flat.autodiff().with_gradient_checkpointing_strategy(strategy),
+            None => flat,
+        };
+        let r = self.rank;
+        let scale = self.scale();
         let mut offset = 0;
         let mut piece = |shape: [usize; 2]| {
             let n = shape[0] * shape[1];
@@ -107,16 +140,12 @@ impl LoraState {
         }
     }
 
-    /// Add the gradients of the attached factors (after `backward`) into `into` (a flat vector
-    /// per module: a then b), creating it on first use.
-    ///
-    /// All gradients come back in one transfer, concatenated on the device: on a GPU each download
-    /// waits for the device, and one per factor (420 for r16 on every linear layer of SmolLM2-135M)
-    /// made the optimizer step ~30% of a training step on an H200. Same values either way.
-    pub fn accumulate_grads(&self, model: &dyn CausalLm, grads: &Gradients, into: &mut Vec<Vec<f32>>) {
-        if into.is_empty() {
-            *into = self.modules.iter().map(|m| vec![0.0; m.a.len() + m.b.len()]).collect();
-        }
+    /// The gradients of the attached factors (after `backward`) as one flat tensor on the model's
+    /// device without autodiff (the layout of [`Self::flatten`]), concatenated there, for the
+    /// optimizer on the same device: on a GPU, reading back each factor's gradient (420 for r16
+    /// on every linear layer of SmolLM2-135M) waits for the device each time. A factor the loss
+    /// does not reach has zeros.
+    pub fn grads_flat(&self, model: &dyn CausalLm, grads: &Gradients) -> Tensor<1> {
         let inner = model.device().inner();
         let mut parts: Vec<Tensor<1>> = Vec::with_capacity(2 * self.modules.len());
         let mut k = 0;
@@ -124,22 +153,15 @@ impl LoraState {
             let Some(m) = self.modules.get(k).filter(|m| m.layer == layer && m.proj == proj) else { continue };
             let f = &lin.adapters[0];
             for (t, n) in [(f.a.val(), m.a.len()), (f.b.val(), m.b.len())] {
-                // A factor the loss does not reach has no gradient: it adds zeros.
                 parts.push(t.grad(grads).map_or_else(|| Tensor::zeros([n], &inner), |g| g.reshape([n])));
             }
             k += 1;
         }
         assert_eq!(k, self.modules.len(), "the attached adapters are not this state's modules");
         if parts.is_empty() {
-            return;
+            return Tensor::zeros([0], &inner);
         }
-        let flat: Vec<f32> = Tensor::cat(parts, 0).into_data().try_into_vec::<f32>().expect("f32 gradients");
-        let mut offset = 0;
-        for acc in into.iter_mut() {
-            let n = acc.len();
-            reccocktail_host::add_into(acc, &flat[offset..offset + n]);
-            offset += n;
-        }
+        Tensor::cat(parts, 0)
     }
 
     /// The adapter in PEFT's format.

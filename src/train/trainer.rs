@@ -14,7 +14,7 @@ use super::batches::{Encoded, TrainBatch, epoch_batches};
 use super::checkpoint::{self, Checkpoint};
 pub use super::log::LogRow;
 use super::lora_state::LoraState;
-use super::optim::{AdamWConfig, Moments, lr_at};
+use super::optim::{AdamWConfig, DeviceAdamW, Moments, lr_at};
 use crate::rng::Rng;
 use crate::model::CausalLm;
 use crate::recipe::resolve::{LoraConfig, TrainingConfig};
@@ -138,6 +138,12 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
         (opts.log)(&format!("resuming from the checkpoint at step {step} of {total}"));
     }
 
+    // The optimizer's state lives on the training device between steps; `ck` gets it back (exact
+    // f32 copies) where it is read: validation, checkpoints, the end.
+    let inner = device.clone().inner();
+    let first: Vec<f32> = ck.moments.iter().flat_map(|x| x.m.iter().copied()).collect();
+    let second: Vec<f32> = ck.moments.iter().flat_map(|x| x.v.iter().copied()).collect();
+    let mut opt = DeviceAdamW::upload(ck.state.flatten(), first, second, &inner);
     let mut steps_this_call = 0u64;
     let mut stopped_early = false;
     'epochs: while ck.step < total {
@@ -152,10 +158,10 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
             // Same dropout masks for this step whether or not the run was resumed.
             crate::dropout::seed(Rng::derive(seed, &["dropout", &ck.step.to_string()]).next_u64());
             let group_targets: usize = group.iter().flatten().map(|&i| train[i].targets()).sum();
-            let mut acc: Vec<Vec<f32>> = Vec::new();
+            let mut acc: Option<Tensor<1>> = None;
             let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
             // One attachment per step: the micro-batches reuse the same leaves.
-            ck.state.attach(model, lora.dropout, true);
+            ck.state.attach_flat(model, opt.params.clone(), lora.dropout, true);
             let (mut forward_s, mut backward_s) = (0.0f64, 0.0f64);
             for batch_idx in group {
                 let samples: Vec<&Encoded> = batch_idx.iter().map(|&i| &train[i]).collect();
@@ -172,24 +178,24 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
                     return Err(TrainError::NonFinite { step: ck.step + 1, samples: batch_idx.clone(), value });
                 }
                 loss_sum += value as f64;
-                ck.state.accumulate_grads(model, &grads, &mut acc);
+                let g = ck.state.grads_flat(model, &grads);
+                acc = Some(match acc {
+                    Some(a) => a.add(g),
+                    None => g,
+                });
             }
-            // One running sum over every module's gradients, in order.
-            let grad_norm = acc.iter().fold(0.0, |s, g| host::sum_squares(s, g)).sqrt();
-            if cfg.max_grad_norm > 0.0 && grad_norm > cfg.max_grad_norm {
-                let c = (cfg.max_grad_norm / (grad_norm + 1e-6)) as f32;
-                acc.iter_mut().for_each(|g| host::scale(g, c));
-            }
+            let acc = acc.expect("an accumulation group has a batch");
+            // The norm on the host, one running sum in order (the same bits on every device).
+            let host_grads: Vec<f32> = acc.clone().into_data().try_into_vec::<f32>().expect("f32 gradients");
+            let grad_norm = host::sum_squares(0.0, &host_grads).sqrt();
+            let acc = if cfg.max_grad_norm > 0.0 && grad_norm > cfg.max_grad_norm {
+                acc.mul_scalar((cfg.max_grad_norm / (grad_norm + 1e-6)) as f32)
+            } else {
+                acc
+            };
             let lr = lr_at(cfg.lr, cfg.schedule, warmup, total, ck.step);
             ck.step += 1;
-            let update = adam.at(ck.step, lr);
-            for ((m, g), mom) in ck.state.modules.iter_mut().zip(&acc).zip(ck.moments.iter_mut()) {
-                let na = m.a.len();
-                let (ma, mb) = mom.m.split_at_mut(na);
-                let (va, vb) = mom.v.split_at_mut(na);
-                host::adamw(&update, &mut m.a, &g[..na], ma, va);
-                host::adamw(&update, &mut m.b, &g[na..], mb, vb);
-            }
+            opt = opt.step(&adam.at(ck.step, lr), acc);
             ck.group += 1;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             let mut row = LogRow {
@@ -209,6 +215,7 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
             };
             let validate = !valid.is_empty() && (ck.step % cfg.eval_every.max(1) == 0 || ck.step == total);
             if validate {
+                ck.sync(&opt);
                 let v = validation_loss(model, &ck.state, valid, bs, pad_id);
                 row.valid_loss = Some(v);
                 // The checkpoint keeps one criterion, lower is better: the loss, or minus the MRR.
@@ -240,16 +247,19 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
             let interrupted = opts.interrupt_after.is_some_and(|n| steps_this_call >= n);
             if let Some(dir) = &opts.checkpoint_dir {
                 if ck.step % cfg.checkpoint_every.max(1) == 0 || interrupted {
+                    ck.sync(&opt);
                     checkpoint::save(dir, &ck).map_err(TrainError::Checkpoint)?;
                 }
             }
             if interrupted && ck.step < total {
+                ck.sync(&opt);
                 return Ok(outcome(ck, total, false, false, resumed_from));
             }
         }
         ck.epoch += 1;
         ck.group = 0;
     }
+    ck.sync(&opt);
     if ck.state == initial {
         return Err(TrainError::Unchanged { steps: ck.step, lr: cfg.lr });
     }
@@ -264,6 +274,19 @@ fn outcome(ck: Checkpoint, total: u64, stopped_early: bool, finished: bool, resu
 }
 
 impl Checkpoint {
+    /// The adapter and moments as the optimizer holds them on the device.
+    fn sync(&mut self, opt: &DeviceAdamW) {
+        let (params, m, v) = opt.download();
+        self.state = self.state.with_flat(&params);
+        let mut offset = 0;
+        for mom in &mut self.moments {
+            let n = mom.m.len();
+            mom.m.copy_from_slice(&m[offset..offset + n]);
+            mom.v.copy_from_slice(&v[offset..offset + n]);
+            offset += n;
+        }
+    }
+
     pub fn fresh(state: LoraState) -> Self {
         let moments = state.modules.iter().map(|m| Moments::zeros(m.a.len() + m.b.len())).collect();
         Checkpoint { best: state.clone(), state, moments, step: 0, epoch: 0, group: 0, best_valid: None, best_step: 0, since_best: 0, log: Vec::new() }

@@ -1,5 +1,6 @@
-//! The loops reccocktail runs on the host over every trainable number at every optimizer step:
-//! adding a micro-batch's gradients, their squared norm, clipping, and the AdamW update.
+//! The loops reccocktail runs on the host over every trainable number: the squared norm of the
+//! gradients at every training step, and the AdamW update (the reference the training device's
+//! update is tested against, bit for bit, and the entropy merge's update of its coefficients).
 //!
 //! They live in their own crate so that the build profiles can optimize them (opt-level 3, where
 //! the loops vectorize) while the main crate stays at opt-level 1 in test and `quick` builds: at
@@ -11,25 +12,10 @@
 //! The functions take plain slices and are not generic or `#[inline]`: their code is compiled
 //! here, in this crate's profile, not in the caller's.
 
-/// `acc[i] += x[i]`.
-pub fn add_into(acc: &mut [f32], x: &[f32]) {
-    assert_eq!(acc.len(), x.len(), "add_into: lengths differ");
-    for (a, b) in acc.iter_mut().zip(x) {
-        *a += *b;
-    }
-}
-
 /// `acc + sum of x[i]^2` in f64, summed in order (a running total over several slices gives the
 /// same bits as one sum over their concatenation).
 pub fn sum_squares(acc: f64, x: &[f32]) -> f64 {
     x.iter().fold(acc, |s, &g| s + (g as f64) * (g as f64))
-}
-
-/// `x[i] *= c`.
-pub fn scale(x: &mut [f32], c: f32) {
-    for v in x.iter_mut() {
-        *v *= c;
-    }
 }
 
 /// The per-step constants of one AdamW update (PyTorch's `torch.optim.AdamW`: bias-corrected
@@ -111,14 +97,5 @@ mod tests {
         let joined: Vec<f32> = a.iter().chain(&b).copied().collect();
         let one = joined.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>();
         assert_eq!(sum_squares(sum_squares(0.0, &a), &b).to_bits(), one.to_bits());
-    }
-
-    #[test]
-    fn add_and_scale() {
-        let mut acc = vec![1.0f32, 2.0, 3.0];
-        add_into(&mut acc, &[0.5, -2.0, 1.0]);
-        assert_eq!(acc, [1.5, 0.0, 4.0]);
-        scale(&mut acc, 2.0);
-        assert_eq!(acc, [3.0, 0.0, 8.0]);
     }
 }
