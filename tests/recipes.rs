@@ -357,3 +357,27 @@ fn memory_heavy_micro_batches_warn_at_validate() {
     assert!(report.contains("tokens per micro-batch, over the 8192"), "{report}");
     assert!(report.contains("raise grad_accum"), "{report}");
 }
+
+#[test]
+fn the_same_cocktail_twice_warns_at_the_later_arm() {
+    let text = std::fs::read_to_string("tests/recipes/quickstart_variants.toml").unwrap();
+    assert!(text.contains("lambda = 0.7"), "the variant's task_arithmetic arm changed");
+    // A sweep point equal to a declared arm: `task_arithmetic` at 0.5 is `fixed_0.5`.
+    let swept = format!("{text}\n[[sweep]]\narm = \"task_arithmetic\"\ngrid = {{ \"merge.lambda\" = [0.5, 1.0] }}\n");
+    let loaded = quickstart_variant("swept.toml", &swept).unwrap();
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let w = &loaded.warnings[0];
+    assert_eq!((w.code, w.severity, w.path.as_str()), ("same-cocktail", Severity::Warning, "sweep[0].grid"));
+    assert_eq!(
+        w.message,
+        "arms `fixed_0.5` and `task_arithmetic@lambda=0.5` are the same cocktail (base_spirit 0.5, drama 0.5): `fixed` and `task_arithmetic` merge with one linear kernel, so it is evaluated twice"
+    );
+    // Per-adapter lambdas equal to `base_only`'s weights; a zero weight leaves its adapter out.
+    let declared = text.replace("lambda = 0.7", "lambda = [1.0, 0.0]");
+    let loaded = quickstart_variant("declared.toml", &declared).unwrap();
+    let found: Vec<(&str, &str)> = loaded.warnings.iter().map(|w| (w.code, w.path.as_str())).collect();
+    assert_eq!(found, [("same-cocktail", "arms[3].merge")]);
+    assert!(loaded.warnings[0].message.starts_with("arms `base_only` and `task_arithmetic` are the same cocktail (base_spirit 1):"), "{}", loaded.warnings[0].message);
+    // Other weights: no warning.
+    assert!(quickstart_variant("q.toml", &text).unwrap().warnings.is_empty());
+}

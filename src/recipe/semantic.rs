@@ -539,6 +539,21 @@ impl Checker<'_> {
         }
     }
 
+    /// Two arms that are one cocktail evaluated twice: a warning at the later one.
+    fn same_cocktails(&mut self) {
+        let r = self.recipe;
+        for same in sweep::same_cocktails(r) {
+            let path = match r.sweep.iter().position(|s| same.second_swept && s.arm == same.second_base) {
+                Some(i) => p(&[&"sweep", &i, &"grid"]),
+                None => p(&[&"arms", &r.arms.iter().position(|a| a.name == same.second_base).unwrap_or(0), &"merge"]),
+            };
+            let weights: Vec<String> = same.weights.iter().map(|(a, w)| format!("{a} {w}")).collect();
+            let msg = format!("arms `{}` and `{}` are the same cocktail ({}): `fixed` and `task_arithmetic` merge with one linear kernel, so it is evaluated twice", same.first, same.second, weights.join(", "));
+            let help = "drop one of them, or give one other weights".to_string();
+            self.out.push(Located { path, on_key: true, diagnostic: Diagnostic::new("same-cocktail", "", msg).help_opt(Some(help)).warning() });
+        }
+    }
+
     fn sweeps(&mut self) {
         let r = self.recipe;
         let mut swept = BTreeSet::new();
@@ -574,6 +589,7 @@ impl Checker<'_> {
                 self.err_key(at("grid"), "too-large", format!("the grid has {points} points (at most {})", sweep::MAX_POINTS), None);
             }
         }
+        self.same_cocktails();
         // Expanded arms must still be valid arms (e.g. weights matching adapters).
         if let Ok(arms) = sweep::expand(r) {
             for arm in arms.iter().filter(|a| a.sweep_point.is_some()) {
