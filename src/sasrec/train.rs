@@ -67,8 +67,9 @@ fn train_part(seq: &[u32]) -> &[u32] {
     &seq[..seq.len().saturating_sub(2)]
 }
 
-/// The validation lists: (history, candidates, target slot) of a seeded sample of users.
-fn validation_lists(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64) -> Vec<(Vec<i64>, Vec<i64>, usize)> {
+/// The validation lists of a seeded sample of users: (history, candidates) each, and the target's
+/// slot in each.
+fn validation_lists(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64) -> (Vec<(Vec<i64>, Vec<i64>)>, Vec<usize>) {
     let sampler = CandidateSampler::new(split, seed);
     let mut users: Vec<usize> = (0..split.users.len()).collect();
     let mut rng = Rng::derive(seed, &["sasrec", "valid-users"]);
@@ -83,9 +84,9 @@ fn validation_lists(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64) -> Vec
             let list = sampler.candidates(u, p.valid)?;
             let target = split.sequences[u][p.valid];
             let slot = list.iter().position(|&i| i == target)?;
-            Some((left_padded(&split.sequences[u][..p.valid], cfg.max_len as usize), list.iter().map(|&i| i as i64 + 1).collect(), slot))
+            Some(((left_padded(&split.sequences[u][..p.valid], cfg.max_len as usize), list.iter().map(|&i| i as i64 + 1).collect()), slot))
         })
-        .collect()
+        .unzip()
 }
 
 /// Scores of `lists` (history, candidates) in batches; `model` without autodiff.
@@ -104,12 +105,11 @@ pub fn score_lists(model: &SasRec, lists: &[(Vec<i64>, Vec<i64>)], len: usize, b
     out
 }
 
-/// Mean (NDCG@10, HR@10) of the validation lists.
-fn validate(model: &SasRec, lists: &[(Vec<i64>, Vec<i64>, usize)], len: usize, batch: usize) -> (f64, f64) {
-    let pairs: Vec<(Vec<i64>, Vec<i64>)> = lists.iter().map(|(h, c, _)| (h.clone(), c.clone())).collect();
-    let scores = score_lists(model, &pairs, len, batch);
+/// Mean (NDCG@10, HR@10) of the validation lists, the target at `targets[i]` of list `i`.
+fn validate(model: &SasRec, lists: &[(Vec<i64>, Vec<i64>)], targets: &[usize], len: usize, batch: usize) -> (f64, f64) {
+    let scores = score_lists(model, lists, len, batch);
     let n = lists.len().max(1) as f64;
-    let ranks: Vec<usize> = scores.iter().zip(lists).map(|(s, (_, _, t))| rank_of(s, *t)).collect();
+    let ranks: Vec<usize> = scores.iter().zip(targets).map(|(s, &t)| rank_of(s, t)).collect();
     (ranks.iter().map(|&r| ndcg_at(r, 10)).sum::<f64>() / n, ranks.iter().map(|&r| hr_at(r, 10)).sum::<f64>() / n)
 }
 
@@ -136,7 +136,7 @@ pub fn train(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64, device: &Devi
         t.dedup();
         t
     }).collect();
-    let valid = validation_lists(split, cfg, seed);
+    let (valid, valid_targets) = validation_lists(split, cfg, seed);
     let n_items = split.items.len() as u64;
     let bs = cfg.batch_size as usize;
 
@@ -182,7 +182,7 @@ pub fn train(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64, device: &Devi
         let loss = loss_sum / batches.max(1) as f64;
         if epoch % cfg.eval_every == 0 || epoch == cfg.epochs {
             let plain = model.valid();
-            let (ndcg, hr) = validate(&plain, &valid, len, 256);
+            let (ndcg, hr) = validate(&plain, &valid, &valid_targets, len, 256);
             log(&format!("sasrec epoch {epoch}: loss {loss:.4}, validation NDCG@10 {ndcg:.4}, HR@10 {hr:.4} ({:.0} s)", started.elapsed().as_secs_f64()));
             validations.push(Validation { epoch, loss, ndcg_at_10: ndcg, hr_at_10: hr });
             if best.as_ref().is_none_or(|(b, _, _)| ndcg > *b) {
