@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod doc;
 pub mod merge;
 pub mod resolve;
+pub mod same_cocktail;
 pub mod sasrec;
 pub mod schema;
 mod semantic;

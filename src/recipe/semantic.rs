@@ -8,6 +8,7 @@ use super::diagnostic::{Diagnostic, did_you_mean};
 use super::doc::{PathSeg, p};
 use super::merge::{MergeSpec, Parameterization};
 use super::resolve::{self, BASE_SPIRIT};
+use super::same_cocktail;
 use super::sweep;
 use super::types::*;
 use crate::assets::{self, AssetKind};
@@ -542,7 +543,7 @@ impl Checker<'_> {
     /// Two arms that are one cocktail evaluated twice: a warning at the later one.
     fn same_cocktails(&mut self) {
         let r = self.recipe;
-        for same in sweep::same_cocktails(r) {
+        for same in same_cocktail::same_cocktails(r) {
             let path = match r.sweep.iter().position(|s| same.second_swept && s.arm == same.second_base) {
                 Some(i) => p(&[&"sweep", &i, &"grid"]),
                 None => p(&[&"arms", &r.arms.iter().position(|a| a.name == same.second_base).unwrap_or(0), &"merge"]),
