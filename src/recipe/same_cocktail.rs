@@ -7,8 +7,7 @@ use super::resolve;
 use super::sweep::{expand, ExpandedArm};
 use super::types::Recipe;
 
-/// Two arms (after expansion) that are the same cocktail: `fixed` and `task_arithmetic` apply one
-/// linear kernel, so the same adapters at the same weights give the same merge (evaluated twice).
+/// Two arms (after sweep expansion) that are one cocktail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SameCocktail {
     pub first: String,
