@@ -11,7 +11,7 @@ use super::resolve::{self, BASE_SPIRIT};
 use super::same_cocktail;
 use super::sweep;
 use super::types::*;
-use crate::assets::{self, AssetKind};
+use crate::assets::{self, AssetKind, LocalPath};
 use crate::backend::DeviceSpec;
 use crate::data::loaders;
 use crate::prompt::{PromptContext, PromptTemplate};
@@ -77,8 +77,14 @@ impl Checker<'_> {
         false
     }
 
+    /// `rel` as the run will open it: anchored at the recipe's directory as the resolved recipe
+    /// anchors it ([`LocalPath`]), so the check looks at the file the run reads.
+    fn local(&self, rel: &Path) -> LocalPath {
+        LocalPath::new(self.base_dir, rel)
+    }
+
     fn file_exists(&mut self, path: Vec<PathSeg>, file: &Path, what: &str) -> bool {
-        let full = self.base_dir.join(file);
+        let full = self.local(file);
         if full.exists() {
             return true;
         }
@@ -198,7 +204,7 @@ impl Checker<'_> {
         let fields: Vec<String> = match (loaders::item_fields(ds.format), &ds.columns, &ds.path) {
             (Some(known), _, _) => known.iter().map(|s| s.to_string()).collect(),
             (None, Some(columns), Some(path)) => {
-                let full = self.base_dir.join(path);
+                let full = self.local(path).to_path_buf();
                 let dir = if full.is_file() { full.parent().map(Path::to_path_buf).unwrap_or_default() } else { full };
                 match loaders::csv_item_fields(&dir, columns) {
                     Ok(fields) => fields,
@@ -226,7 +232,7 @@ impl Checker<'_> {
             if !self.file_exists(at.clone(), &t.path, "template") {
                 continue;
             }
-            let result = PromptTemplate::load(&self.base_dir.join(&t.path)).and_then(|tpl| tpl.render(&PromptContext::sample()));
+            let result = PromptTemplate::load(&self.local(&t.path)).and_then(|tpl| tpl.render(&PromptContext::sample()));
             if let Err(e) = result {
                 self.err(at, "template", e.to_string(), None);
             }
@@ -316,7 +322,7 @@ impl Checker<'_> {
             }
             self.reference(sub("template"), &a.template, "template", r.templates.keys().map(String::as_str));
             if let Some(pre) = &a.pretrained {
-                if self.file_exists(sub("pretrained"), pre, "pretrained adapter") && !self.base_dir.join(pre).join("adapter_config.json").exists() {
+                if self.file_exists(sub("pretrained"), pre, "pretrained adapter") && !self.local(pre).join("adapter_config.json").exists() {
                     self.err(sub("pretrained"), "not-an-adapter", format!("`{}` has no adapter_config.json (expected a PEFT adapter directory)", pre.display()), None);
                 }
             }
