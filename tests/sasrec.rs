@@ -95,6 +95,13 @@ fn walking_split(users: usize, items: usize, len: usize) -> reccocktail::data::d
     }
 }
 
+fn done(r: Result<reccocktail::sasrec::train::Outcome, reccocktail::sasrec::SasrecError>) -> (SasRec, reccocktail::sasrec::train::TrainLog) {
+    match r.unwrap() {
+        reccocktail::sasrec::train::Outcome::Done(model, log) => (model, log),
+        reccocktail::sasrec::train::Outcome::Stopped { epochs } => panic!("stopped after {epochs} epochs"),
+    }
+}
+
 #[test]
 fn training_learns_a_deterministic_sequence_and_is_reproducible() {
     use reccocktail::recipe::sasrec::SasrecSpec;
@@ -102,7 +109,7 @@ fn training_learns_a_deterministic_sequence_and_is_reproducible() {
     let spec = SasrecSpec { hidden: Some(16), blocks: Some(1), dropout: Some(0.1), lr: Some(1e-2), max_len: Some(8), batch_size: Some(16), epochs: Some(40), eval_every: Some(5), patience: Some(3), ..Default::default() };
     let cfg = spec.resolve();
     let device = Device::default();
-    let (model, log) = reccocktail::sasrec::train::train(&split, &cfg, 3, &device, &|_| {});
+    let (model, log) = done(reccocktail::sasrec::train::train(&split, &cfg, 3, &device, &|_| {}, None));
     assert_eq!(log.train_users, 48);
     assert_eq!(log.valid_users, 48);
     let first = log.validations[0].ndcg_at_10;
@@ -115,7 +122,72 @@ fn training_learns_a_deterministic_sequence_and_is_reproducible() {
     let top = trained.scores(&lists).iter().filter(|s| s[0] > s[1] && s[0] > s[2]).count();
     assert!(top >= 44, "the next item ranked first for {top} of 48 users");
     // Same seed, same log (validation scores and losses, bit for bit).
-    let (_, again) = reccocktail::sasrec::train::train(&split, &cfg, 3, &device, &|_| {});
+    let (_, again) = done(reccocktail::sasrec::train::train(&split, &cfg, 3, &device, &|_| {}, None));
     let bits = |l: &reccocktail::sasrec::train::TrainLog| l.validations.iter().map(|v| (v.loss.to_bits(), v.ndcg_at_10.to_bits())).collect::<Vec<_>>();
     assert_eq!(bits(&log), bits(&again));
+}
+
+#[test]
+fn an_interrupted_training_resumes_from_its_checkpoint_and_ends_with_the_same_network() {
+    use reccocktail::sasrec::train::{train, Checkpoints, Outcome};
+    let split = walking_split(40, 30, 9);
+    let spec = reccocktail::recipe::sasrec::SasrecSpec { hidden: Some(16), blocks: Some(1), dropout: Some(0.1), lr: Some(1e-2), max_len: Some(8), batch_size: Some(16), epochs: Some(9), eval_every: Some(2), patience: Some(10), ..Default::default() };
+    let cfg = spec.resolve();
+    let device = Device::default();
+    let (whole, whole_log) = done(train(&split, &cfg, 5, &device, &|_| {}, None));
+
+    let dir = std::env::temp_dir().join(format!("reccocktail-sasrec-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ck = |stop_after| Some(Checkpoints { dir: &dir, stop_after });
+    // Cut after epoch 3 (between validations), then after epoch 6 (right after one).
+    assert!(matches!(train(&split, &cfg, 5, &device, &|_| {}, ck(Some(3))).unwrap(), Outcome::Stopped { epochs: 3 }));
+    assert!(matches!(train(&split, &cfg, 5, &device, &|_| {}, ck(Some(3))).unwrap(), Outcome::Stopped { epochs: 6 }));
+    let (resumed, log) = done(train(&split, &cfg, 5, &device, &|_| {}, ck(None)));
+    assert_eq!(log.resumed_after_epoch, Some(6));
+    assert_eq!((log.epochs_run, log.best_epoch), (whole_log.epochs_run, whole_log.best_epoch));
+    let bits = |l: &reccocktail::sasrec::train::TrainLog| l.validations.iter().map(|v| (v.epoch, v.loss.to_bits(), v.ndcg_at_10.to_bits(), v.hr_at_10.to_bits())).collect::<Vec<_>>();
+    assert_eq!(bits(&log), bits(&whole_log));
+    // Every parameter of the kept network, bit for bit.
+    let params = |m: &SasRec| {
+        let mut v = values(m.item_emb.weight.val());
+        v.extend(values(m.pos_emb.weight.val()));
+        for b in &m.blocks {
+            for l in [&b.q, &b.k, &b.v, &b.out, &b.ffn1, &b.ffn2] {
+                v.extend(values(l.weight.val()));
+                v.extend(l.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap());
+            }
+            for n in [&b.attn_norm, &b.ffn_norm] {
+                v.extend(n.gamma.val().into_data().try_to_vec::<f32>().unwrap());
+            }
+        }
+        v.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+    };
+    assert_eq!(params(&resumed), params(&whole));
+    // A checkpoint of another seed is refused, not silently used.
+    let err = match train(&split, &cfg, 6, &device, &|_| {}, ck(None)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a checkpoint of seed 5 was used for seed 6"),
+    };
+    assert!(err.contains("another network or seed"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn saved_weights_are_the_same_bytes_every_time() {
+    let shape = Shape { items: 12, hidden: 8, blocks: 1, heads: 1, max_len: 6, dropout: 0.0 };
+    let model = SasRec::init(&shape, 2, &Device::default());
+    let dir = std::env::temp_dir().join(format!("reccocktail-sasrec-bytes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // burn's default header metadata came out in a different order from save to save.
+    let saves: Vec<Vec<u8>> = (0..8)
+        .map(|k| {
+            let path = dir.join(format!("m{k}.safetensors"));
+            reccocktail::sasrec::save_weights(&model, &path).unwrap();
+            std::fs::read(&path).unwrap()
+        })
+        .collect();
+    assert!(saves.iter().all(|b| b == &saves[0]), "the same weights saved as different bytes");
+    let loaded = reccocktail::sasrec::load_weights(&dir.join("m0.safetensors"), &shape, &Device::default()).unwrap();
+    assert_eq!(values(loaded.item_emb.weight.val()), values(model.item_emb.weight.val()));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,6 +7,7 @@
 //! told which failed (its tables list those arms as failed), but its output is then not cached,
 //! so the next run rebuilds it once the failures are fixed.
 
+pub mod atomic_dir;
 pub mod backbone;
 pub mod cache;
 pub mod context;

@@ -2,10 +2,13 @@
 //! and run on the experiment's backend and device.
 //!
 //! Stage `sasrec:<domain>` trains one network per domain split ([`train`]) and writes
-//! `model.safetensors` and `sasrec.json` (shape, settings, validation log, throughput). The
+//! `model.safetensors` and `sasrec.json` (shape, settings, validation log, throughput). It keeps
+//! a checkpoint after every epoch in its scratch space ([`checkpoint`]): an interrupted stage
+//! resumes from the last one and ends with the same network. The
 //! `baselines:<setting>` stages load it and rank their test candidate lists with it
 //! ([`Trained::scores`]): the history is every item before the test one (its last `max_len`).
 
+pub mod checkpoint;
 pub mod model;
 pub mod params;
 pub mod train;
@@ -30,6 +33,8 @@ pub enum SasrecError {
     Record { path: String, message: String },
     #[error("domain `{0}` has no user with two training items: SASRec has nothing to learn from")]
     NoTrainingUsers(String),
+    #[error("SASRec checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 pub fn stage(ctx: &StageContext<'_>, p: &SasrecParams) -> Result<(), StageError> {
@@ -37,11 +42,32 @@ pub fn stage(ctx: &StageContext<'_>, p: &SasrecParams) -> Result<(), StageError>
     if !split.sequences.iter().any(|s| s.len() >= 4) {
         return Err(StageError::domain(SasrecError::NoTrainingUsers(split.settings.label.clone()), true));
     }
-    let (model, log) = train::train(&split, &p.sasrec, p.seed, &ctx.runtime.device, ctx.log);
-    let path = ctx.out.join("model.safetensors");
-    model.save_into(&mut SafetensorsStore::from_file(&path)).map_err(|e| StageError::domain(SasrecError::Weights { path: path.display().to_string(), message: e.to_string() }, false))?;
+    let checkpoints = train::Checkpoints { dir: &ctx.scratch.join("checkpoint"), stop_after: None };
+    let (model, log) = match train::train(&split, &p.sasrec, p.seed, &ctx.runtime.device, ctx.log, Some(checkpoints)).map_err(|e| StageError::domain(e, false))? {
+        train::Outcome::Done(model, log) => (model, log),
+        train::Outcome::Stopped { .. } => unreachable!("no epoch limit was set"),
+    };
+    save_weights(&model, &ctx.out.join("model.safetensors")).map_err(|e| StageError::domain(e, false))?;
     table::write_json(&ctx.out.join("sasrec.json"), &log).map_err(|e| StageError::domain(e, false))?;
     Ok(())
+}
+
+/// Write `model`'s weights as safetensors, the same bytes for the same weights: without burn's
+/// default header metadata, which it writes from a hash map in an order that changes from one
+/// process to the next.
+pub fn save_weights(model: &SasRec, path: &Path) -> Result<(), SasrecError> {
+    model.save_into(&mut SafetensorsStore::from_file(path).clear_metadata()).map_err(|e| SasrecError::Weights { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// A network of `shape` with the weights [`save_weights`] wrote to `path`.
+pub fn load_weights(path: &Path, shape: &Shape, device: &Device) -> Result<SasRec, SasrecError> {
+    let werr = |message: String| SasrecError::Weights { path: path.display().to_string(), message };
+    let mut model = SasRec::init(shape, 0, device);
+    let applied = model.load_from(&mut SafetensorsStore::from_file(path)).map_err(|e| werr(e.to_string()))?;
+    if !applied.missing.is_empty() || !applied.errors.is_empty() {
+        return Err(werr(format!("missing {:?}, errors {:?}", applied.missing, applied.errors)));
+    }
+    Ok(model)
 }
 
 /// A trained network, loaded from a `sasrec:<domain>` artifact.
@@ -57,13 +83,7 @@ impl Trained {
         let text = std::fs::read_to_string(&record).map_err(|e| err(e.to_string()))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         let shape: Shape = serde_json::from_value(v["shape"].clone()).map_err(|e| err(e.to_string()))?;
-        let mut model = SasRec::init(&shape, 0, device);
-        let path = dir.join("model.safetensors");
-        let werr = |message: String| SasrecError::Weights { path: path.display().to_string(), message };
-        let applied = model.load_from(&mut SafetensorsStore::from_file(&path)).map_err(|e| werr(e.to_string()))?;
-        if !applied.missing.is_empty() || !applied.errors.is_empty() {
-            return Err(werr(format!("missing {:?}, errors {:?}", applied.missing, applied.errors)));
-        }
+        let model = load_weights(&dir.join("model.safetensors"), &shape, device)?;
         Ok(Trained { model, shape })
     }
 

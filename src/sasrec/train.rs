@@ -10,14 +10,17 @@
 //! validation NDCG@10 are kept, and training stops after `patience` validations without a better
 //! one.
 
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{self, Progress, State};
 use super::model::{SasRec, Shape};
+use super::SasrecError;
 use crate::data::candidates::CandidateSampler;
 use crate::data::domain::DomainSplit;
 use crate::eval::metrics::{hr_at, ndcg_at, rank_of};
@@ -33,7 +36,7 @@ pub fn left_padded(items: &[u32], len: usize) -> Vec<i64> {
 }
 
 /// One validation of the training log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Validation {
     pub epoch: u32,
     /// Mean training loss of the epoch.
@@ -60,6 +63,23 @@ pub struct TrainLog {
     /// Training sequences (users) per second of the training steps alone (batching, forward,
     /// backward, update; no validation).
     pub sequences_per_s: f64,
+    /// The epochs a checkpoint had done when an interrupted training was resumed.
+    pub resumed_after_epoch: Option<u32>,
+}
+
+/// Where training keeps its checkpoints (one after every epoch) and resumes from.
+pub struct Checkpoints<'a> {
+    pub dir: &'a Path,
+    /// Stop after this many epochs in this call, as if interrupted. For tests.
+    pub stop_after: Option<u32>,
+}
+
+/// How a training call ended.
+pub enum Outcome {
+    /// The best validation's network (without autodiff) and the log.
+    Done(SasRec, TrainLog),
+    /// Stopped by [`Checkpoints::stop_after`] after this many epochs in all.
+    Stopped { epochs: u32 },
 }
 
 /// A user's training part: every item before the validation one.
@@ -113,8 +133,8 @@ fn validate(model: &SasRec, lists: &[(Vec<i64>, Vec<i64>)], targets: &[usize], l
     (ranks.iter().map(|&r| ndcg_at(r, 10)).sum::<f64>() / n, ranks.iter().map(|&r| hr_at(r, 10)).sum::<f64>() / n)
 }
 
-/// Train on `split`; returns the best validation's weights (without autodiff) and the log.
-pub fn train(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64, device: &Device, log: &dyn Fn(&str)) -> (SasRec, TrainLog) {
+/// Train on `split`, resuming from and keeping checkpoints in `checkpoints` when given.
+pub fn train(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64, device: &Device, log: &dyn Fn(&str), checkpoints: Option<Checkpoints<'_>>) -> Result<Outcome, SasrecError> {
     let shape = Shape {
         items: split.items.len(),
         hidden: cfg.hidden as usize,
@@ -124,9 +144,20 @@ pub fn train(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64, device: &Devi
         dropout: cfg.dropout,
     };
     let len = shape.max_len;
-    let ad = device.clone().autodiff();
-    let mut model = SasRec::init(&shape, seed, &ad);
-    let mut optim = AdamConfig::new().with_beta_2(0.98).with_epsilon(1e-8).init();
+    let fresh = State {
+        model: SasRec::init(&shape, seed, &device.clone().autodiff()),
+        optim: AdamConfig::new().with_beta_2(0.98).with_epsilon(1e-8).init(),
+        best: None,
+        progress: Progress::fresh(shape, seed),
+    };
+    let State { mut model, mut optim, mut best, mut progress } = match &checkpoints {
+        Some(c) => checkpoint::load(c.dir, fresh, device).map_err(SasrecError::Checkpoint)?,
+        None => fresh,
+    };
+    let resumed_after_epoch = (progress.epoch > 0).then_some(progress.epoch);
+    if let Some(epoch) = resumed_after_epoch {
+        log(&format!("resuming SASRec from the checkpoint after epoch {epoch} of {}", cfg.epochs));
+    }
     // Users with at least one (input, target) pair, and their training items (sorted, to draw
     // negatives outside them).
     let users: Vec<usize> = (0..split.sequences.len()).filter(|&u| train_part(&split.sequences[u]).len() >= 2).collect();
@@ -140,11 +171,10 @@ pub fn train(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64, device: &Devi
     let n_items = split.items.len() as u64;
     let bs = cfg.batch_size as usize;
 
-    let started = Instant::now();
-    let mut best: Option<(f64, u32, SasRec)> = None;
-    let (mut validations, mut since_best, mut epochs_run, mut stopped_early) = (Vec::new(), 0u32, 0u32, false);
-    let mut step_secs = 0.0f64;
-    for epoch in 1..=cfg.epochs {
+    let (started, prior_secs) = (Instant::now(), progress.train_secs);
+    let first = if progress.stopped_early { cfg.epochs + 1 } else { progress.epoch + 1 };
+    let mut epochs_this_call = 0u32;
+    for epoch in first..=cfg.epochs {
         let epoch_started = Instant::now();
         let mut order = users.clone();
         Rng::derive(seed, &["sasrec", "order", &epoch.to_string()]).shuffle(&mut order);
@@ -177,43 +207,53 @@ pub fn train(split: &DomainSplit, cfg: &ResolvedSasrec, seed: u64, device: &Devi
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(cfg.lr, model, grads);
         }
-        epochs_run = epoch;
-        step_secs += epoch_started.elapsed().as_secs_f64();
+        progress.epoch = epoch;
+        progress.step_secs += epoch_started.elapsed().as_secs_f64();
         let loss = loss_sum / batches.max(1) as f64;
         if epoch % cfg.eval_every == 0 || epoch == cfg.epochs {
             let plain = model.valid();
             let (ndcg, hr) = validate(&plain, &valid, &valid_targets, len, 256);
-            log(&format!("sasrec epoch {epoch}: loss {loss:.4}, validation NDCG@10 {ndcg:.4}, HR@10 {hr:.4} ({:.0} s)", started.elapsed().as_secs_f64()));
-            validations.push(Validation { epoch, loss, ndcg_at_10: ndcg, hr_at_10: hr });
-            if best.as_ref().is_none_or(|(b, _, _)| ndcg > *b) {
-                best = Some((ndcg, epoch, plain));
-                since_best = 0;
+            log(&format!("sasrec epoch {epoch}: loss {loss:.4}, validation NDCG@10 {ndcg:.4}, HR@10 {hr:.4} ({:.0} s)", prior_secs + started.elapsed().as_secs_f64()));
+            progress.validations.push(Validation { epoch, loss, ndcg_at_10: ndcg, hr_at_10: hr });
+            if progress.best.is_none_or(|(b, _)| ndcg > b) {
+                progress.best = Some((ndcg, epoch));
+                best = Some(plain);
+                progress.since_best = 0;
             } else {
-                since_best += 1;
-                if since_best >= cfg.patience {
-                    stopped_early = true;
-                    break;
-                }
+                progress.since_best += 1;
+                progress.stopped_early = progress.since_best >= cfg.patience;
             }
         }
+        epochs_this_call += 1;
+        let stop = checkpoints.as_ref().is_some_and(|c| c.stop_after == Some(epochs_this_call)) && epoch < cfg.epochs && !progress.stopped_early;
+        progress.train_secs = prior_secs + started.elapsed().as_secs_f64();
+        if let Some(c) = &checkpoints {
+            checkpoint::save(c.dir, &model, &optim, best.as_ref(), &progress).map_err(SasrecError::Checkpoint)?;
+        }
+        if stop {
+            return Ok(Outcome::Stopped { epochs: epoch });
+        }
+        if progress.stopped_early {
+            break;
+        }
     }
-    let secs = started.elapsed().as_secs_f64();
-    let (best_ndcg, best_epoch, best_model) = best.expect("the last epoch always validates");
+    let (best_ndcg, best_epoch) = progress.best.expect("the last epoch always validates");
     let log = TrainLog {
         shape,
         config: cfg.clone(),
         seed,
         train_users: users.len(),
         valid_users: valid.len(),
-        epochs_run,
+        epochs_run: progress.epoch,
         best_epoch,
         best_ndcg_at_10: best_ndcg,
-        stopped_early,
-        validations,
-        train_seconds: secs,
-        sequences_per_s: (users.len() as f64 * epochs_run as f64) / step_secs.max(1e-9),
+        stopped_early: progress.stopped_early,
+        validations: progress.validations,
+        train_seconds: prior_secs + started.elapsed().as_secs_f64(),
+        sequences_per_s: (users.len() as f64 * progress.epoch as f64) / progress.step_secs.max(1e-9),
+        resumed_after_epoch,
     };
-    (best_model, log)
+    Ok(Outcome::Done(best.expect("kept with the best validation"), log))
 }
 
 #[cfg(test)]

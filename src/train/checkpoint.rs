@@ -4,12 +4,13 @@
 //! a resumed run ends with the same adapter as an uninterrupted one.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 
 use super::lora_state::LoraState;
+use crate::exec::atomic_dir;
 use super::optim::Moments;
 use super::log::LogRow;
 
@@ -55,65 +56,40 @@ const META: &str = "meta.json";
 
 /// Write `ck` to `dir` atomically (a complete new directory replaces the old one).
 pub fn save(dir: &Path, ck: &Checkpoint) -> Result<(), String> {
-    let tmp = sibling(dir, "tmp");
-    let old = sibling(dir, "old");
-    let io = |what: &str, p: &Path| { let p = p.to_path_buf(); let what = what.to_string(); move |e: std::io::Error| format!("{what} {}: {e}", p.display()) };
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io("cannot clear", &tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io("cannot create", &tmp))?;
-    let mut named: Vec<(String, &[f32])> = Vec::new();
-    for (k, (m, mom)) in ck.state.modules.iter().zip(&ck.moments).enumerate() {
-        named.push((format!("state.{k}.a"), &m.a));
-        named.push((format!("state.{k}.b"), &m.b));
-        named.push((format!("adam.{k}.m"), &mom.m));
-        named.push((format!("adam.{k}.v"), &mom.v));
-    }
-    for (k, m) in ck.best.modules.iter().enumerate() {
-        named.push((format!("best.{k}.a"), &m.a));
-        named.push((format!("best.{k}.b"), &m.b));
-    }
-    let bytes: Vec<(String, Vec<u8>, usize)> = named.iter().map(|(n, v)| (n.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len())).collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes.iter().map(|(n, b, len)| (n.clone(), TensorView::new(safetensors::Dtype::F32, vec![*len], b).expect("consistent sizes"))).collect();
-    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &tmp.join(TENSORS)).map_err(|e| format!("cannot write {}: {e}", tmp.join(TENSORS).display()))?;
-    let meta = Meta {
-        step: ck.step,
-        epoch: ck.epoch,
-        group: ck.group,
-        best_valid: ck.best_valid,
-        best_step: ck.best_step,
-        since_best: ck.since_best,
-        modules: module_names(&ck.state),
-        rank: ck.state.rank,
-        log: ck.log.clone(),
-    };
-    std::fs::write(tmp.join(META), serde_json::to_vec(&meta).expect("plain data")).map_err(io("cannot write", &tmp.join(META)))?;
-    if dir.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io("cannot clear", &old))?;
+    atomic_dir::write(dir, |tmp| {
+        let mut named: Vec<(String, &[f32])> = Vec::new();
+        for (k, (m, mom)) in ck.state.modules.iter().zip(&ck.moments).enumerate() {
+            named.push((format!("state.{k}.a"), &m.a));
+            named.push((format!("state.{k}.b"), &m.b));
+            named.push((format!("adam.{k}.m"), &mom.m));
+            named.push((format!("adam.{k}.v"), &mom.v));
         }
-        std::fs::rename(dir, &old).map_err(io("cannot move", dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io("cannot move", &tmp))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io("cannot remove", &old))?;
-    }
-    Ok(())
-}
-
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "checkpoint".into());
-    dir.with_file_name(format!("{name}.{suffix}"))
+        for (k, m) in ck.best.modules.iter().enumerate() {
+            named.push((format!("best.{k}.a"), &m.a));
+            named.push((format!("best.{k}.b"), &m.b));
+        }
+        let bytes: Vec<(String, Vec<u8>, usize)> = named.iter().map(|(n, v)| (n.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len())).collect();
+        let views: Vec<(String, TensorView<'_>)> = bytes.iter().map(|(n, b, len)| (n.clone(), TensorView::new(safetensors::Dtype::F32, vec![*len], b).expect("consistent sizes"))).collect();
+        safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &tmp.join(TENSORS)).map_err(|e| format!("cannot write {}: {e}", tmp.join(TENSORS).display()))?;
+        let meta = Meta {
+            step: ck.step,
+            epoch: ck.epoch,
+            group: ck.group,
+            best_valid: ck.best_valid,
+            best_step: ck.best_step,
+            since_best: ck.since_best,
+            modules: module_names(&ck.state),
+            rank: ck.state.rank,
+            log: ck.log.clone(),
+        };
+        std::fs::write(tmp.join(META), serde_json::to_vec(&meta).expect("plain data")).map_err(|e| format!("cannot write {}: {e}", tmp.join(META).display()))
+    })
 }
 
 /// Read the checkpoint in `dir` (or the previous one, if a save was cut between its two
 /// renames). `like` is a freshly initialized state of the same settings, for shapes.
 pub fn load(dir: &Path, like: &LoraState) -> Result<Option<Checkpoint>, String> {
-    let dir = if dir.join(META).is_file() {
-        dir.to_path_buf()
-    } else if sibling(dir, "old").join(META).is_file() {
-        sibling(dir, "old")
-    } else {
+    let Some(dir) = atomic_dir::latest(dir, META) else {
         return Ok(None);
     };
     let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join(META)).map_err(|e| format!("{}: {e}", dir.display()))?).map_err(|e| format!("{}: {e}", dir.join(META).display()))?;

@@ -88,16 +88,8 @@ impl LoraState {
 
     /// This state with its factors read from `flat`, laid out as [`Self::flatten`] writes them.
     pub fn with_flat(&self, flat: &[f32]) -> LoraState {
-        assert_eq!(flat.len(), self.num_params(), "a flat LoRA state of another size");
         let mut out = self.clone();
-        let mut offset = 0;
-        for m in &mut out.modules {
-            for v in [&mut m.a, &mut m.b] {
-                let n = v.len();
-                v.copy_from_slice(&flat[offset..offset + n]);
-                offset += n;
-            }
-        }
+        unflatten_into(flat, out.modules.iter_mut().flat_map(|m| [&mut m.a, &mut m.b]));
         out
     }
 
@@ -182,4 +174,16 @@ impl LoraState {
             .collect();
         PeftAdapter { config, modules }
     }
+}
+
+/// Copy consecutive slices of `flat` into `parts`, in order; `flat` holds exactly their values
+/// (the layout of [`LoraState::flatten`] and of the optimizer's flat moments).
+pub fn unflatten_into<'a>(flat: &[f32], parts: impl IntoIterator<Item = &'a mut Vec<f32>>) {
+    let mut offset = 0;
+    for v in parts {
+        let n = v.len();
+        v.copy_from_slice(&flat[offset..offset + n]);
+        offset += n;
+    }
+    assert_eq!(offset, flat.len(), "a flat state of another size");
 }

@@ -13,7 +13,7 @@ use reccocktail_host as host;
 use super::batches::{Encoded, TrainBatch, epoch_batches};
 use super::checkpoint::{self, Checkpoint};
 pub use super::log::LogRow;
-use super::lora_state::LoraState;
+use super::lora_state::{unflatten_into, LoraState};
 use super::optim::{AdamWConfig, DeviceAdamW, Moments, lr_at};
 use crate::rng::Rng;
 use crate::model::CausalLm;
@@ -144,6 +144,14 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
     let first: Vec<f32> = ck.moments.iter().flat_map(|x| x.m.iter().copied()).collect();
     let second: Vec<f32> = ck.moments.iter().flat_map(|x| x.v.iter().copied()).collect();
     let mut opt = DeviceAdamW::upload(ck.state.flatten(), first, second, &inner);
+    // Download the device state at most once per step (a step may validate, checkpoint and end).
+    let mut synced_step = Some(ck.step);
+    let mut sync = |ck: &mut Checkpoint, opt: &DeviceAdamW| {
+        if synced_step != Some(ck.step) {
+            ck.sync(opt);
+            synced_step = Some(ck.step);
+        }
+    };
     let mut steps_this_call = 0u64;
     let mut stopped_early = false;
     'epochs: while ck.step < total {
@@ -215,7 +223,7 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
             };
             let validate = !valid.is_empty() && (ck.step % cfg.eval_every.max(1) == 0 || ck.step == total);
             if validate {
-                ck.sync(&opt);
+                sync(&mut ck, &opt);
                 let v = validation_loss(model, &ck.state, valid, bs, pad_id);
                 row.valid_loss = Some(v);
                 // The checkpoint keeps one criterion, lower is better: the loss, or minus the MRR.
@@ -247,19 +255,19 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
             let interrupted = opts.interrupt_after.is_some_and(|n| steps_this_call >= n);
             if let Some(dir) = &opts.checkpoint_dir {
                 if ck.step % cfg.checkpoint_every.max(1) == 0 || interrupted {
-                    ck.sync(&opt);
+                    sync(&mut ck, &opt);
                     checkpoint::save(dir, &ck).map_err(TrainError::Checkpoint)?;
                 }
             }
             if interrupted && ck.step < total {
-                ck.sync(&opt);
+                sync(&mut ck, &opt);
                 return Ok(outcome(ck, total, false, false, resumed_from));
             }
         }
         ck.epoch += 1;
         ck.group = 0;
     }
-    ck.sync(&opt);
+    sync(&mut ck, &opt);
     if ck.state == initial {
         return Err(TrainError::Unchanged { steps: ck.step, lr: cfg.lr });
     }
@@ -278,13 +286,8 @@ impl Checkpoint {
     fn sync(&mut self, opt: &DeviceAdamW) {
         let (params, m, v) = opt.download();
         self.state = self.state.with_flat(&params);
-        let mut offset = 0;
-        for mom in &mut self.moments {
-            let n = mom.m.len();
-            mom.m.copy_from_slice(&m[offset..offset + n]);
-            mom.v.copy_from_slice(&v[offset..offset + n]);
-            offset += n;
-        }
+        unflatten_into(&m, self.moments.iter_mut().map(|x| &mut x.m));
+        unflatten_into(&v, self.moments.iter_mut().map(|x| &mut x.v));
     }
 
     pub fn fresh(state: LoraState) -> Self {
