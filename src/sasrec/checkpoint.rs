@@ -15,13 +15,22 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::model::{SasRec, Shape};
-use super::train::Validation;
 use crate::exec::atomic_dir;
 
 const PROGRESS: &str = "progress.json";
 const MODEL: &str = "model.bpk";
 const BEST: &str = "best.bpk";
 const OPTIMIZER: &str = "adam.bpk";
+
+/// One validation of the training log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Validation {
+    pub epoch: u32,
+    /// Mean training loss of the epoch.
+    pub loss: f64,
+    pub ndcg_at_10: f64,
+    pub hr_at_10: f64,
+}
 
 /// Where training stands after `epoch` epochs.
 #[derive(Debug, Clone, Serialize, Deserialize)]

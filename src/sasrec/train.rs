@@ -16,9 +16,10 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::checkpoint::{self, Progress, State};
+pub use super::checkpoint::Validation;
 use super::model::{SasRec, Shape};
 use super::SasrecError;
 use crate::data::candidates::CandidateSampler;
@@ -33,16 +34,6 @@ pub fn left_padded(items: &[u32], len: usize) -> Vec<i64> {
     let mut out = vec![0i64; len - tail.len()];
     out.extend(tail.iter().map(|&i| i as i64 + 1));
     out
-}
-
-/// One validation of the training log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Validation {
-    pub epoch: u32,
-    /// Mean training loss of the epoch.
-    pub loss: f64,
-    pub ndcg_at_10: f64,
-    pub hr_at_10: f64,
 }
 
 /// What training did: `sasrec.json`.
