@@ -168,6 +168,22 @@ pub enum Command {
         #[arg(long, default_value = "results")]
         results: PathBuf,
     },
+    /// List the artifact cache's entries that no named recipe's plan uses, with their sizes
+    /// (fetched assets kept unless --assets); --delete removes them, except those a running worker
+    /// holds.
+    Gc {
+        /// The recipes whose stages to keep (every sweep point; both precisions of `dtype = "auto"`).
+        #[arg(required = true)]
+        recipes: Vec<PathBuf>,
+        /// Remove the unused entries (without it, only list them).
+        #[arg(long)]
+        delete: bool,
+        /// Count fetched models and datasets as unused too when no named recipe uses them.
+        #[arg(long)]
+        assets: bool,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
 }
 
 /// Where a run executes, overriding the recipe's `[experiment]`.
@@ -434,6 +450,14 @@ fn resolve(path: &Path) -> Result<ResolvedRecipe, Error> {
     ResolvedRecipe::from_loaded(&loaded).map_err(Error::Resolve)
 }
 
+fn gc(recipes: &[PathBuf], delete: bool, assets: bool, results: &Path) -> Result<(), Error> {
+    let resolved = recipes.iter().map(|r| resolve(r)).collect::<Result<Vec<_>, _>>()?;
+    let cache = Cache::new(results);
+    let text = exec::gc::collect(&cache, &resolved, delete, assets)?;
+    print!("{text}");
+    Ok(())
+}
+
 fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(v).expect("serializable");
     let mut out = std::io::stdout().lock();
@@ -535,6 +559,7 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             }
         }
         Command::Fetch { assets, results } => fetch(&assets, &results),
+        Command::Gc { recipes, delete, assets, results } => gc(&recipes, delete, assets, &results),
         Command::Report { run_dir, json } => {
             let results = crate::results::Results::read(&run_dir)?;
             if json {

@@ -35,6 +35,8 @@ pub enum Error {
     Merge(#[from] crate::merge::MergeError),
     #[error(transparent)]
     Slurm(#[from] crate::slurm::SlurmError),
+    #[error(transparent)]
+    Gc(#[from] crate::exec::gc::GcError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -45,6 +47,7 @@ impl Error {
             Error::Recipe(_) | Error::Resolve(_) | Error::Plan(_) | Error::Backend(_) | Error::Usage(_) => 2,
             Error::Run(RunError::UnknownStage(_) | RunError::InputNotCached { .. }) => 2,
             Error::Slurm(crate::slurm::SlurmError::Record { .. }) => 2,
+            Error::Gc(crate::exec::gc::GcError::Plan(_)) => 2,
             Error::Data(e) | Error::Inspect(InspectError::Data(e)) if e.is_input_problem() => 2,
             Error::Run(RunError::Stage { source, .. }) | Error::Inspect(InspectError::Run(RunError::Stage { source, .. })) if source.is_input_problem() => 2,
             Error::Run(RunError::Failed { failures, .. }) if failures.iter().all(|f| f.error.is_input_problem()) => 2,
@@ -52,7 +55,7 @@ impl Error {
             Error::Model(e) if e.is_input_problem() => 2,
             Error::Gguf(e) if e.is_input_problem() => 2,
             Error::Merge(e) if e.is_input_problem() => 2,
-            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) | Error::Results(_) | Error::Merge(_) | Error::Slurm(_) => 1,
+            Error::Run(_) | Error::Io { .. } | Error::Data(_) | Error::Inspect(_) | Error::Model(_) | Error::Gguf(_) | Error::Results(_) | Error::Merge(_) | Error::Slurm(_) | Error::Gc(_) => 1,
         }
     }
 }

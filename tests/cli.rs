@@ -89,6 +89,32 @@ fn plan_lists_stages_and_json_has_cache_status() {
 }
 
 #[test]
+fn gc_lists_what_no_named_recipe_uses_and_removes_it_only_when_asked() {
+    let dir = tempdir("gc");
+    let results = dir.to_str().unwrap();
+    let out = reccocktail(&["plan", "--json", "recipes/quickstart.toml", "--results", results]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let train = plan["stages"].as_array().unwrap().iter().find(|s| s["id"] == "train:base_spirit").unwrap()["key"].as_str().unwrap().to_string();
+    // A stage of the quickstart's plan, and one of no plan (a merge of an edited recipe).
+    for (key, id) in [(train.as_str(), "train:base_spirit"), ("0123456789abcdef", "merge:old")] {
+        let d = dir.join(".cache").join(key);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("stage.json"), format!("{{\"id\": \"{id}\", \"kind\": \"merge\"}}")).unwrap();
+    }
+    let out = reccocktail(&["gc", "recipes/quickstart.toml", "--results", results]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("0123456789abcdef  merge:old") && !s.contains(&train) && s.contains("1 unused entry") && s.contains("nothing removed"), "{s}");
+    assert!(dir.join(".cache/0123456789abcdef").exists(), "a listing removes nothing");
+    let out = reccocktail(&["gc", "recipes/quickstart.toml", "--results", results, "--delete"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("removed 1 entry"), "{}", text(&out.stdout));
+    assert!(!dir.join(".cache/0123456789abcdef").exists() && dir.join(".cache").join(&train).exists());
+    // No recipe named: nothing would be kept, so it is refused.
+    assert_eq!(reccocktail(&["gc", "--results", results]).status.code(), Some(2));
+}
+
+#[test]
 fn run_reports_failed_stages_and_goes_on_with_the_others() {
     let dir = tempdir("run");
     // The data stages run (on the committed subset); this recipe's backbone does not exist, so

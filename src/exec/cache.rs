@@ -57,8 +57,7 @@ impl Cache {
     /// blocking, when the lock is taken). Released when the returned guard drops (or the process
     /// dies: the kernel drops its locks).
     pub fn lock(&self, key: &str, waiting: &dyn Fn()) -> io::Result<KeyLock> {
-        std::fs::create_dir_all(&self.root)?;
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.root.join(format!(".lock-{key}")))?;
+        let file = self.lock_file(key)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -68,6 +67,21 @@ impl Cache {
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
         Ok(KeyLock { _file: file })
+    }
+
+    /// Take `key`'s lock if no other worker holds it; `None` when one does.
+    pub fn try_lock(&self, key: &str) -> io::Result<Option<KeyLock>> {
+        let file = self.lock_file(key)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(KeyLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn lock_file(&self, key: &str) -> io::Result<std::fs::File> {
+        std::fs::create_dir_all(&self.root)?;
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.root.join(format!(".lock-{key}")))
     }
 
     /// Remove the temporary directories of earlier attempts at `key` (call with its lock held).

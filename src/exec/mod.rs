@@ -13,6 +13,7 @@ pub mod cache;
 pub mod context;
 pub mod rundir;
 pub mod dispatch;
+pub mod gc;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
