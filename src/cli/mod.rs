@@ -1,6 +1,8 @@
 //! The command line (clap). Each subcommand is a thin layer over the library.
 
-use std::io::Write;
+mod bench;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,10 +10,12 @@ use clap::{Parser, Subcommand};
 
 use crate::backend::{self, DeviceSpec};
 use crate::error::Error;
+use bench::BenchCommand;
+use common::{parse_backend, print_json};
 use crate::exec::{self, Cache, RunOptions};
 use crate::plan;
 use crate::recipe::{self, RecipeError, ResolvedRecipe};
-use crate::recipe::types::{BackendChoice, Dtype};
+use crate::recipe::types::BackendChoice;
 
 #[derive(Debug, Parser)]
 #[command(name = "reccocktail", version, about = "LLM-based recommendation experiments (RecCocktail LoRA merging) from TOML recipes")]
@@ -222,207 +226,6 @@ pub enum Scheduler {
     Slurm,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Forward passes of a model (`--model`) on fixed-shape random tokens: tokens per second.
-    Forward {
-        #[command(flatten)]
-        shape: BenchShape,
-    },
-    /// LoRA training steps (r16 on every linear layer): loss on every token, or on the responses
-    /// of `--prompts`.
-    Train {
-        #[command(flatten)]
-        shape: BenchShape,
-        /// A prompts stage's `train.parquet` (rendered samples).
-        #[arg(long)]
-        prompts: Option<PathBuf>,
-        /// LoRA dropout on the adapters' inputs (the recipes train with 0.05).
-        #[arg(long, default_value_t = 0.0)]
-        dropout: f64,
-    },
-    /// Users ranked per second with `likelihood` (every candidate scored) vs `generate` (greedy
-    /// top-K list) on the same prompts; prints JSON and a side-by-side line.
-    Eval {
-        #[arg(long, default_value_t = 5)]
-        users: usize,
-        #[arg(long, default_value_t = 20)]
-        candidates: usize,
-        /// History titles per prompt.
-        #[arg(long, default_value_t = 10)]
-        history: usize,
-        /// Titles the generated list names (the prompt's K).
-        #[arg(long, default_value_t = 5)]
-        k: u32,
-        #[arg(long, default_value_t = 60)]
-        max_new_tokens: usize,
-        /// Also write the token ids fed to both protocols as JSON, for
-        /// `scripts/bench/peer_eval.py` to time PyTorch on the same work.
-        #[arg(long)]
-        dump: Option<PathBuf>,
-        #[command(flatten)]
-        on: BenchModel,
-    },
-    /// Seconds per unlabeled prompt of one entropy-adaptation step on a real model with two seeded
-    /// random LoRA adapters: candidate_entropy, and token_entropy three ways (as computed here: the
-    /// prompt encoded once; two passes; generating with gradients).
-    Entropy {
-        /// Prompts (the first one is an untimed warm-up).
-        #[arg(long, default_value_t = 4)]
-        prompts: usize,
-        #[arg(long, default_value_t = 10)]
-        candidates: usize,
-        /// History titles per prompt.
-        #[arg(long, default_value_t = 5)]
-        history: usize,
-        #[arg(long, default_value_t = 40)]
-        max_new_tokens: usize,
-        /// Rank of each random adapter.
-        #[arg(long, default_value_t = 8)]
-        rank: usize,
-        /// The merge parameter `answer_titles`: only the first N titles of an answer enter the
-        /// token entropy, and generation stops there.
-        #[arg(long)]
-        answer_titles: Option<usize>,
-        /// Prompts (after the warm-up) on which measuring the objective without a graph is timed
-        /// one by one and batched.
-        #[arg(long, default_value_t = 8)]
-        measure: usize,
-        #[command(flatten)]
-        on: BenchModel,
-    },
-    /// SASRec training steps on fixed-shape seeded random batches (the paper's MovieLens-1M
-    /// shapes by default): training sequences per second.
-    Sasrec {
-        #[arg(long, default_value_t = 3416)]
-        items: usize,
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        #[arg(long, default_value_t = 200)]
-        max_len: usize,
-        #[arg(long, default_value_t = 50)]
-        hidden: usize,
-        #[arg(long, default_value_t = 2)]
-        blocks: usize,
-        #[arg(long, default_value_t = 1)]
-        heads: usize,
-        #[arg(long, default_value_t = 0.2)]
-        dropout: f64,
-        /// Timed steps (after one untimed warm-up).
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
-        #[command(flatten)]
-        on: BenchRuntime,
-    },
-    /// How two runs of one plan agree (another dtype, backend or machine): each training's loss
-    /// step by step, and each evaluated user's ranking (whole list, target rank, top-1).
-    Agreement {
-        /// Run directories (`results/<experiment>/<run>`), compared stage by stage.
-        a: PathBuf,
-        b: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Time and peak memory (VmHWM) of merging two synthetic rank-R adapters shaped for a Llama
-    /// model (default 7B): stacked (exact) and SVD-truncated.
-    Merge {
-        #[arg(long, default_value_t = 32)]
-        layers: usize,
-        #[arg(long, default_value_t = 4096)]
-        hidden: usize,
-        #[arg(long, default_value_t = 11008)]
-        intermediate: usize,
-        /// Rank of each input adapter.
-        #[arg(long, default_value_t = 16)]
-        rank: usize,
-        /// Rank the merged adapter is SVD-truncated to.
-        #[arg(long, default_value_t = 16)]
-        truncate: usize,
-    },
-}
-
-/// What `bench forward` and `bench train` share: the model, the work's shape, the backend.
-#[derive(Debug, clap::Args)]
-pub struct BenchShape {
-    /// HF model directory or .gguf file.
-    #[arg(long)]
-    model: PathBuf,
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
-    #[arg(long, default_value_t = 128)]
-    seq_len: usize,
-    #[arg(long, default_value_t = 5)]
-    iters: usize,
-    #[command(flatten)]
-    on: BenchRuntime,
-}
-
-/// Where every benchmark runs: backend, threads, device.
-#[derive(Debug, clap::Args)]
-pub struct BenchRuntime {
-    #[arg(long, value_parser = parse_backend, default_value = "auto")]
-    backend: BackendChoice,
-    #[arg(long)]
-    threads: Option<u32>,
-    /// Device: cpu, cuda, cuda:N or auto (CUDA needs the tch backend and a CUDA libtorch).
-    #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
-    /// Precision of the model's frozen weights: f32, bf16 (mixed, as `[backbone] dtype`), f16
-    /// or auto (bf16 where this machine is fast at it). Ignored by `bench sasrec`.
-    #[arg(long, value_parser = parse_dtype, default_value = "f32")]
-    dtype: Dtype,
-}
-
-impl BenchRuntime {
-    fn select(&self) -> Result<backend::Runtime, Error> {
-        Ok(backend::select(self.backend, self.device, self.threads)?)
-    }
-
-    /// The dtype the model's frozen weights take (`auto` resolved for this backend and device),
-    /// refused where the runtime cannot compute in it.
-    fn dtype(&self, runtime: &backend::Runtime) -> Result<Dtype, Error> {
-        let d = crate::model::precision::resolve(self.dtype, self.backend, &self.device.to_string());
-        crate::exec::backbone::check_dtype(d, runtime).map_err(|e| Error::Usage(e.to_string()))?;
-        Ok(d)
-    }
-}
-
-/// What `bench eval` and `bench entropy` share: the model, where their prompts come from, and the
-/// backend.
-#[derive(Debug, clap::Args)]
-pub struct BenchModel {
-    /// HF model directory or .gguf file.
-    #[arg(long)]
-    model: PathBuf,
-    /// MovieLens `movies.csv` to draw titles from.
-    #[arg(long, default_value = "datasets/ml-latest-small-subset/movies.csv")]
-    titles: PathBuf,
-    /// Prompt template (instruction and response blocks).
-    #[arg(long, default_value = "templates/rank.jinja")]
-    template: PathBuf,
-    #[command(flatten)]
-    on: BenchRuntime,
-}
-
-fn parse_dtype(s: &str) -> Result<Dtype, String> {
-    match s {
-        "f32" => Ok(Dtype::F32),
-        "bf16" => Ok(Dtype::Bf16),
-        "f16" => Ok(Dtype::F16),
-        "auto" => Ok(Dtype::Auto),
-        _ => Err(format!("unknown dtype `{s}`: expected f32, bf16, f16 or auto")),
-    }
-}
-
-fn parse_backend(s: &str) -> Result<BackendChoice, String> {
-    match s {
-        "auto" => Ok(BackendChoice::Auto),
-        "flex" => Ok(BackendChoice::Flex),
-        "tch" => Ok(BackendChoice::Tch),
-        _ => Err(format!("unknown backend `{s}`: expected auto, flex or tch")),
-    }
-}
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -456,12 +259,6 @@ fn gc(recipes: &[PathBuf], delete: bool, assets: bool, results: &Path) -> Result
     let text = exec::gc::collect(&cache, &resolved, delete, assets)?;
     print!("{text}");
     Ok(())
-}
-
-fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(v).expect("serializable");
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").map_err(|source| Error::Io { context: "writing to stdout".into(), source })
 }
 
 pub fn dispatch(cmd: Command) -> Result<(), Error> {
@@ -569,65 +366,7 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
                 Ok(())
             }
         }
-        Command::Bench { what: BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, on } } } => {
-            let runtime = on.select()?;
-            let dtype = on.dtype(&runtime)?;
-            let spec = crate::bench::eval::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
-            let r = crate::bench::eval::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dtype, dump.as_deref())?;
-            eprintln!("{}", r.line());
-            print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "dtype": dtype, "eval": r }))
-        }
-        Command::Bench { what: BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, answer_titles, measure, on: BenchModel { model, titles, template, on } } } => {
-            let runtime = on.select()?;
-            let dtype = on.dtype(&runtime)?;
-            let spec = crate::bench::eval::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
-            let bench = crate::bench::entropy::EntropyBenchSpec { max_new_tokens: max_new_tokens.max(1), answer_titles: answer_titles.map(|n| n.max(1)), rank: rank.max(1), measure };
-            let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, &bench, &runtime.device, dtype)?;
-            eprintln!("{}", r.line());
-            print_json(&serde_json::json!({ "backend": runtime.backend, "dtype": dtype, "entropy": r }))
-        }
-        Command::Bench { what: BenchCommand::Train { shape: BenchShape { model, batch, seq_len, iters, on }, prompts, dropout } } => {
-            if !(0.0..1.0).contains(&dropout) {
-                return Err(Error::Usage(format!("bench train: --dropout {dropout} is outside [0, 1)")));
-            }
-            let threads = on.threads;
-            let runtime = on.select()?;
-            let dtype = on.dtype(&runtime)?;
-            let r = crate::bench::train::command(&model, &runtime, dtype, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref(), dropout).map_err(Error::Usage)?;
-            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": dtype, "dropout": dropout, "train": r }))
-        }
-        Command::Bench { what: BenchCommand::Sasrec { items, batch, max_len, hidden, blocks, heads, dropout, steps, on } } => {
-            if [items, batch, max_len, hidden, blocks, heads, steps].contains(&0) || hidden % heads != 0 || !(0.0..1.0).contains(&dropout) {
-                return Err(Error::Usage("bench sasrec: sizes must be at least 1, heads must divide hidden, dropout in [0, 1)".into()));
-            }
-            let threads = on.threads;
-            let runtime = on.select()?;
-            let shape = crate::sasrec::model::Shape { items, hidden, blocks, heads, max_len, dropout };
-            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "sasrec": crate::bench::sasrec::run(shape, batch, steps, &runtime.device) }))
-        }
-        Command::Bench { what: BenchCommand::Agreement { a, b, json } } => {
-            let r = crate::bench::agreement::compare(&a, &b)?;
-            if json {
-                print_json(&r)
-            } else {
-                print!("{}", r.render());
-                Ok(())
-            }
-        }
-        Command::Bench { what: BenchCommand::Merge { layers, hidden, intermediate, rank, truncate } } => {
-            if [layers, hidden, intermediate, rank, truncate].contains(&0) {
-                return Err(Error::Usage("bench merge: every size must be at least 1".into()));
-            }
-            print_json(&crate::bench::merge::run(layers, hidden, intermediate, rank, truncate)?)
-        }
-        Command::Bench { what: BenchCommand::Forward { shape: BenchShape { model, batch, seq_len, iters, on } } } => {
-            let threads = on.threads;
-            let runtime = on.select()?;
-            let dtype = on.dtype(&runtime)?;
-            let m = crate::model::load::load_text_model_as(&model, &runtime.device, dtype).map_err(Error::Model)?;
-            let r = crate::bench::forward::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
-            print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": dtype, "forward": r }))
-        }
+        Command::Bench { what } => bench::run(what),
         Command::Merge(args) => {
             let summary = crate::merge::command::run(&args)?;
             if args.json {
