@@ -76,6 +76,12 @@ pub fn unused(cache: &Cache, keep: &BTreeSet<String>, assets: bool) -> io::Resul
         if keep.contains(key) || !e.file_type()?.is_dir() {
             continue;
         }
+        // A worker may seal (rename) or clean a directory while it is read: skip what vanished.
+        let bytes = match size(&e.path()) {
+            Ok(b) => b,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
         let entry = found.entry(key.to_string()).or_insert_with(|| Entry { key: key.to_string(), stage: None, kind: None, states: Vec::new(), bytes: 0, paths: Vec::new() });
         if state == "cached" {
             if let Ok(text) = std::fs::read_to_string(e.path().join(MANIFEST)) {
@@ -87,7 +93,7 @@ pub fn unused(cache: &Cache, keep: &BTreeSet<String>, assets: bool) -> io::Resul
         if !entry.states.contains(&state) {
             entry.states.push(state);
         }
-        entry.bytes += size(&e.path())?;
+        entry.bytes += bytes;
         entry.paths.push(e.path());
     }
     Ok(found.into_values().filter(|e| assets || e.kind != Some(StageKind::Fetch)).map(|mut e| {
