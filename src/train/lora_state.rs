@@ -86,11 +86,9 @@ impl LoraState {
         flat
     }
 
-    /// This state with its factors read from `flat`, laid out as [`Self::flatten`] writes them.
-    pub fn with_flat(&self, flat: &[f32]) -> LoraState {
-        let mut out = self.clone();
-        unflatten_into(flat, out.modules.iter_mut().flat_map(|m| [&mut m.a, &mut m.b]));
-        out
+    /// Read every factor from `flat`, laid out as [`Self::flatten`] writes them.
+    pub fn fill_from_flat(&mut self, flat: &[f32]) {
+        unflatten_into(flat, self.modules.iter_mut().flat_map(|m| [&mut m.a, &mut m.b]));
     }
 
     /// Replace the adapters of `model`'s target modules by these factors. With `trainable`, on an

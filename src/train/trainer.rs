@@ -285,7 +285,7 @@ impl Checkpoint {
     /// The adapter and moments as the optimizer holds them on the device.
     fn sync(&mut self, opt: &DeviceAdamW) {
         let (params, m, v) = opt.download();
-        self.state = self.state.with_flat(&params);
+        self.state.fill_from_flat(&params);
         unflatten_into(&m, self.moments.iter_mut().map(|x| &mut x.m));
         unflatten_into(&v, self.moments.iter_mut().map(|x| &mut x.v));
     }
