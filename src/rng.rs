@@ -47,6 +47,17 @@ impl Rng {
         Self::new(u64::from_le_bytes(d[..8].try_into().expect("8 bytes")))
     }
 
+    /// An independent stream for `labels` and the values `words` under `seed`: a function of the
+    /// data it is drawn for, so the same data draws the same stream wherever it is met.
+    pub fn derive_from_data(seed: u64, labels: &[&str], words: impl IntoIterator<Item = u64>) -> Self {
+        let mut h = Sha256::new();
+        for w in words {
+            h.update(w.to_le_bytes());
+        }
+        let digest: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Self::derive(seed, &[labels, &[digest.as_str()]].concat())
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;

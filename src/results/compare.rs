@@ -6,7 +6,9 @@
 //!   resamples of [`super::stats`]);
 //! - a two-sided p-value: for HR@K (0/1 per user) the exact McNemar test, a sign test on the
 //!   discordant users; for NDCG@K and MRR the paired sign-flip (permutation) test of the mean
-//!   difference, exact up to 16 non-zero differences, else with seeded random flips: drawn until
+//!   difference, exact up to 16 non-zero differences, else with random flips seeded by the run's
+//!   seed and the differences themselves (so the same paired data gets the same p wherever it
+//!   appears, whichever arm is A, and whatever else the family holds): drawn until
 //!   [`STOP_AFTER`] of them are as extreme as the observed mean (p = STOP_AFTER / flips drawn,
 //!   Besag and Clifford's sequential Monte Carlo p-value) or until the budget of
 //!   [`flip_budget`] is spent (p = (1 + #extreme) / (1 + budget)). The budget grows with the
@@ -55,7 +57,7 @@ pub fn flip_budget(family: usize, floor: usize) -> usize {
 }
 
 /// Compare per-user values `a` and `b` (same users, same order) of one metric.
-pub fn paired(a: &[f64], b: &[f64], binary: bool, draws: &[Vec<usize>], rng: &mut Rng, budget: usize) -> (f64, Option<(f64, f64)>, &'static str, f64) {
+pub fn paired(a: &[f64], b: &[f64], binary: bool, draws: &[Vec<usize>], seed: u64, budget: usize) -> (f64, Option<(f64, f64)>, &'static str, f64) {
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     let mean = if d.is_empty() { 0.0 } else { d.iter().sum::<f64>() / d.len() as f64 };
     let ci = stats::mean_interval(&d, draws);
@@ -64,7 +66,7 @@ pub fn paired(a: &[f64], b: &[f64], binary: bool, draws: &[Vec<usize>], rng: &mu
         let n01 = a.iter().zip(b).filter(|(x, y)| **x < **y).count();
         (mean, ci, "mcnemar_exact", sign_test(n10, n01))
     } else {
-        (mean, ci, "sign_flip", sign_flip(&d, rng, budget))
+        (mean, ci, "sign_flip", sign_flip(&d, seed, budget))
     }
 }
 
@@ -82,12 +84,14 @@ pub fn sign_test(n10: usize, n01: usize) -> f64 {
 }
 
 /// Two-sided paired sign-flip test of the mean of `d`: exact up to 16 non-zero differences, else
-/// sequential random flips (at most `budget`, see the module's notes).
-pub fn sign_flip(d: &[f64], rng: &mut Rng, budget: usize) -> f64 {
+/// sequential random flips (at most `budget`, see the module's notes), drawn from a stream of
+/// `seed` and the absolute differences.
+pub fn sign_flip(d: &[f64], seed: u64, budget: usize) -> f64 {
     let nz: Vec<f64> = d.iter().copied().filter(|x| *x != 0.0).collect();
     if nz.is_empty() {
         return 1.0;
     }
+    let mut rng = Rng::derive_from_data(seed, &["sign-flips"], nz.iter().map(|x| x.abs().to_bits()));
     let observed = nz.iter().sum::<f64>().abs();
     // A tolerance for sums that equal the observed one up to rounding.
     let tol = 1e-12 * nz.iter().map(|x| x.abs()).sum::<f64>().max(1.0);
@@ -146,34 +150,50 @@ mod tests {
 
     #[test]
     fn sign_flip_is_exact_for_few_users_and_seeded_beyond() {
-        let mut rng = Rng::new(1);
         // Four positive differences: only the all-positive and all-negative flips are as extreme.
-        assert!((sign_flip(&[1.0, 0.5, 0.25, 0.25], &mut rng, 0) - 2.0 / 16.0).abs() < 1e-12);
-        assert_eq!(sign_flip(&[0.0, 0.0], &mut rng, 10), 1.0);
+        assert!((sign_flip(&[1.0, 0.5, 0.25, 0.25], 1, 0) - 2.0 / 16.0).abs() < 1e-12);
+        assert_eq!(sign_flip(&[0.0, 0.0], 1, 10), 1.0);
         let d: Vec<f64> = (0..40).map(|i| if i % 3 == 0 { -0.2 } else { 0.3 }).collect();
-        let p1 = sign_flip(&d, &mut Rng::new(7), 2000);
-        assert_eq!(p1, sign_flip(&d, &mut Rng::new(7), 2000));
+        let p1 = sign_flip(&d, 7, 2000);
+        assert_eq!(p1, sign_flip(&d, 7, 2000));
         assert!(p1 < 0.01, "{p1}");
+    }
+
+    #[test]
+    fn the_same_paired_data_gets_the_same_p_whichever_arm_is_a() {
+        // A weak effect, so the random flips decide p: 60 users.
+        let d: Vec<f64> = (0..60).map(|i| [0.4, -0.3, 0.1, -0.15, 0.05][i % 5]).collect();
+        let p = sign_flip(&d, 42, 100_000);
+        assert!(p > 0.05 && p < 1.0, "{p}");
+        let negated: Vec<f64> = d.iter().map(|x| -x).collect();
+        assert_eq!(sign_flip(&negated, 42, 100_000), p);
+        // Users with no difference do not change the data the flips are drawn for.
+        let padded: Vec<f64> = d.iter().flat_map(|x| [*x, 0.0]).collect();
+        assert_eq!(sign_flip(&padded, 42, 100_000), p);
+        // Another seed draws other flips: p moves within the sequential estimate's spread.
+        let other = sign_flip(&d, 43, 100_000);
+        assert_ne!(other, p);
+        assert!((other / p).ln().abs() < 2f64.ln(), "{other} vs {p}");
     }
 
     #[test]
     fn sign_flip_stops_early_when_not_extreme_and_reaches_below_the_holm_threshold() {
         // No effect: half the users +1, half -1, mean 0: every flip is as extreme; stops after 20.
         let d: Vec<f64> = (0..100).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
-        assert_eq!(sign_flip(&d, &mut Rng::new(3), 100_000), 1.0);
+        assert_eq!(sign_flip(&d, 3, 100_000), 1.0);
         // A strong effect over 100 users: no flip of 100,800 reaches it, so p is the floor, and it
         // survives Holm over 252 comparisons; a budget of 1,000 never could.
         let d: Vec<f64> = (0..100).map(|i| if i % 4 == 0 { -0.1 } else { 0.3 }).collect();
         let budget = flip_budget(252, 1000);
         assert_eq!(budget, 100_800);
-        let p = sign_flip(&d, &mut Rng::new(3), budget);
+        let p = sign_flip(&d, 3, budget);
         assert_eq!(p, 1.0 / 100_801.0);
         assert!(p * 252.0 < ALPHA);
-        assert!(sign_flip(&d, &mut Rng::new(3), 1000) * 252.0 > ALPHA);
+        assert!(sign_flip(&d, 3, 1000) * 252.0 > ALPHA);
         // A moderate effect: mean 0.025, standard error sqrt(0.1575 / 200) = 0.0281, z = 0.89,
         // whose normal two-sided p is 0.373; estimated from 20 extreme flips, within a factor 2.
         let d: Vec<f64> = (0..200).map(|i| [0.5, -0.5, 0.3, -0.2][i % 4]).collect();
-        let p = sign_flip(&d, &mut Rng::new(5), 100_000);
+        let p = sign_flip(&d, 5, 100_000);
         assert!((p / 0.373).ln().abs() < 2f64.ln(), "{p}");
         assert_eq!(flip_budget(1, 1000), 1000);
         assert_eq!(flip_budget(1, 100), 400);

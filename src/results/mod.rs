@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use polars::prelude::Column;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::Rng;
 use crate::table;
 use crate::eval::metrics::{hr_at, metric_rows, ndcg_at, reciprocal_rank};
 use crate::exec::context::{MissingInput, StageContext};
@@ -308,12 +307,10 @@ fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>
         }
     }
     let budget = compare::flip_budget(family.len(), e.bootstrap as usize);
-    let mut rngs: BTreeMap<&str, Rng> = BTreeMap::new();
     let mut out = Vec::new();
     for (setting, a, b, metric, k, (va, vb)) in family {
         let draws = resamples.of(setting, va.len());
-        let rng = rngs.entry(setting.as_str()).or_insert_with(|| Rng::derive(e.seed, &["sign-flips", setting]));
-        let (mean_diff, ci, test, p_value) = compare::paired(&va, &vb, metric == "hr", draws, rng, budget);
+        let (mean_diff, ci, test, p_value) = compare::paired(&va, &vb, metric == "hr", draws, e.seed, budget);
         out.push(compare::Comparison {
             setting: setting.to_string(),
             metric: metric.clone(),
@@ -361,8 +358,7 @@ fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(S
         let (Some(ob), Some(os)) = (outcomes.get(&key(best)), outcomes.get(&key(second))) else { continue };
         let (va, vr) = aligned(ob, os, metric, k);
         let draws = resamples.of(setting, va.len());
-        let mut rng = Rng::derive(e.seed, &["best-vs-runner-up", setting, metric]);
-        let (_, _, _, p) = compare::paired(&va, &vr, metric == "hr", draws, &mut rng, compare::flip_budget(1, e.bootstrap as usize));
+        let (_, _, _, p) = compare::paired(&va, &vr, metric == "hr", draws, e.seed, compare::flip_budget(1, e.bootstrap as usize));
         if p < compare::ALPHA {
             out.push(BestCell { setting: setting.into(), metric: metric.into(), k, arm: best.into(), runner_up: second.into(), p_value: p });
         }

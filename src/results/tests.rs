@@ -201,3 +201,29 @@ fn comparisons_and_bold_follow_paired_tests() {
     assert!(md.contains("| good | 30 | **1.000 ±0.00** | 1.000 ±0.00 |"), "{md}");
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// Two arms with the same predictions compared with a third get the same p-values, wherever they
+/// sit in the family: the random sign flips are drawn for the data, not for the position.
+#[test]
+fn identical_arms_get_identical_p_values() {
+    let root = std::env::temp_dir().join(format!("rc-report-twins-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    // 40 users, a weak difference, so that the sign-flip tests run on random flips.
+    let twin: Vec<usize> = (0..40).map(|u| [1, 2, 3, 4, 2][u % 5]).collect();
+    let other: Vec<usize> = (0..40).map(|u| [2, 1, 4, 3, 3, 1, 2][u % 7]).collect();
+    let mut dirs = BTreeMap::new();
+    for (arm, ranks) in [("twin_a", &twin), ("twin_b", &twin), ("other", &other), ("poor", &vec![4; 40])] {
+        let id = format!("evaluate:{arm}:s");
+        dirs.insert(id.clone(), evaluate_dir(&root, &id, ranks));
+    }
+    let rows = [row("twin_a", "s"), row("twin_b", "s"), row("other", "s"), row("poor", "s")];
+    let e = report_params("twins", &rows, Vec::new(), 500, &[["twin_a", "other"], ["poor", "other"], ["other", "twin_b"]]);
+    let r = gather(&e, &dirs, &BTreeMap::new()).unwrap();
+    let p = |a: &str, m: &str, k: Option<u32>| r.comparisons.iter().find(|c| c.arm_a == a && c.metric == m && c.k == k).unwrap().p_value;
+    for (m, k) in [("mrr", None), ("ndcg", Some(1)), ("ndcg", Some(3)), ("hr", Some(3))] {
+        let (a, b) = (p("twin_a", m, k), p("other", m, k));
+        assert_eq!(a, b, "{m}@{k:?}");
+        assert!(a > 0.0 && a < 1.0, "{m}@{k:?}: {a}");
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
