@@ -317,6 +317,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         comparisons: ev.compare.clone(),
         candidates: r.data.candidates,
         negatives: r.data.negatives,
+        statistics: crate::results::compare::METHOD,
     };
     b.add("report".into(), report_inputs, StageParams::Report(report));
     Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows, dtype })

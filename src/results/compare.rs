@@ -14,7 +14,11 @@
 //!   [`flip_budget`] is spent (p = (1 + #extreme) / (1 + budget)). The budget grows with the
 //!   family, so that the smallest p a test can return survives Holm's adjustment: with a fixed
 //!   1,000 flips and 252 comparisons no sign-flip test could ever be significant.
-//! - the Holm-adjusted p-value over the whole family of one run (every pair x setting x metric x K).
+//! - the Holm-adjusted p-value over the whole family of one run (every pair x setting x metric x K),
+//!   where comparisons that run the same test on the same paired values (two arms with identical
+//!   outcomes against a third; A-B and B-A) are one hypothesis test, counted once
+//!   ([`holm_grouped`]): they are rejected together or not at all, so counting them twice would
+//!   only make every other test in the run more conservative.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +42,10 @@ pub struct Comparison {
     pub p_value: f64,
     pub p_holm: f64,
 }
+
+/// What a report's key records of how its intervals and tests are computed: change it with them,
+/// so that a report cached under the old method is computed again (it is seconds of work).
+pub const METHOD: &str = "bootstrap percentile intervals; exact McNemar (HR), sign flips seeded by the paired differences (NDCG, MRR); Holm over distinct tests";
 
 /// The significance level of the marks in the summary.
 pub const ALPHA: f64 = 0.05;
@@ -135,6 +143,23 @@ pub fn holm(p: &[f64]) -> Vec<f64> {
     out
 }
 
+/// Holm over distinct tests: `group[i]` names the test comparison `i` runs (comparisons of one
+/// group have the same p), each group counts once in the family, and every member gets its
+/// group's adjusted p. Groups are numbered from 0 without gaps.
+pub fn holm_grouped(p: &[f64], group: &[usize]) -> Vec<f64> {
+    assert_eq!(p.len(), group.len(), "holm_grouped: one group per p-value");
+    let n = group.iter().max().map_or(0, |g| g + 1);
+    let mut first = vec![f64::NAN; n];
+    for (&pi, &g) in p.iter().zip(group) {
+        if first[g].is_nan() {
+            first[g] = pi;
+        }
+        debug_assert_eq!(first[g], pi, "one group, one p-value");
+    }
+    let adjusted = holm(&first);
+    group.iter().map(|&g| adjusted[g]).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +229,15 @@ mod tests {
         let adj = holm(&[0.01, 0.04, 0.03, 0.5]);
         assert_eq!(adj, vec![0.04, 0.09, 0.09, 0.5]);
         assert_eq!(holm(&[]), Vec::<f64>::new());
+    }
+
+    #[test]
+    fn a_test_repeated_counts_once_in_holm() {
+        // The first two comparisons are one test: a family of two, not three.
+        assert_eq!(holm_grouped(&[0.01, 0.01, 0.04], &[0, 0, 1]), vec![0.02, 0.02, 0.04]);
+        assert_eq!(holm(&[0.01, 0.01, 0.04]), vec![0.03, 0.03, 0.04]);
+        // Every group distinct: plain Holm.
+        assert_eq!(holm_grouped(&[0.01, 0.04, 0.03, 0.5], &[0, 1, 2, 3]), holm(&[0.01, 0.04, 0.03, 0.5]));
+        assert_eq!(holm_grouped(&[], &[]), Vec::<f64>::new());
     }
 }

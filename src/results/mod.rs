@@ -111,6 +111,10 @@ pub struct Results {
     /// The most random sign flips one comparison could draw ([`compare::flip_budget`]).
     #[serde(default)]
     pub flip_budget: usize,
+    /// How many distinct tests the comparisons run (those of the same paired values count once;
+    /// the size of Holm's family). 0 in reports written before it was recorded.
+    #[serde(default)]
+    pub distinct_tests: usize,
     /// The cells whose best LLM arm beats the runner-up significantly (the bold ones).
     #[serde(default)]
     pub best: Vec<BestCell>,
@@ -281,7 +285,7 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
             outcomes.insert((arm, row.setting.clone()), o);
         }
     }
-    (out.comparisons, out.flip_budget) = comparisons(e, &outcomes, &mut resamples);
+    (out.comparisons, out.flip_budget, out.distinct_tests) = comparisons(e, &outcomes, &mut resamples);
     out.best = significant_best(e, &out.records, &outcomes, &mut resamples);
     Ok(out)
 }
@@ -294,8 +298,9 @@ fn aligned(a: &Outcomes, b: &Outcomes, metric: &str, k: Option<u32>) -> (Vec<f64
 }
 
 /// Every declared pair in every setting, metric and K where both arms have outcomes, with
-/// Holm-adjusted p-values over the whole family, and the sign-flip tests' budget.
-fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>, resamples: &mut stats::Resamples) -> (Vec<compare::Comparison>, usize) {
+/// Holm-adjusted p-values over the distinct tests of the whole family; the sign-flip tests'
+/// budget and the number of distinct tests.
+fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>, resamples: &mut stats::Resamples) -> (Vec<compare::Comparison>, usize, usize) {
     let settings = summary::first_seen(e.rows.iter().map(|r| &r.setting));
     let cells = metric_rows(&e.metrics, &e.ks, &|_: &dyn Fn(usize) -> f64| 0.0, 0.0);
     // The family first: its size sets how far down the sign-flip tests must be able to reach.
@@ -306,7 +311,21 @@ fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>
             family.extend(cells.iter().map(|(metric, k, _)| (setting, a, b, metric, *k, aligned(oa, ob, metric, *k))));
         }
     }
-    let budget = compare::flip_budget(family.len(), e.bootstrap as usize);
+    // One test per kind (McNemar on HR, sign flips otherwise) and paired values, in either order
+    // (both tests are two-sided and symmetric in A and B): comparisons that share one give the
+    // same p and are one hypothesis in Holm's family.
+    let mut tests: BTreeMap<(bool, Vec<u64>, Vec<u64>), usize> = BTreeMap::new();
+    let group: Vec<usize> = family
+        .iter()
+        .map(|(_, _, _, metric, _, (va, vb))| {
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
+            let (x, y) = (bits(va), bits(vb));
+            let key = if x <= y { (metric.as_str() == "hr", x, y) } else { (metric.as_str() == "hr", y, x) };
+            let next = tests.len();
+            *tests.entry(key).or_insert(next)
+        })
+        .collect();
+    let budget = compare::flip_budget(tests.len(), e.bootstrap as usize);
     let mut out = Vec::new();
     for (setting, a, b, metric, k, (va, vb)) in family {
         let draws = resamples.of(setting, va.len());
@@ -326,11 +345,11 @@ fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>
             p_holm: p_value,
         });
     }
-    let adjusted = compare::holm(&out.iter().map(|c| c.p_value).collect::<Vec<_>>());
+    let adjusted = compare::holm_grouped(&out.iter().map(|c| c.p_value).collect::<Vec<_>>(), &group);
     for (c, p) in out.iter_mut().zip(adjusted) {
         c.p_holm = p;
     }
-    (out, budget)
+    (out, budget, tests.len())
 }
 
 /// The cells whose best LLM arm differs from the runner-up by a paired test at
@@ -420,7 +439,7 @@ impl Results {
         let io = |path: PathBuf| move |source| ResultsError::Io { path, source };
         table::write_parquet(&mut self.frame()?, &dir.join("results.parquet"))?;
         std::fs::write(dir.join("results.csv"), self.csv()?).map_err(io(dir.join("results.csv")))?;
-        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations, "settings": self.settings, "comparisons": self.comparisons, "flip_budget": self.flip_budget, "best": self.best }))?;
+        table::write_json(&dir.join("report.json"), &serde_json::json!({ "experiment": self.experiment, "recipe_hash": self.recipe_hash, "seed": self.seed, "failures": self.failures, "adaptations": self.adaptations, "settings": self.settings, "comparisons": self.comparisons, "flip_budget": self.flip_budget, "distinct_tests": self.distinct_tests, "best": self.best }))?;
         if !self.comparisons.is_empty() {
             let mut df = self.comparisons_frame()?;
             table::write_parquet(&mut df, &dir.join("comparisons.parquet"))?;
@@ -482,6 +501,7 @@ impl Results {
         let comparisons = serde_json::from_value(field("comparisons")).unwrap_or_default();
         let best = serde_json::from_value(field("best")).unwrap_or_default();
         let flip_budget = serde_json::from_value(field("flip_budget")).unwrap_or_default();
+        let distinct_tests = serde_json::from_value(field("distinct_tests")).unwrap_or_default();
         let first = records.first();
         Ok(Results {
             experiment: first.map(|r| r.experiment.clone()).unwrap_or_default(),
@@ -493,6 +513,7 @@ impl Results {
             settings,
             comparisons,
             flip_budget,
+            distinct_tests,
             best,
         })
     }

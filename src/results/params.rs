@@ -55,4 +55,7 @@ pub struct ReportParams {
     /// The candidate protocol every row states: list length and how negatives are sampled.
     pub candidates: u32,
     pub negatives: crate::recipe::types::NegativeSampling,
+    /// How the report's statistics are computed ([`super::compare::METHOD`]): a report cached
+    /// under an earlier method is another artifact, not served for this one.
+    pub statistics: &'static str,
 }

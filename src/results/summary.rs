@@ -74,12 +74,20 @@ pub fn markdown(r: &Results) -> String {
     }
     if !r.comparisons.is_empty() {
         let marked = r.comparisons.iter().filter(|c| c.p_holm < super::compare::ALPHA).count();
+        let n = r.comparisons.len();
+        // Reports written before the distinct tests were counted: every comparison was one.
+        let tests = if r.distinct_tests == 0 { n } else { r.distinct_tests };
+        let family = if tests == n {
+            format!("all {n} comparisons of the run (`comparisons.csv` has every metric and K)")
+        } else {
+            format!("the run's {tests} distinct tests (its {n} comparisons, those on the same paired values counted once; `comparisons.csv` has every metric and K)")
+        };
         s.push_str(&format!(
-            "\n## Paired comparisons\n\nEvery declared pair on the same users: mean difference A − B with its 95% paired bootstrap interval, and the p-value (exact McNemar for HR@K; sign-flip permutation for NDCG@K and MRR, exact up to 16 users with a difference, else random flips, seeded by the differences, until {} are as extreme, at most {}, so that p can reach below 0.05 / {}) adjusted by Holm over all {} comparisons of the run (`comparisons.csv` has every metric and K). {} significant at 0.05 after adjustment (marked \\*). MRR:\n\n| setting | A | B | users | A − B [95% CI] | p | p (Holm) |\n|---|---|---|---:|---|---:|---:|\n",
+            "\n## Paired comparisons\n\nEvery declared pair on the same users: mean difference A − B with its 95% paired bootstrap interval, and the p-value (exact McNemar for HR@K; sign-flip permutation for NDCG@K and MRR, exact up to 16 users with a difference, else random flips, seeded by the differences, until {} are as extreme, at most {}, so that p can reach below 0.05 / {}) adjusted by Holm over {}. {} significant at 0.05 after adjustment (marked \\*). MRR:\n\n| setting | A | B | users | A − B [95% CI] | p | p (Holm) |\n|---|---|---|---:|---|---:|---:|\n",
             super::compare::STOP_AFTER,
             r.flip_budget,
-            r.comparisons.len(),
-            r.comparisons.len(),
+            tests,
+            family,
             if marked == 0 { "None is".to_string() } else if marked == 1 { "1 is".to_string() } else { format!("{marked} are") }
         ));
         for c in r.comparisons.iter().filter(|c| c.metric == "mrr") {

@@ -101,6 +101,7 @@ fn report_params(experiment: &str, rows: &[ResultRow], baselines: Vec<Baseline>,
         comparisons: comparisons.iter().map(|[a, b]| [a.to_string(), b.to_string()]).collect(),
         candidates: 4,
         negatives: crate::recipe::types::NegativeSampling::Uniform,
+        statistics: super::compare::METHOD,
     }
 }
 
@@ -191,8 +192,10 @@ fn comparisons_and_bold_follow_paired_tests() {
     assert!((mrr.mean_diff - 2.0 / 3.0).abs() < 1e-12 && mrr.p_value < 0.01 && mrr.p_holm < 0.05, "{mrr:?}");
     assert_eq!((mrr.ci_low, mrr.ci_high), (Some(2.0 / 3.0), Some(2.0 / 3.0)));
     assert_eq!(c("same", "mrr", None).p_value, 1.0);
-    // The sign-flip budget is sized to the family: 2 pairs x 5 cells = 10 comparisons.
-    assert_eq!((r.comparisons.len(), r.flip_budget), (10, 4000));
+    // The sign-flip budget is sized to the family: 2 pairs x 5 cells = 10 comparisons, 9
+    // distinct tests (HR@3 is all hits for the three arms: good-poor and same-poor compare the
+    // same values there, one test).
+    assert_eq!((r.comparisons.len(), r.distinct_tests, r.flip_budget), (10, 9, 3600));
     // Bold: `good` in the HR@1, NDCG and MRR columns; nothing in HR@3, where all tie.
     let bold: Vec<(&str, Option<u32>)> = r.best.iter().map(|b| (b.metric.as_str(), b.k)).collect();
     assert_eq!(bold, [("hr", Some(1)), ("ndcg", Some(1)), ("ndcg", Some(3)), ("mrr", None)]);
@@ -225,5 +228,14 @@ fn identical_arms_get_identical_p_values() {
         assert_eq!(a, b, "{m}@{k:?}");
         assert!(a > 0.0 && a < 1.0, "{m}@{k:?}: {a}");
     }
+    // twin_a - other and other - twin_b are one test per cell: 15 comparisons, 10 distinct tests,
+    // and Holm's family is the 10.
+    assert_eq!((r.comparisons.len(), r.distinct_tests, r.flip_budget), (15, 10, 4000));
+    let ps: Vec<f64> = r.comparisons.iter().map(|c| c.p_value).collect();
+    let holm_of_10 = super::compare::holm(&ps[..10]);
+    for (i, c) in r.comparisons.iter().enumerate() {
+        assert_eq!(c.p_holm, holm_of_10[i % 10], "{c:?}");
+    }
+    assert!(super::markdown(&r).contains("the run's 10 distinct tests (its 15 comparisons, those on the same paired values counted once;"));
     std::fs::remove_dir_all(&root).ok();
 }
