@@ -78,6 +78,17 @@ pub fn paired(a: &[f64], b: &[f64], binary: bool, draws: &[Vec<usize>], seed: u6
     }
 }
 
+/// Which test [`paired`] runs on `a` and `b`: its kind and the paired values, in either order
+/// (both tests are two-sided and symmetric in A and B). Comparisons with one key get one p-value
+/// and are one hypothesis in Holm's family ([`holm_grouped`]).
+pub type TestKey = (bool, Vec<u64>, Vec<u64>);
+
+pub fn test_key(a: &[f64], b: &[f64], binary: bool) -> TestKey {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
+    let (x, y) = (bits(a), bits(b));
+    if x <= y { (binary, x, y) } else { (binary, y, x) }
+}
+
 /// Two-sided exact sign test of `n10` successes against `n01` (p = 1 without discordant pairs).
 pub fn sign_test(n10: usize, n01: usize) -> f64 {
     let n = n10 + n01;

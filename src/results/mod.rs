@@ -311,18 +311,13 @@ fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>
             family.extend(cells.iter().map(|(metric, k, _)| (setting, a, b, metric, *k, aligned(oa, ob, metric, *k))));
         }
     }
-    // One test per kind (McNemar on HR, sign flips otherwise) and paired values, in either order
-    // (both tests are two-sided and symmetric in A and B): comparisons that share one give the
-    // same p and are one hypothesis in Holm's family.
-    let mut tests: BTreeMap<(bool, Vec<u64>, Vec<u64>), usize> = BTreeMap::new();
+    // Comparisons that run the same test share one p and count once in Holm's family.
+    let mut tests: BTreeMap<compare::TestKey, usize> = BTreeMap::new();
     let group: Vec<usize> = family
         .iter()
         .map(|(_, _, _, metric, _, (va, vb))| {
-            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
-            let (x, y) = (bits(va), bits(vb));
-            let key = if x <= y { (metric.as_str() == "hr", x, y) } else { (metric.as_str() == "hr", y, x) };
             let next = tests.len();
-            *tests.entry(key).or_insert(next)
+            *tests.entry(compare::test_key(va, vb, metric.as_str() == "hr")).or_insert(next)
         })
         .collect();
     let budget = compare::flip_budget(tests.len(), e.bootstrap as usize);
