@@ -7,10 +7,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    if std::env::var_os("CARGO_FEATURE_TCH").is_some() {
-        if let Ok(libtorch) = std::env::var("LIBTORCH") {
-            println!("cargo:rustc-link-arg=-Wl,-rpath,{libtorch}/lib");
-        }
+    if std::env::var_os("CARGO_FEATURE_TCH").is_some()
+        && let Ok(libtorch) = std::env::var("LIBTORCH") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{libtorch}/lib");
     }
     println!("cargo:rustc-env=RECCOCKTAIL_BUILD_COMMIT={}", build_commit().unwrap_or_else(|| "unknown".into()));
 }

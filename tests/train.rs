@@ -1,7 +1,7 @@
 //! LoRA training on a tiny random model: the loss falls, only LoRA factors change, prompt tokens
 //! are never targets, a resumed run equals an uninterrupted one, and the guards fire.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use reccocktail::model::CausalLm;
@@ -36,7 +36,7 @@ fn device() -> Device {
     select(BackendChoice::Auto, DeviceSpec::Cpu, Some(1)).unwrap().device
 }
 
-fn model(dir: &PathBuf, device: &Device) -> TextModel {
+fn model(dir: &Path, device: &Device) -> TextModel {
     if !dir.join("config.json").exists() {
         write_tiny_chat_model(dir, TinySpec::default(), 3).unwrap();
     }

@@ -331,7 +331,8 @@ pub fn dispatch(cmd: Command) -> Result<(), Error> {
             let runtime = backend::select(backend.unwrap_or(e.backend), device, threads.or(e.threads))?;
             let outcome = exec::run(&resolved, &plan, &runtime, &RunOptions { results_dir: results, only, stage, run_dir, cached_only });
             let run_dir = match &outcome {
-                Ok(summary) | Err(exec::RunError::Failed { summary, .. }) => Some(summary.run_dir.clone()),
+                Ok(summary) => Some(summary.run_dir.clone()),
+                Err(exec::RunError::Failed { summary, .. }) => Some(summary.run_dir.clone()),
                 Err(_) => None,
             };
             // The summary the report stage wrote (when the run reached it), then where it all is.

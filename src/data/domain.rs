@@ -117,10 +117,9 @@ impl DomainSplit {
             if !title_of.contains_key(i.as_str()) {
                 continue;
             }
-            if let Some(p) = &d.users {
-                if !*partition.entry(u.as_str()).or_insert_with(|| p.keeps(u)) {
-                    continue;
-                }
+            if let Some(p) = &d.users
+                && !*partition.entry(u.as_str()).or_insert_with(|| p.keeps(u)) {
+                continue;
             }
             filtered_pairs.push((u, i));
             let slot = *first.entry(u.as_str()).or_insert(k);

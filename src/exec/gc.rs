@@ -83,12 +83,11 @@ pub fn unused(cache: &Cache, keep: &BTreeSet<String>, assets: bool) -> io::Resul
             Err(err) => return Err(err),
         };
         let entry = found.entry(key.to_string()).or_insert_with(|| Entry { key: key.to_string(), stage: None, kind: None, states: Vec::new(), bytes: 0, paths: Vec::new() });
-        if state == "cached" {
-            if let Ok(text) = std::fs::read_to_string(e.path().join(MANIFEST)) {
-                let m: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                entry.stage = m["id"].as_str().map(str::to_string);
-                entry.kind = serde_json::from_value(m["kind"].clone()).ok();
-            }
+        if state == "cached"
+            && let Ok(text) = std::fs::read_to_string(e.path().join(MANIFEST)) {
+            let m: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            entry.stage = m["id"].as_str().map(str::to_string);
+            entry.kind = serde_json::from_value(m["kind"].clone()).ok();
         }
         if !entry.states.contains(&state) {
             entry.states.push(state);

@@ -39,9 +39,10 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("stage `{id}` failed: {source}")]
     Stage { id: String, source: StageError },
-    /// Some stages failed (the others ran); the stages needing them were skipped.
+    /// Some stages failed (the others ran); the stages needing them were skipped. (The summary
+    /// is boxed so that every `Result<_, RunError>` stays small.)
     #[error("{}", failed_message(failures, &summary.skipped))]
-    Failed { summary: RunSummary, failures: Vec<StageFailure> },
+    Failed { summary: Box<RunSummary>, failures: Vec<StageFailure> },
 }
 
 #[derive(Debug)]
@@ -207,7 +208,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
     }
     bar.finish_and_clear();
     log(&format!("finished: {} stages run, {} cached, {} failed, {} skipped, {} not needed", summary.executed.len(), summary.cached.len(), failures.len(), summary.skipped.len(), summary.unneeded.len()));
-    if failures.is_empty() { Ok(summary) } else { Err(RunError::Failed { summary, failures }) }
+    if failures.is_empty() { Ok(summary) } else { Err(RunError::Failed { summary: Box::new(summary), failures }) }
 }
 
 /// Copy the files of `from` (not its manifest) into `to`: a cached report's tables into the run.

@@ -13,13 +13,12 @@ use crate::backend::Runtime;
 
 /// An adapter argument: `DIR` or `DIR:WEIGHT` (weight 1 by default).
 pub fn parse_adapter_arg(s: &str) -> Result<(PathBuf, f64), String> {
-    if let Some((dir, w)) = s.rsplit_once(':') {
-        if let Ok(w) = w.parse::<f64>() {
-            if !w.is_finite() {
-                return Err(format!("adapter weight in `{s}` is not finite"));
-            }
-            return Ok((PathBuf::from(dir), w));
+    if let Some((dir, w)) = s.rsplit_once(':')
+        && let Ok(w) = w.parse::<f64>() {
+        if !w.is_finite() {
+            return Err(format!("adapter weight in `{s}` is not finite"));
         }
+        return Ok((PathBuf::from(dir), w));
     }
     Ok((PathBuf::from(s), 1.0))
 }

@@ -160,11 +160,10 @@ impl CausalLm for Llama {
         if let Some(pad) = &input.key_padding {
             mask = mask.bool_or(pad.clone().reshape([b, 1, 1, past + t]).expand([b, 1, t, past + t]));
         }
-        if let Some(c) = cache.as_deref_mut() {
-            if c.layers.is_empty() {
-                let empty = Tensor::<4>::zeros([b, self.layers[0].self_attn.num_kv_heads, 0, hd], &device);
-                c.layers = vec![(empty.clone(), empty); self.layers.len()];
-            }
+        if let Some(c) = cache.as_deref_mut()
+            && c.layers.is_empty() {
+            let empty = Tensor::<4>::zeros([b, self.layers[0].self_attn.num_kv_heads, 0, hd], &device);
+            c.layers = vec![(empty.clone(), empty); self.layers.len()];
         }
         let kernel = super::precision::attention_kernel(self.lm_head.val().dtype());
         for (i, layer) in self.layers.iter().enumerate() {

@@ -81,10 +81,9 @@ impl PeftConfig {
 
     fn from_json(v: &Json, path: &Path) -> Result<PeftConfig, ModelError> {
         let err = |m: String| ModelError::Adapter { path: path.to_path_buf(), message: m };
-        if let Some(t) = v.get("peft_type").and_then(Json::as_str) {
-            if t != "LORA" {
-                return Err(err(format!("peft_type `{t}` is not LORA")));
-            }
+        if let Some(t) = v.get("peft_type").and_then(Json::as_str)
+            && t != "LORA" {
+            return Err(err(format!("peft_type `{t}` is not LORA")));
         }
         if v.get("use_dora").and_then(Json::as_bool) == Some(true) {
             return Err(err("DoRA adapters are not supported".into()));

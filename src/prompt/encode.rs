@@ -90,10 +90,9 @@ impl Prompter {
     pub fn prompt_ids(&self, tok: &TextTokenizer, instruction: &str) -> Result<Vec<u32>, EncodeError> {
         let text = self.prompt_text(instruction)?;
         let mut ids = tok.encode(&text, false).map_err(tok_err)?;
-        if self.chat.is_none() {
-            if let Some(b) = tok.bos_id() {
-                ids.insert(0, b);
-            }
+        if self.chat.is_none()
+            && let Some(b) = tok.bos_id() {
+            ids.insert(0, b);
         }
         if ids.is_empty() {
             return Err(EncodeError("a prompt encodes to no tokens".into()));
@@ -104,10 +103,9 @@ impl Prompter {
     /// Response ids (the answer and its end-of-turn), to follow [`Self::prompt_ids`].
     pub fn response_ids(&self, tok: &TextTokenizer, instruction: &str, response: &str) -> Result<Vec<u32>, EncodeError> {
         let mut ids = tok.encode(&self.response_text(instruction, response)?, false).map_err(tok_err)?;
-        if self.chat.is_none() {
-            if let Some(&e) = tok.eos_ids().first() {
-                ids.push(e);
-            }
+        if self.chat.is_none()
+            && let Some(&e) = tok.eos_ids().first() {
+            ids.push(e);
         }
         Ok(ids)
     }

@@ -84,7 +84,7 @@ impl Node {
 
     /// The node at a path of keys and indices (`["arms", "1", "merge"]`); returns the deepest
     /// node reached and whether the whole path was found.
-    pub fn lookup<'a>(&'a self, path: &[PathSeg]) -> (Span, bool) {
+    pub fn lookup(&self, path: &[PathSeg]) -> (Span, bool) {
         let mut node = self;
         let mut span = Span { value: self.span.clone(), key: None };
         for seg in path {

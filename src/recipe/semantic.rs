@@ -103,10 +103,9 @@ impl Checker<'_> {
         if !e.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) || e.name.starts_with('.') {
             self.err(p(&[&"experiment", &"name"]), "invalid-name", format!("experiment name `{}` must use only letters, digits, `_`, `-`, `.` (it names a directory)", e.name), None);
         }
-        if let Some(d) = &e.device {
-            if let Err(msg) = d.parse::<DeviceSpec>() {
-                self.err(p(&[&"experiment", &"device"]), "invalid-device", msg, None);
-            }
+        if let Some(d) = &e.device
+            && let Err(msg) = d.parse::<DeviceSpec>() {
+            self.err(p(&[&"experiment", &"device"]), "invalid-device", msg, None);
         }
     }
 
@@ -158,11 +157,10 @@ impl Checker<'_> {
     fn datasets(&mut self) {
         for (name, d) in &self.recipe.datasets {
             let at = |k: &str| p(&[&"datasets", name, &k]);
-            if let Some(asset) = self.asset_or_path(p(&[&"datasets", name]), d.asset.as_deref(), d.path.as_deref(), "dataset") {
-                if asset.kind != AssetKind::Dataset(d.format) {
-                    let AssetKind::Dataset(f) = asset.kind else { unreachable!() };
-                    self.err(at("format"), "wrong-format", format!("asset `{}` is in format `{}`, not `{}`", asset.name, f.name(), d.format.name()), Some(format!("use format = \"{}\"", f.name())));
-                }
+            if let Some(asset) = self.asset_or_path(p(&[&"datasets", name]), d.asset.as_deref(), d.path.as_deref(), "dataset")
+                && asset.kind != AssetKind::Dataset(d.format) {
+                let AssetKind::Dataset(f) = asset.kind else { unreachable!() };
+                self.err(at("format"), "wrong-format", format!("asset `{}` is in format `{}`, not `{}`", asset.name, f.name(), d.format.name()), Some(format!("use format = \"{}\"", f.name())));
             }
             match (d.format, &d.columns) {
                 (DatasetFormat::Csv, None) => self.err_key(p(&[&"datasets", name]), "missing-key", "format `csv` needs a `columns` table", None),
@@ -273,10 +271,9 @@ impl Checker<'_> {
             let help = Some("set `select_by = \"mrr\"` to choose checkpoints on ranked validation users, or remove `select_users`".to_string());
             self.err(field("select_users"), "no-effect", "`select_users` counts the validation users ranked by `select_by = \"mrr\"`; with `select_by = \"loss\"` none are ranked", help);
         }
-        if let Some(b) = t.betas {
-            if b.iter().any(|x| !(0.0..1.0).contains(x)) {
-                self.err(field("betas"), "out-of-range", "AdamW betas must be in [0, 1)", None);
-            }
+        if let Some(b) = t.betas
+            && b.iter().any(|x| !(0.0..1.0).contains(x)) {
+            self.err(field("betas"), "out-of-range", "AdamW betas must be in [0, 1)", None);
         }
         if let (Some(batch), Some(len)) = (t.batch_size, t.max_seq_len) {
             let tokens = batch as u64 * len as u64;
@@ -321,10 +318,9 @@ impl Checker<'_> {
                 self.reference(path, d, "domain", r.domains.keys().map(String::as_str));
             }
             self.reference(sub("template"), &a.template, "template", r.templates.keys().map(String::as_str));
-            if let Some(pre) = &a.pretrained {
-                if self.file_exists(sub("pretrained"), pre, "pretrained adapter") && !self.local(pre).join("adapter_config.json").exists() {
-                    self.err(sub("pretrained"), "not-an-adapter", format!("`{}` has no adapter_config.json (expected a PEFT adapter directory)", pre.display()), None);
-                }
+            if let Some(pre) = &a.pretrained
+                && self.file_exists(sub("pretrained"), pre, "pretrained adapter") && !self.local(pre).join("adapter_config.json").exists() {
+                self.err(sub("pretrained"), "not-an-adapter", format!("`{}` has no adapter_config.json (expected a PEFT adapter directory)", pre.display()), None);
             }
             if is_ingredient {
                 for (key, set) in [("mixture", a.mixture.is_some()), ("target_overlap", a.target_overlap.is_some())] {
@@ -465,10 +461,9 @@ impl Checker<'_> {
                 }
             }
         }
-        if let MergeSpec::Dare { drop_rate: Some(d), .. } = m {
-            if *d >= 1.0 {
-                self.err(at("drop_rate"), "out-of-range", "drop_rate must be below 1", None);
-            }
+        if let MergeSpec::Dare { drop_rate: Some(d), .. } = m
+            && *d >= 1.0 {
+            self.err(at("drop_rate"), "out-of-range", "drop_rate must be below 1", None);
         }
     }
 
@@ -486,12 +481,10 @@ impl Checker<'_> {
             }
         }
         let protocol = e.protocol.as_ref().map_or(Protocol::Likelihood, ProtocolSpec::kind);
-        if let Some(ms) = &e.metrics {
-            if protocol == Protocol::Likelihood {
-                if let Some(j) = ms.iter().position(|m| *m == Metric::ValidRatio) {
-                    self.err(p(&[&"evaluation", &"metrics", &j]), "metric-protocol", "valid_ratio needs protocol = { kind = \"generate\" } (likelihood ranking never produces invalid items)", None);
-                }
-            }
+        if let Some(ms) = &e.metrics
+            && protocol == Protocol::Likelihood
+            && let Some(j) = ms.iter().position(|m| *m == Metric::ValidRatio) {
+            self.err(p(&[&"evaluation", &"metrics", &j]), "metric-protocol", "valid_ratio needs protocol = { kind = \"generate\" } (likelihood ranking never produces invalid items)", None);
         }
         if let Some(pairs) = &e.compare {
             let mut known: Vec<&str> = r.arms.iter().map(|a| a.name.as_str()).collect();

@@ -35,7 +35,7 @@ impl<'s> Validator<'s> {
     fn resolve(&self, mut schema: &'s Json) -> &'s Json {
         for _ in 0..16 {
             let Some(r) = schema.get("$ref").and_then(Json::as_str) else { break };
-            let target = r.strip_prefix("#/").map(|p| p.split('/').fold(Some(self.root), |s, k| s?.get(k)));
+            let target = r.strip_prefix("#/").map(|p| p.split('/').try_fold(self.root, |s, k| s.get(k)));
             match target.flatten() {
                 Some(t) => schema = t,
                 None => break,
@@ -157,10 +157,9 @@ impl<'s> Validator<'s> {
             return Some(value);
         }
         // An integer where a float is listed, etc.: compare numerically.
-        if let (Some(v), true) = (value.as_f64(), allowed.iter().any(Json::is_number)) {
-            if allowed.iter().any(|a| a.as_f64() == Some(v)) {
-                return Some(value);
-            }
+        if let (Some(v), true) = (value.as_f64(), allowed.iter().any(Json::is_number))
+            && allowed.iter().any(|a| a.as_f64() == Some(v)) {
+            return Some(value);
         }
         let names: Vec<String> = allowed.iter().map(render_json).collect();
         let help = match &node.value {

@@ -125,7 +125,7 @@ pub fn sign_flip(d: &[f64], seed: u64, budget: usize) -> f64 {
         // One random bit per user, 64 users per draw of the generator.
         let mut word = 0u64;
         let mut bits = |i: usize| {
-            if i % 64 == 0 {
+            if i.is_multiple_of(64) {
                 word = rng.next_u64();
             }
             word >> (i % 64) & 1 == 1

@@ -273,10 +273,9 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
         for i in 0..metric.len() {
             let cut = k[i].map(|x| u32::try_from(x).map_err(|_| bad(format!("k = {x}")))).transpose()?;
             let mut r = record(&arm_col[i], &row.setting, &protocol, metric[i].clone(), cut, value[i], Some(users), "ok");
-            if let Some(outcomes) = per_user.get(if is_ref { arm_col[i].as_str() } else { "" }) {
-                if let Some((lo, hi)) = stats::mean_interval(&outcomes.values(&metric[i], cut), draws) {
-                    (r.ci_low, r.ci_high) = (Some(lo), Some(hi));
-                }
+            if let Some(outcomes) = per_user.get(if is_ref { arm_col[i].as_str() } else { "" })
+                && let Some((lo, hi)) = stats::mean_interval(&outcomes.values(&metric[i], cut), draws) {
+                (r.ci_low, r.ci_high) = (Some(lo), Some(hi));
             }
             out.records.push(r);
         }
@@ -384,7 +383,7 @@ impl Results {
     pub fn frame(&self) -> Result<polars::prelude::DataFrame, table::TableError> {
         let r = &self.records;
         let s = |f: fn(&Record) -> &str| r.iter().map(|x| f(x).to_string()).collect::<Vec<_>>();
-        Ok(table::frame(vec![
+        table::frame(vec![
             Column::new("experiment".into(), s(|x| x.experiment.as_str())),
             Column::new("recipe_hash".into(), s(|x| x.recipe_hash.as_str())),
             Column::new("seed".into(), r.iter().map(|x| x.seed).collect::<Vec<_>>()),
@@ -400,7 +399,7 @@ impl Results {
             Column::new("status".into(), s(|x| x.status.as_str())),
             Column::new("candidates".into(), r.iter().map(|x| x.candidates).collect::<Vec<_>>()),
             Column::new("negatives".into(), r.iter().map(|x| x.negatives.clone()).collect::<Vec<_>>()),
-        ])?)
+        ])
     }
 
     /// `comparisons.parquet`: setting, metric, k, arm_a, arm_b, users, mean_diff (A - B), ci_low,

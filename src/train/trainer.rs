@@ -253,11 +253,10 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
                 break 'epochs;
             }
             let interrupted = opts.interrupt_after.is_some_and(|n| steps_this_call >= n);
-            if let Some(dir) = &opts.checkpoint_dir {
-                if ck.step % cfg.checkpoint_every.max(1) == 0 || interrupted {
-                    sync(&mut ck, &opt);
-                    checkpoint::save(dir, &ck).map_err(TrainError::Checkpoint)?;
-                }
+            if let Some(dir) = &opts.checkpoint_dir
+                && (ck.step % cfg.checkpoint_every.max(1) == 0 || interrupted) {
+                sync(&mut ck, &opt);
+                checkpoint::save(dir, &ck).map_err(TrainError::Checkpoint)?;
             }
             if interrupted && ck.step < total {
                 sync(&mut ck, &opt);
