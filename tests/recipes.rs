@@ -98,7 +98,7 @@ fn sweeps_expand_in_place_and_shared_stages_appear_once() {
     let names: Vec<&str> = r.arms.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
         names,
-        ["base_only", "ingredient_only", "fixed_0.5", "task_arithmetic@lambda=0.3", "task_arithmetic@lambda=0.5", "task_arithmetic@lambda=0.7", "task_arithmetic@lambda=1.0", "entropy"]
+        ["base_only", "ingredient_only", "fixed_0.5", "task_arithmetic@lambda=0.3", "task_arithmetic@lambda=0.7", "task_arithmetic@lambda=1.0", "entropy"]
     );
     let plan = plan::compile(&r).unwrap();
     let trains: Vec<&str> = plan.stages.iter().filter(|s| s.kind == plan::StageKind::Train).map(|s| s.id.as_str()).collect();
