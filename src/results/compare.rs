@@ -64,21 +64,31 @@ pub fn flip_budget(family: usize, floor: usize) -> usize {
     ((RESOLUTION * family.max(1) as f64 / ALPHA).ceil() as usize).max(floor)
 }
 
-/// Compare per-user values `a` and `b` (same users, same order) of one metric.
-pub fn paired(a: &[f64], b: &[f64], binary: bool, draws: &[Vec<usize>], seed: u64, budget: usize) -> (f64, Option<(f64, f64)>, &'static str, f64) {
-    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+/// The mean difference A - B of per-user values `a` and `b` (same users, same order) and its
+/// paired bootstrap interval over `draws`.
+pub fn difference(a: &[f64], b: &[f64], draws: &[Vec<usize>]) -> (f64, Option<(f64, f64)>) {
+    let d = differences(a, b);
     let mean = if d.is_empty() { 0.0 } else { d.iter().sum::<f64>() / d.len() as f64 };
-    let ci = stats::mean_interval(&d, draws);
+    (mean, stats::mean_interval(&d, draws))
+}
+
+/// The paired test of `a` against `b` and its two-sided p: exact McNemar for a binary metric,
+/// else sign flips seeded by `seed` and the differences, at most `budget` of them.
+pub fn paired_test(a: &[f64], b: &[f64], binary: bool, seed: u64, budget: usize) -> (&'static str, f64) {
     if binary {
         let n10 = a.iter().zip(b).filter(|(x, y)| **x > **y).count();
         let n01 = a.iter().zip(b).filter(|(x, y)| **x < **y).count();
-        (mean, ci, "mcnemar_exact", sign_test(n10, n01))
+        ("mcnemar_exact", sign_test(n10, n01))
     } else {
-        (mean, ci, "sign_flip", sign_flip(&d, seed, budget))
+        ("sign_flip", sign_flip(&differences(a, b), seed, budget))
     }
 }
 
-/// Which test [`paired`] runs on `a` and `b`: its kind and the paired values, in either order
+fn differences(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x - y).collect()
+}
+
+/// Which test [`paired_test`] runs on `a` and `b`: its kind and the paired values, in either order
 /// (both tests are two-sided and symmetric in A and B). Comparisons with one key get one p-value
 /// and are one hypothesis in Holm's family ([`holm_grouped`]).
 pub type TestKey = (bool, Vec<u64>, Vec<u64>);

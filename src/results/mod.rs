@@ -285,7 +285,7 @@ pub fn gather(e: &ReportParams, dirs: &BTreeMap<String, PathBuf>, failed: &BTree
         }
     }
     (out.comparisons, out.flip_budget, out.distinct_tests) = comparisons(e, &outcomes, &mut resamples);
-    out.best = significant_best(e, &out.records, &outcomes, &mut resamples);
+    out.best = significant_best(e, &out.records, &outcomes);
     Ok(out)
 }
 
@@ -320,10 +320,12 @@ fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>
         })
         .collect();
     let budget = compare::flip_budget(tests.len(), e.bootstrap as usize);
+    // Each distinct test runs once; the comparisons sharing it take its p.
+    let mut test_of: Vec<Option<(&'static str, f64)>> = vec![None; tests.len()];
     let mut out = Vec::new();
-    for (setting, a, b, metric, k, (va, vb)) in family {
-        let draws = resamples.of(setting, va.len());
-        let (mean_diff, ci, test, p_value) = compare::paired(&va, &vb, metric == "hr", draws, e.seed, budget);
+    for ((setting, a, b, metric, k, (va, vb)), &g) in family.into_iter().zip(&group) {
+        let (mean_diff, ci) = compare::difference(&va, &vb, resamples.of(setting, va.len()));
+        let (test, p_value) = *test_of[g].get_or_insert_with(|| compare::paired_test(&va, &vb, metric == "hr", e.seed, budget));
         out.push(compare::Comparison {
             setting: setting.to_string(),
             metric: metric.clone(),
@@ -348,7 +350,7 @@ fn comparisons(e: &ReportParams, outcomes: &BTreeMap<(String, String), Outcomes>
 
 /// The cells whose best LLM arm differs from the runner-up by a paired test at
 /// [`compare::ALPHA`] (unadjusted): the only ones the summary sets in bold.
-fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(String, String), Outcomes>, resamples: &mut stats::Resamples) -> Vec<BestCell> {
+fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(String, String), Outcomes>) -> Vec<BestCell> {
     let mut out = Vec::new();
     let mut cells: Vec<(&str, &str, Option<u32>)> = Vec::new();
     for r in records {
@@ -370,8 +372,7 @@ fn significant_best(e: &ReportParams, records: &[Record], outcomes: &BTreeMap<(S
         let key = |a: &str| (a.to_string(), setting.to_string());
         let (Some(ob), Some(os)) = (outcomes.get(&key(best)), outcomes.get(&key(second))) else { continue };
         let (va, vr) = aligned(ob, os, metric, k);
-        let draws = resamples.of(setting, va.len());
-        let (_, _, _, p) = compare::paired(&va, &vr, metric == "hr", draws, e.seed, compare::flip_budget(1, e.bootstrap as usize));
+        let (_, p) = compare::paired_test(&va, &vr, metric == "hr", e.seed, compare::flip_budget(1, e.bootstrap as usize));
         if p < compare::ALPHA {
             out.push(BestCell { setting: setting.into(), metric: metric.into(), k, arm: best.into(), runner_up: second.into(), p_value: p });
         }
