@@ -154,7 +154,7 @@ pub(crate) fn weight_grads(model: &dyn CausalLm, adapters: &[PeftAdapter], modul
                     let f = &lin.adapters[k];
                     k += 1;
                     let Some(g) = f.a.val().grad(grads) else { return 0.0 };
-                    let g = g.into_data().try_to_vec::<f32>().expect("f32 gradient");
+                    let g = crate::backend::host_f32(g);
                     let (r, d_in) = (pair.a.shape[0], pair.a.shape[1]);
                     // g is [in, r] row-major; A (PEFT) is [r, in].
                     (0..d_in).flat_map(|i| (0..r).map(move |j| (i, j))).map(|(i, j)| g[i * r + j] as f64 * pair.a.data[j * d_in + i] as f64).sum()
@@ -282,7 +282,7 @@ pub fn token_entropy_of_answer(model: &dyn CausalLm, tok: &TextTokenizer, prompt
     let last = model.hidden(&ForwardInput::sequence(prompt, 0, &device), Some(&mut cache)).narrow(1, n - 1, 1);
     let plain = model.without_autodiff();
     let mut plain_cache = cache.without_autodiff();
-    let first = plain.logits(last.clone().without_autodiff()).into_data().try_to_vec::<f32>().expect("f32 tensor");
+    let first = crate::backend::host_f32(plain.logits(last.clone().without_autodiff()));
     let cfg = GenerationConfig { max_new_tokens: s.max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos_ids: tok.eos_ids().to_vec() };
     let answer = continue_generation(plain.as_ref(), &mut plain_cache, first, &cfg, &mut |a| s.answer_complete(tok, a));
     let positions = s.title_positions(tok, &answer);

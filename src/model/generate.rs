@@ -55,7 +55,7 @@ pub fn logits_of(model: &dyn CausalLm, ids: &[u32]) -> Vec<Vec<f32>> {
     let batch = pad_batch(model, &[ids.to_vec()], 0, Padding::Right);
     let logits = model.forward(&batch.input, None);
     let [_, t, v] = logits.dims();
-    let data = logits.into_data().try_to_vec::<f32>().expect("f32 tensor");
+    let data = crate::backend::host_f32(logits);
     (0..t).map(|i| data[i * v..(i + 1) * v].to_vec()).collect()
 }
 
@@ -127,7 +127,7 @@ fn pick(logits: &[f32], cfg: &GenerationConfig, rng: &mut SplitMix) -> u32 {
 /// (given the tokens so far). Returns the new tokens (EOS excluded).
 pub fn generate(model: &dyn CausalLm, prompt: &[u32], cfg: &GenerationConfig, stop: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
     let (mut cache, logits) = prefill(model, prompt);
-    continue_generation(model, &mut cache, logits.into_data().try_to_vec::<f32>().expect("f32 tensor"), cfg, stop)
+    continue_generation(model, &mut cache, crate::backend::host_f32(logits), cfg, stop)
 }
 
 /// The prompt step of generation: `prompt` encoded into a fresh KV cache, and the next-token
@@ -155,7 +155,7 @@ pub fn continue_generation(model: &dyn CausalLm, cache: &mut KvCache, mut logits
             break;
         }
         let l = model.forward(&ForwardInput::sequence(&[next], n + out.len() - 1, &device), Some(cache));
-        logits = l.into_data().try_to_vec::<f32>().expect("f32 tensor");
+        logits = crate::backend::host_f32(l);
     }
     out
 }
@@ -191,7 +191,7 @@ pub fn greedy_batch(model: &dyn CausalLm, prompts: &[Vec<u32>], max_new_tokens: 
     for _ in 0..max_new_tokens {
         let v = logits.dims()[2];
         let logp = log_softmax(logits.reshape([b, v]), 1);
-        let entropy = (logp.clone().exp() * logp.clone()).sum_dim(1).neg().into_data().try_to_vec::<f32>().expect("f32 tensor");
+        let entropy = crate::backend::host_f32((logp.clone().exp() * logp.clone()).sum_dim(1).neg());
         let next = logp.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("int tensor");
         for r in 0..b {
             if done[r] {
@@ -236,7 +236,7 @@ pub fn continuation_logprobs(model: &dyn CausalLm, prompt: &[u32], continuations
     }
     let lp = continuation_logprob_tensor(model, prompt, continuations);
     let width = lp.dims()[1];
-    let data = lp.into_data().try_to_vec::<f32>().expect("f32 tensor");
+    let data = crate::backend::host_f32(lp);
     continuations.iter().enumerate().map(|(i, s)| data[i * width..i * width + s.len()].to_vec()).collect()
 }
 

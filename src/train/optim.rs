@@ -75,7 +75,7 @@ impl DeviceAdamW {
 
     /// Parameters, first and second moments, read back.
     pub fn download(&self) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let down = |t: &Tensor<1>| t.clone().into_data().try_into_vec::<f32>().expect("f32 optimizer state");
+        let down = |t: &Tensor<1>| crate::backend::host_f32(t.clone());
         (down(&self.params), down(&self.m), down(&self.v))
     }
 

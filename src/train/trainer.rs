@@ -194,7 +194,7 @@ pub fn train(model: &mut dyn CausalLm, train: &[Encoded], valid: &[Encoded], lor
             }
             let acc = acc.expect("an accumulation group has a batch");
             // The norm on the host, one running sum in order (the same bits on every device).
-            let host_grads: Vec<f32> = acc.clone().into_data().try_into_vec::<f32>().expect("f32 gradients");
+            let host_grads = crate::backend::host_f32(acc.clone());
             let grad_norm = host::sum_squares(0.0, &host_grads).sqrt();
             let acc = if cfg.max_grad_norm > 0.0 && grad_norm > cfg.max_grad_norm {
                 acc.mul_scalar((cfg.max_grad_norm / (grad_norm + 1e-6)) as f32)
