@@ -18,7 +18,8 @@
 #
 # Environment: TORCH_VERSION (default 2.11.0); RECCOCKTAIL_WHEEL_DIR (default .cache/wheels);
 # RECCOCKTAIL_KEEP_WHEELS=1 keeps the ~530 MB wheel after extraction. Output:
-# target/cuda-$TORCH_VERSION/debug/reccocktail (dev profile, dependencies optimized).
+# target/cuda-$TORCH_VERSION/debug/reccocktail (dev profile: the crates on the host path of tensor
+# operations and the arithmetic crates optimized, see Cargo.toml's profiles).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
