@@ -55,7 +55,7 @@ pub fn adamw(s: &AdamWStep, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &
 /// crate at opt-level 1, visited each of the 4.9 million gradients of a training step one call at a
 /// time (3% of a small step). `bytes.len()` must be a multiple of 4.
 pub fn f32s_from_ne_bytes(bytes: &[u8]) -> Vec<f32> {
-    assert!(bytes.len() % 4 == 0, "{} bytes are not whole f32s", bytes.len());
+    assert!(bytes.len().is_multiple_of(4), "{} bytes are not whole f32s", bytes.len());
     bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
