@@ -109,7 +109,7 @@ pub fn score_lists(model: &SasRec, lists: &[(Vec<i64>, Vec<i64>)], len: usize, b
         let per = chunk.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
         let seqs: Vec<i64> = chunk.iter().flat_map(|(h, _)| h.iter().copied()).collect();
         let cands: Vec<i64> = chunk.iter().flat_map(|(_, c)| c.iter().copied().chain(std::iter::repeat_n(c[0], per - c.len()))).collect();
-        let scores = model.score_last(&seqs, chunk.len(), len, &cands, per).into_data().try_to_vec::<f32>().expect("f32 scores");
+        let scores = crate::backend::host_f32(model.score_last(&seqs, chunk.len(), len, &cands, per));
         for (k, (_, c)) in chunk.iter().enumerate() {
             out.push(scores[k * per..k * per + c.len()].iter().map(|&s| s as f64).collect());
         }
