@@ -186,6 +186,16 @@ fn bf16_training_tracks_fp32_and_keeps_the_frozen_weights() {
     // Not the fp32 run under another name: the losses differ somewhere.
     assert!(fp32.log.iter().zip(&bf16.log).any(|(a, b)| a.loss != b.loss));
     assert!(bf16.log.last().unwrap().loss < bf16.log[0].loss, "bf16 training learns");
+    // Attention's products in bf16 too (`[backbone] attention = "bf16"`): within the same
+    // tolerance of fp32, and, where libtorch's fused kernel runs them, another computation.
+    m.backbone.model.set_attention(reccocktail::recipe::types::AttentionDtype::Bf16);
+    let bf16_attention = run(&mut m.backbone.model, &data, &data[..2], &lora(0.0), &cfg, None, None).unwrap();
+    for (a, b) in fp32.log.iter().zip(&bf16_attention.log) {
+        let rel = (a.loss - b.loss).abs() / a.loss.abs().max(1e-6);
+        assert!(rel < 0.05, "step {}: fp32 loss {} vs bf16 with bf16 attention {} ({:.1}% apart)", a.step, a.loss, b.loss, rel * 100.0);
+    }
+    let fused = reccocktail::backend::compiled_backends().contains(&reccocktail::backend::BackendKind::Tch);
+    assert_eq!(bf16.log.iter().zip(&bf16_attention.log).any(|(a, b)| a.loss != b.loss), fused);
     std::fs::remove_dir_all(&dir).ok();
 }
 

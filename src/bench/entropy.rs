@@ -227,7 +227,7 @@ pub fn prompts_of(users: &[crate::eval::TestUser], prompter: &Prompter, tok: &Te
 /// The whole benchmark from files: titles (`movies.csv`), a prompt template and a model (HF
 /// directory or `.gguf`), loaded on the autodiff version of `device`. `spec.users` prompts, the
 /// first a warm-up; the measuring comparison takes the warm-up and `bench.measure` prompts.
-pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &std::path::Path, spec: &super::eval::PromptSpec, bench: &EntropyBenchSpec, device: &burn::tensor::Device, dtype: crate::recipe::types::Dtype) -> Result<EntropyBench, crate::Error> {
+pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &std::path::Path, spec: &super::eval::PromptSpec, bench: &EntropyBenchSpec, device: &burn::tensor::Device, precision: crate::model::precision::Precision) -> Result<EntropyBench, crate::Error> {
     use crate::Error;
     use crate::recipe::types::{EntropyObjective, Granularity, Parameterization};
     let usage = |e: &dyn std::fmt::Display| Error::Usage(e.to_string());
@@ -235,7 +235,7 @@ pub fn from_files(model: &std::path::Path, titles: &std::path::Path, template: &
     let template = crate::prompt::PromptTemplate::load(template).map_err(|e| usage(&e))?;
     let drawn = super::eval::PromptSpec { users: spec.users.max(bench.measure + 1), ..spec.clone() };
     let users = super::eval::synthetic_users(&titles, &template, &drawn).map_err(|e| usage(&e))?;
-    let mut m = crate::model::load::load_text_model_as(model, &device.clone().autodiff(), dtype).map_err(Error::Model)?;
+    let mut m = crate::model::load::load_text_model_as(model, &device.clone().autodiff(), precision).map_err(Error::Model)?;
     let prompter = Prompter::with_defaults(m.chat.take());
     let prompts = prompts_of(&users, &prompter, &m.tokenizer).map_err(|e| usage(&e))?;
     let s = EntropySettings {

@@ -112,12 +112,12 @@ pub struct EvalBench {
 /// `dump`: also write the token ids the benchmark feeds (see [`dump_inputs`]) for a peer to time
 /// the same work.
 #[allow(clippy::too_many_arguments)]
-pub fn from_files(model: &Path, titles: &Path, template: &Path, spec: &PromptSpec, max_new_tokens: usize, device: &burn::tensor::Device, dtype: crate::recipe::types::Dtype, dump: Option<&Path>) -> Result<EvalBench, crate::Error> {
+pub fn from_files(model: &Path, titles: &Path, template: &Path, spec: &PromptSpec, max_new_tokens: usize, device: &burn::tensor::Device, precision: crate::model::precision::Precision, dump: Option<&Path>) -> Result<EvalBench, crate::Error> {
     use crate::Error;
     let titles = read_titles(titles).map_err(|e| Error::Usage(e.to_string()))?;
     let template = PromptTemplate::load(template).map_err(|e| Error::Usage(e.to_string()))?;
     let users = synthetic_users(&titles, &template, spec).map_err(|e| Error::Usage(e.to_string()))?;
-    let mut m = load_text_model_as(model, device, dtype).map_err(Error::Model)?;
+    let mut m = load_text_model_as(model, device, precision).map_err(Error::Model)?;
     let prompter = Prompter::with_defaults(m.chat.take());
     if let Some(path) = dump {
         dump_inputs(&m, &prompter, &users, max_new_tokens, path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;

@@ -109,9 +109,9 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 /// `reccocktail bench --workload train`: fixed-shape work, or the responses of rendered samples.
-pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, dtype: crate::recipe::types::Dtype, batch: usize, seq_len: usize, steps: u64, prompts: Option<&std::path::Path>, dropout: f64) -> Result<TrainBench, String> {
+pub fn command(model_path: &std::path::Path, runtime: &crate::backend::Runtime, precision: crate::model::precision::Precision, batch: usize, seq_len: usize, steps: u64, prompts: Option<&std::path::Path>, dropout: f64) -> Result<TrainBench, String> {
     let device = runtime.device.clone().autodiff();
-    let mut m = crate::model::load::load_text_model_as(model_path, &device, dtype).map_err(|e| e.to_string())?;
+    let mut m = crate::model::load::load_text_model_as(model_path, &device, precision).map_err(|e| e.to_string())?;
     let lora = bench_lora(16, dropout);
     let pad = crate::train::pad_id(&m.tokenizer);
     match prompts {

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::common::{parse_backend, parse_dtype, print_json};
+use super::common::{parse_attention, parse_backend, parse_dtype, print_json};
 use crate::backend::{self, DeviceSpec};
 use crate::error::Error;
-use crate::recipe::types::{BackendChoice, Dtype};
+use crate::model::precision::Precision;
+use crate::recipe::types::{AttentionDtype, BackendChoice, Dtype};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -159,6 +160,10 @@ pub struct BenchRuntime {
     /// or auto (bf16 where this machine is fast at it). Ignored by `bench sasrec`.
     #[arg(long, value_parser = parse_dtype, default_value = "f32")]
     dtype: Dtype,
+    /// Attention's products' dtype where the frozen weights are bf16: f32 or bf16 (as
+    /// `[backbone] attention`).
+    #[arg(long, value_parser = parse_attention, default_value = "f32")]
+    attention: AttentionDtype,
 }
 
 impl BenchRuntime {
@@ -166,12 +171,12 @@ impl BenchRuntime {
         Ok(backend::select(self.backend, self.device, self.threads)?)
     }
 
-    /// The dtype the model's frozen weights take (`auto` resolved for this backend and device),
-    /// refused where the runtime cannot compute in it.
-    fn dtype(&self, runtime: &backend::Runtime) -> Result<Dtype, Error> {
+    /// The dtype the model's frozen weights take (`auto` resolved for this backend and device,
+    /// refused where the runtime cannot compute in it) and attention's products'.
+    fn precision(&self, runtime: &backend::Runtime) -> Result<Precision, Error> {
         let d = crate::model::precision::resolve(self.dtype, self.backend, &self.device.to_string());
         crate::exec::backbone::check_dtype(d, runtime).map_err(|e| Error::Usage(e.to_string()))?;
-        Ok(d)
+        Ok(Precision::new(d, self.attention))
     }
 }
 
@@ -197,20 +202,20 @@ pub fn run(what: BenchCommand) -> Result<(), Error> {
     match what {
     BenchCommand::Eval { users, candidates, history, k, max_new_tokens, dump, on: BenchModel { model, titles, template, on } } => {
         let runtime = on.select()?;
-        let dtype = on.dtype(&runtime)?;
+        let precision = on.precision(&runtime)?;
         let spec = crate::bench::eval::PromptSpec { users: users.max(1), candidates: candidates.max(1), history, k, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
-        let r = crate::bench::eval::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, dtype, dump.as_deref())?;
+        let r = crate::bench::eval::from_files(&model, &titles, &template, &spec, max_new_tokens, &runtime.device, precision, dump.as_deref())?;
         eprintln!("{}", r.line());
-        print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "dtype": dtype, "eval": r }))
+        print_json(&serde_json::json!({ "backend": runtime.backend, "device": runtime.device_spec.to_string(), "dtype": precision.dtype, "attention": precision.attention, "eval": r }))
     }
     BenchCommand::Entropy { prompts, candidates, history, max_new_tokens, rank, answer_titles, measure, on: BenchModel { model, titles, template, on } } => {
         let runtime = on.select()?;
-        let dtype = on.dtype(&runtime)?;
+        let precision = on.precision(&runtime)?;
         let spec = crate::bench::eval::PromptSpec { users: prompts.max(2), candidates: candidates.max(2), history, k: 5, separator: crate::recipe::resolve::DEFAULT_SEPARATOR.into(), seed: crate::recipe::resolve::DEFAULT_SEED };
         let bench = crate::bench::entropy::EntropyBenchSpec { max_new_tokens: max_new_tokens.max(1), answer_titles: answer_titles.map(|n| n.max(1)), rank: rank.max(1), measure };
-        let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, &bench, &runtime.device, dtype)?;
+        let r = crate::bench::entropy::from_files(&model, &titles, &template, &spec, &bench, &runtime.device, precision)?;
         eprintln!("{}", r.line());
-        print_json(&serde_json::json!({ "backend": runtime.backend, "dtype": dtype, "entropy": r }))
+        print_json(&serde_json::json!({ "backend": runtime.backend, "dtype": precision.dtype, "attention": precision.attention, "entropy": r }))
     }
     BenchCommand::Train { shape: BenchShape { model, batch, seq_len, iters, on }, prompts, dropout } => {
         if !(0.0..1.0).contains(&dropout) {
@@ -218,9 +223,9 @@ pub fn run(what: BenchCommand) -> Result<(), Error> {
         }
         let threads = on.threads;
         let runtime = on.select()?;
-        let dtype = on.dtype(&runtime)?;
-        let r = crate::bench::train::command(&model, &runtime, dtype, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref(), dropout).map_err(Error::Usage)?;
-        print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": dtype, "dropout": dropout, "train": r }))
+        let precision = on.precision(&runtime)?;
+        let r = crate::bench::train::command(&model, &runtime, precision, batch.max(1), seq_len.max(2), iters.max(1) as u64, prompts.as_deref(), dropout).map_err(Error::Usage)?;
+        print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": precision.dtype, "attention": precision.attention, "dropout": dropout, "train": r }))
     }
     BenchCommand::Sasrec { items, batch, max_len, hidden, blocks, heads, dropout, steps, on } => {
         if [items, batch, max_len, hidden, blocks, heads, steps].contains(&0) || hidden % heads != 0 || !(0.0..1.0).contains(&dropout) {
@@ -249,10 +254,10 @@ pub fn run(what: BenchCommand) -> Result<(), Error> {
     BenchCommand::Forward { shape: BenchShape { model, batch, seq_len, iters, on } } => {
         let threads = on.threads;
         let runtime = on.select()?;
-        let dtype = on.dtype(&runtime)?;
-        let m = crate::model::load::load_text_model_as(&model, &runtime.device, dtype).map_err(Error::Model)?;
+        let precision = on.precision(&runtime)?;
+        let m = crate::model::load::load_text_model_as(&model, &runtime.device, precision).map_err(Error::Model)?;
         let r = crate::bench::forward::forward(&m.backbone.model, m.backbone.config.vocab_size, batch.max(1), seq_len.max(1), iters.max(1));
-        print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": dtype, "forward": r }))
+        print_json(&serde_json::json!({ "backend": runtime.backend, "threads": threads, "dtype": precision.dtype, "attention": precision.attention, "forward": r }))
     }
     }
 }

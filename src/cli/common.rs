@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use crate::error::Error;
-use crate::recipe::types::{BackendChoice, Dtype};
+use crate::recipe::types::{AttentionDtype, BackendChoice, Dtype};
 
 pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(v).expect("serializable");
@@ -18,6 +18,14 @@ pub(crate) fn parse_dtype(s: &str) -> Result<Dtype, String> {
         "f16" => Ok(Dtype::F16),
         "auto" => Ok(Dtype::Auto),
         _ => Err(format!("unknown dtype `{s}`: expected f32, bf16, f16 or auto")),
+    }
+}
+
+pub(crate) fn parse_attention(s: &str) -> Result<AttentionDtype, String> {
+    match s {
+        "f32" => Ok(AttentionDtype::F32),
+        "bf16" => Ok(AttentionDtype::Bf16),
+        _ => Err(format!("unknown attention dtype `{s}`: expected f32 or bf16")),
     }
 }
 

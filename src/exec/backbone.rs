@@ -10,6 +10,7 @@ use burn::tensor::Device;
 use super::context::{StageContext, StageError};
 use crate::model::ModelError;
 use crate::model::load::{BackboneRef, TextModel, load_text_model_as};
+use crate::model::precision::Precision;
 use crate::plan::Role;
 use crate::prompt::{PromptFormat, Prompter};
 use crate::backend::{DeviceSpec, Runtime};
@@ -37,7 +38,7 @@ pub struct StageModel {
 pub fn load(ctx: &StageContext<'_>, backbone: &BackboneRef, format: &PromptFormat, device: &Device) -> Result<StageModel, StageError> {
     let path = ctx.source_file(&backbone.source, Role::Backbone)?;
     check_dtype(backbone.dtype, ctx.runtime)?;
-    let (mut text, reused) = LAST.load(&path, device, backbone.dtype)?;
+    let (mut text, reused) = LAST.load(&path, device, backbone.precision())?;
     if reused {
         (ctx.log)(&format!("{}: backbone {} as the previous stage loaded it", ctx.stage.id, path.display()));
     }
@@ -51,7 +52,7 @@ struct LoadKey {
     path: PathBuf,
     /// [`stamp`]: a backbone rewritten meanwhile is loaded again.
     stamp: Option<(u64, SystemTime)>,
-    dtype: Dtype,
+    precision: Precision,
     /// The hardware (`Device`'s equality ignores autodiff), whether autodiff wraps it, and with
     /// which checkpointing.
     device: Device,
@@ -71,11 +72,11 @@ static LAST: LastLoaded = LastLoaded(Mutex::new(None));
 
 impl LastLoaded {
     /// [`load_text_model_as`], or a clone of the last load when it was the same; true when reused.
-    fn load(&self, path: &Path, device: &Device, dtype: Dtype) -> Result<(TextModel, bool), ModelError> {
+    fn load(&self, path: &Path, device: &Device, precision: Precision) -> Result<(TextModel, bool), ModelError> {
         let key = LoadKey {
             path: path.to_path_buf(),
             stamp: stamp(path),
-            dtype,
+            precision,
             device: device.clone(),
             autodiff: device.is_autodiff(),
             checkpointing: format!("{:?}", device.gradient_checkpointing_strategy()),
@@ -85,7 +86,7 @@ impl LastLoaded {
             return Ok((model.clone(), true));
         }
         *last = None;
-        let model = load_text_model_as(path, device, dtype)?;
+        let model = load_text_model_as(path, device, precision)?;
         if key.stamp.is_some() {
             *last = Some((key, model.clone()));
         }
@@ -124,27 +125,36 @@ mod tests {
         let device = crate::backend::select(crate::recipe::types::BackendChoice::Auto, DeviceSpec::Cpu, None).unwrap().device;
         let last = LastLoaded(Mutex::new(None));
         let load_shared = |device: &Device, dtype| last.load(&dir, device, dtype);
-        let (mut first, reused) = load_shared(&device, Dtype::F32).unwrap();
+        let (mut first, reused) = load_shared(&device, Precision::F32).unwrap();
         assert!(!reused);
         let original = weights(&first);
         // What stages do to their copy: new weights, new adapters; the shared one keeps its own.
         first.backbone.model.embed_tokens = burn::module::Param::from_tensor(first.backbone.model.embed_tokens.val().mul_scalar(2.0));
-        let (second, reused) = load_shared(&device, Dtype::F32).unwrap();
+        let (second, reused) = load_shared(&device, Precision::F32).unwrap();
         assert!(reused);
         assert_eq!(weights(&second), original);
         assert_ne!(weights(&first), original);
         // Another dtype or device is another backbone: loaded afresh, and the last one dropped.
-        let (_, reused) = load_shared(&device.clone().autodiff(), Dtype::F32).unwrap();
+        let (_, reused) = load_shared(&device.clone().autodiff(), Precision::F32).unwrap();
         assert!(!reused);
-        let (_, reused) = load_shared(&device.clone().autodiff().gradient_checkpointing(), Dtype::F32).unwrap();
+        let (_, reused) = load_shared(&device.clone().autodiff().gradient_checkpointing(), Precision::F32).unwrap();
         assert!(!reused);
-        let (_, reused) = load_shared(&device, Dtype::F32).unwrap();
+        let (_, reused) = load_shared(&device, Precision::F32).unwrap();
         assert!(!reused);
+        // So is another way of computing attention, and the model computes it as asked.
+        use crate::recipe::types::AttentionDtype;
+        let bf16 = |attention| Precision::new(Dtype::Bf16, attention);
+        let (m, reused) = load_shared(&device, bf16(AttentionDtype::Bf16)).unwrap();
+        assert!(!reused);
+        assert_eq!(m.backbone.model.attention, AttentionDtype::Bf16);
+        let (m, reused) = load_shared(&device, bf16(AttentionDtype::F32)).unwrap();
+        assert!(!reused);
+        assert_eq!(m.backbone.model.attention, AttentionDtype::F32);
         // A model directory whose files change is loaded again.
         let config = dir.join("config.json");
         let text = std::fs::read_to_string(&config).unwrap();
         std::fs::write(&config, format!("{text}\n")).unwrap();
-        let (_, reused) = load_shared(&device, Dtype::F32).unwrap();
+        let (_, reused) = load_shared(&device, Precision::F32).unwrap();
         assert!(!reused);
         std::fs::remove_dir_all(&dir).ok();
     }

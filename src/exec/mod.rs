@@ -118,7 +118,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         run_dir.write_json("plan.json", &plan.to_json(&|k| cache.status(k)))?;
     }
     let e = &resolved.experiment;
-    run_dir.write_json("environment.json", &rundir::environment(runtime, e.seed, e.threads, plan.dtype))?;
+    run_dir.write_json("environment.json", &rundir::environment(runtime, e.seed, e.threads, crate::model::precision::Precision { dtype: plan.dtype, attention: plan.attention }))?;
 
     let multi = MultiProgress::new();
     let bar = multi.add(ProgressBar::new(stages.len() as u64));

@@ -58,7 +58,7 @@ pub fn utc_stamp(t: SystemTime) -> String {
 }
 
 /// Facts about the machine and build, recorded with every run.
-pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option<u32>, dtype: crate::recipe::types::Dtype) -> serde_json::Value {
+pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option<u32>, precision: crate::model::precision::Precision) -> serde_json::Value {
     serde_json::json!({
         "reccocktail": env!("CARGO_PKG_VERSION"),
         // The commit the binary was built from (see build.rs), not the one of the directory the
@@ -77,7 +77,9 @@ pub fn environment(runtime: &crate::backend::Runtime, seed: u64, threads: Option
         // The processor's bf16 matrix units, which `[backbone] dtype = "auto"` looks for.
         "cpu_bf16_units": crate::model::precision::cpu_bf16_flags(),
         // The backbone's frozen weights' precision in this run (`auto` resolved).
-        "dtype": dtype,
+        "dtype": precision.dtype,
+        // Attention's products' dtype (`[backbone] attention`, as it applies to that dtype).
+        "attention": precision.attention,
         "backend": runtime.backend,
         "device": runtime.device_spec.to_string(),
         "compiled_backends": crate::backend::compiled_backends(),

@@ -45,6 +45,10 @@ pub trait CausalLm {
     /// [`super::precision`]). Embeddings, norms and adapters stay as they are.
     fn cast_frozen(&mut self, dtype: burn::tensor::FloatDType);
 
+    /// Compute attention's products in `attention` where the frozen weights are bf16 (f32 by
+    /// default; [`super::precision::attention_kernel`]).
+    fn set_attention(&mut self, attention: crate::recipe::types::AttentionDtype);
+
     /// Logits over the vocabulary, [batch, new_len, vocab].
     fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Tensor<3> {
         self.logits(self.hidden(input, cache))

@@ -10,6 +10,7 @@ use super::attention::{AttentionKernel, attention};
 use super::causal_lm::{CausalLm, ForwardInput, KvCache};
 use super::config::ModelConfig;
 use super::lora::{LoraLinear, Proj};
+use crate::recipe::types::AttentionDtype;
 
 #[derive(Module, Debug)]
 pub struct RmsNorm {
@@ -69,6 +70,9 @@ pub struct Llama {
     /// Rotary tables, [max_positions, head_dim].
     pub rope_cos: Param<Tensor<2>>,
     pub rope_sin: Param<Tensor<2>>,
+    /// Attention's products' dtype where the frozen weights are bf16 ([`super::precision::attention_kernel`]).
+    #[module(skip)]
+    pub attention: AttentionDtype,
 }
 
 /// Rotary tables [max_pos, head_dim] in HF's layout (frequencies repeated over both halves).
@@ -165,7 +169,7 @@ impl CausalLm for Llama {
             let empty = Tensor::<4>::zeros([b, self.layers[0].self_attn.num_kv_heads, 0, hd], &device);
             c.layers = vec![(empty.clone(), empty); self.layers.len()];
         }
-        let kernel = super::precision::attention_kernel(self.lm_head.val().dtype());
+        let kernel = super::precision::attention_kernel(self.lm_head.val().dtype(), self.attention);
         for (i, layer) in self.layers.iter().enumerate() {
             let entry = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), cos.clone(), sin.clone(), mask.clone(), entry, kernel);
@@ -185,6 +189,10 @@ impl CausalLm for Llama {
         for (_, _, lin) in self.projections_mut() {
             lin.cast_frozen(dtype);
         }
+    }
+
+    fn set_attention(&mut self, attention: AttentionDtype) {
+        self.attention = attention;
     }
 
     fn without_autodiff(&self) -> Box<dyn CausalLm> {

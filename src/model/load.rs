@@ -6,6 +6,7 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::config::ModelConfig;
+use super::precision::Precision;
 use super::llama::Llama;
 use super::weights::{self, StateDict};
 use super::ModelError;
@@ -15,13 +16,24 @@ use super::ModelError;
 pub struct BackboneRef {
     pub source: crate::assets::SourceRef,
     pub dtype: crate::recipe::types::Dtype,
+    /// Attention's products' dtype, resolved for `dtype` ([`super::precision::resolve_attention`]);
+    /// keyed through `kernels`, whose text says it.
+    #[serde(skip)]
+    pub attention: crate::recipe::types::AttentionDtype,
     /// How the backbone computes, beyond the dtype ([`super::precision::kernels_key`]).
     pub kernels: &'static str,
 }
 
 impl BackboneRef {
-    pub fn new(source: crate::assets::SourceRef, dtype: crate::recipe::types::Dtype) -> BackboneRef {
-        BackboneRef { source, dtype, kernels: super::precision::kernels_key(dtype) }
+    /// `dtype` resolved (not `auto`); `attention` as the recipe asks.
+    pub fn new(source: crate::assets::SourceRef, dtype: crate::recipe::types::Dtype, attention: crate::recipe::types::AttentionDtype) -> BackboneRef {
+        let attention = super::precision::resolve_attention(dtype, attention);
+        BackboneRef { source, dtype, attention, kernels: super::precision::kernels_key(dtype, attention) }
+    }
+
+    /// How the stage computes with it.
+    pub fn precision(&self) -> Precision {
+        Precision { dtype: self.dtype, attention: self.attention }
     }
 }
 
@@ -82,17 +94,19 @@ pub fn load_tokenizer(path: &Path) -> Result<super::tokenizer::TextTokenizer, Mo
 }
 
 /// Load an HF model directory or a `.gguf` file with its tokenizer and chat template.
-/// [`load_text_model`], its frozen weights then stored in `dtype` (mixed precision; `F32`: as
-/// loaded). `Auto` must be resolved first ([`super::precision::resolve`]).
-pub fn load_text_model_as(path: &Path, device: &Device, dtype: crate::recipe::types::Dtype) -> Result<TextModel, ModelError> {
+/// [`load_text_model`], its frozen weights then stored in `precision.dtype` (mixed precision;
+/// `F32`: as loaded) and attention's products computed in `precision.attention` where that dtype
+/// is bf16. `Auto` must be resolved first ([`super::precision::resolve`]).
+pub fn load_text_model_as(path: &Path, device: &Device, precision: Precision) -> Result<TextModel, ModelError> {
     use crate::recipe::types::Dtype;
     use super::CausalLm;
     let mut m = load_text_model(path, device)?;
-    match dtype {
+    match precision.dtype {
         Dtype::F32 => {}
         Dtype::Auto => return Err(ModelError::Invalid("dtype `auto` reached the model loader unresolved".into())),
         d => m.backbone.model.cast_frozen(super::precision::float_dtype(d)),
     }
+    m.backbone.model.set_attention(super::precision::resolve_attention(precision.dtype, precision.attention));
     Ok(m)
 }
 

@@ -1,9 +1,10 @@
 //! Mixed precision: the frozen backbone's projection and head weights stored in bf16 (or f16),
 //! their matmuls computed in that dtype (fp32 inputs cast on the way in, products cast back to
-//! fp32); in bf16, as in fp32, attention runs in libtorch's fused CPU kernel, its two products
-//! in the frozen dtype and its softmax and accumulation in fp32 ([`attention_kernel`]); the
-//! embeddings, norms, LoRA factors, optimizer state, losses, softmaxes and every reduction that
-//! ranks candidates or sums log-probabilities stay fp32.
+//! fp32); in bf16, as in fp32, attention runs in libtorch's fused CPU kernel, its softmax and
+//! accumulation in fp32 and its two products in fp32 too unless `[backbone] attention = "bf16"`
+//! asks for the frozen dtype ([`attention_kernel`]); the embeddings, norms, LoRA factors,
+//! optimizer state, losses, softmaxes and every reduction that ranks candidates or sums
+//! log-probabilities stay fp32.
 //!
 //! `dtype = "auto"` (`[backbone]`) picks bf16 where the device runs it fast: a CUDA device, or a
 //! CPU whose flags name a bf16 matrix unit (`amx_bf16`, `avx512_bf16`) with the libtorch backend;
@@ -14,7 +15,25 @@ use burn::tensor::{DType, FloatDType, Tensor};
 
 use super::attention::AttentionKernel;
 use crate::backend::{BackendKind, DeviceSpec};
-use crate::recipe::types::{BackendChoice, Dtype};
+use crate::recipe::types::{AttentionDtype, BackendChoice, Dtype};
+
+/// How a loaded backbone computes: its frozen weights' dtype (resolved: not `auto`) and, where
+/// that is bf16, attention's products' dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Precision {
+    pub dtype: Dtype,
+    pub attention: AttentionDtype,
+}
+
+impl Precision {
+    /// `dtype` resolved; `attention` as asked, resolved for it ([`resolve_attention`]).
+    pub fn new(dtype: Dtype, attention: AttentionDtype) -> Precision {
+        Precision { dtype, attention: resolve_attention(dtype, attention) }
+    }
+
+    /// Everything in fp32.
+    pub const F32: Precision = Precision { dtype: Dtype::F32, attention: AttentionDtype::F32 };
+}
 
 /// The tensor dtype the frozen weights are stored in.
 pub fn float_dtype(d: Dtype) -> FloatDType {
@@ -25,13 +44,27 @@ pub fn float_dtype(d: Dtype) -> FloatDType {
     }
 }
 
-/// The attention kernel for frozen weights stored in `frozen`: libtorch's fused kernel, its
-/// products in that dtype, where it has one (fp32, bf16); the ops otherwise (f16).
-pub fn attention_kernel(frozen: DType) -> AttentionKernel {
-    match frozen {
-        DType::F32 | DType::BF16 => AttentionKernel::Fused { dtype: FloatDType::from(frozen) },
+/// The attention kernel for frozen weights stored in `frozen`: libtorch's fused kernel where it
+/// has one (fp32, bf16), its products in fp32, or in bf16 when the weights are bf16 and
+/// `attention` asks for it; the ops otherwise (f16).
+///
+/// Why fp32 products by default under bf16 weights: q, k and v leave the projections in fp32
+/// anyway, and on the processors measured (AMD Zen 4, without AMX) libtorch's CPU kernel hands
+/// its bf16 blocks to MKL, which converts them to fp32 there; the fp32 products trained ~9%
+/// faster and score at least as fast (BENCHMARKS.md). A GPU computes attention from ops on the
+/// fp32 q, k, v, i.e. in fp32, whatever `attention` says.
+pub fn attention_kernel(frozen: DType, attention: AttentionDtype) -> AttentionKernel {
+    match (frozen, attention) {
+        (DType::BF16, AttentionDtype::Bf16) => AttentionKernel::Fused { dtype: FloatDType::BF16 },
+        (DType::F32 | DType::BF16, _) => AttentionKernel::Fused { dtype: FloatDType::F32 },
         _ => AttentionKernel::Ops,
     }
+}
+
+/// `attention` as it applies to frozen weights in `dtype` (resolved): bf16 products only with
+/// bf16 weights, f32 otherwise.
+pub fn resolve_attention(dtype: Dtype, attention: AttentionDtype) -> AttentionDtype {
+    if dtype == Dtype::Bf16 { attention } else { AttentionDtype::F32 }
 }
 
 /// What a stage key records of how the backbone computes, beyond the dtype: the attention kernel
@@ -40,10 +73,16 @@ pub fn attention_kernel(frozen: DType) -> AttentionKernel {
 /// their last digits), so a change in how either computes must change this text. The flex backend,
 /// which always builds attention from ops, shares the keys (as it shares them for its own matrix
 /// products).
-pub fn kernels_key(d: Dtype) -> &'static str {
-    match attention_kernel(float_dtype(d).into()) {
+///
+/// The texts predate `attention` and are kept for the kernels that did not change (fp32 weights,
+/// bf16 weights with bf16 attention products), so that their stage keys, and the cached stages and
+/// references computed under them, stay valid; bf16 weights with fp32 products have their own.
+pub fn kernels_key(d: Dtype, attention: AttentionDtype) -> &'static str {
+    let frozen = float_dtype(d);
+    match attention_kernel(frozen.into(), resolve_attention(d, attention)) {
         AttentionKernel::Ops => EVERY_DTYPE,
-        AttentionKernel::Fused { .. } => "attention fused (libtorch CPU kernel); lora: s (x A) B, scaled at rank r",
+        AttentionKernel::Fused { dtype } if dtype == frozen => "attention fused (libtorch CPU kernel); lora: s (x A) B, scaled at rank r",
+        AttentionKernel::Fused { .. } => "attention fused (libtorch CPU kernel), its products in f32; lora: s (x A) B, scaled at rank r",
     }
 }
 
@@ -181,12 +220,28 @@ mod tests {
         // fp32 and bf16 attention run fused on libtorch's CPU, so their keys name the kernel: no
         // artifact computed with attention from ops is served for them. f16 keeps the ops. Every
         // key names how an adapter's term is rounded.
-        for (d, dt) in [(Dtype::F32, FloatDType::F32), (Dtype::Bf16, FloatDType::BF16)] {
-            assert!(kernels_key(d).contains("fused") && kernels_key(d).ends_with(EVERY_DTYPE));
-            assert_eq!(attention_kernel(dt.into()), AttentionKernel::Fused { dtype: dt });
+        use AttentionDtype as A;
+        let fused = |dtype| AttentionKernel::Fused { dtype };
+        for (d, dt, a, products) in [
+            (Dtype::F32, FloatDType::F32, A::F32, FloatDType::F32),
+            (Dtype::Bf16, FloatDType::BF16, A::Bf16, FloatDType::BF16),
+            (Dtype::Bf16, FloatDType::BF16, A::F32, FloatDType::F32),
+        ] {
+            assert!(kernels_key(d, a).contains("fused") && kernels_key(d, a).ends_with(EVERY_DTYPE));
+            assert_eq!(attention_kernel(dt.into(), a), fused(products));
         }
-        assert_eq!(kernels_key(Dtype::F16), EVERY_DTYPE);
-        assert_eq!(attention_kernel(DType::F16), AttentionKernel::Ops);
+        assert_eq!(kernels_key(Dtype::F16, A::F32), EVERY_DTYPE);
+        assert_eq!(attention_kernel(DType::F16, A::F32), AttentionKernel::Ops);
+        // The two ways of bf16 weights have their own keys (the dtype tells the others apart); the
+        // texts of the ways that predate `attention` are unchanged (the stage keys of fp32 runs,
+        // and of bf16 runs with bf16 products, stay).
+        assert_ne!(kernels_key(Dtype::Bf16, A::F32), kernels_key(Dtype::Bf16, A::Bf16));
+        let before = "attention fused (libtorch CPU kernel); lora: s (x A) B, scaled at rank r";
+        assert_eq!(kernels_key(Dtype::F32, A::F32), before);
+        assert_eq!(kernels_key(Dtype::Bf16, A::Bf16), before);
+        // bf16 products apply to bf16 weights only: with fp32 weights the key is fp32's.
+        assert_eq!(kernels_key(Dtype::F32, A::Bf16), before);
+        assert_eq!(resolve_attention(Dtype::F32, A::Bf16), A::F32);
     }
 
     #[test]

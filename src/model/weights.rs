@@ -172,5 +172,6 @@ pub fn build(cfg: &ModelConfig, mut sd: StateDict, device: &Device) -> Result<Ll
         lm_head,
         rope_cos: Param::from_tensor(cos).set_require_grad(false),
         rope_sin: Param::from_tensor(sin).set_require_grad(false),
+        attention: Default::default(),
     })
 }

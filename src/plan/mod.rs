@@ -214,6 +214,8 @@ pub struct Plan {
     pub rows: Vec<ResultRow>,
     /// The backbone's precision as compiled into the stage keys (`auto` decided on this machine).
     pub dtype: crate::recipe::types::Dtype,
+    /// Attention's products' dtype under that precision (`attention` resolved for `dtype`).
+    pub attention: crate::recipe::types::AttentionDtype,
 }
 
 impl Plan {

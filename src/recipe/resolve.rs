@@ -74,6 +74,9 @@ pub enum Source {
 pub struct ResolvedBackbone {
     pub source: Source,
     pub dtype: Dtype,
+    /// Attention's products' dtype as the recipe asks ([`Backbone::attention`]; with `dtype = "auto"`
+    /// the plan decides whether bf16 applies).
+    pub attention: AttentionDtype,
     pub system_prompt: String,
     pub chat_template: bool,
 }
@@ -493,6 +496,7 @@ impl ResolvedRecipe {
         let backbone = ResolvedBackbone {
             source: source(&b.asset, &b.path, base),
             dtype: b.dtype.unwrap_or(Dtype::F32),
+            attention: b.attention.unwrap_or_default(),
             system_prompt: b.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.into()),
             chat_template: b.chat_template.unwrap_or(true),
         };

@@ -152,6 +152,11 @@ impl Checker<'_> {
             let help = Some("use `dtype = \"bf16\"` on a CPU (same range as f32, mixed precision), or `auto`".to_string());
             self.err(p(&[&"backbone", &"dtype"]), "unsupported", "`f16` weights are for CUDA devices; this recipe runs on `device = \"cpu\"`", help);
         }
+        if b.attention == Some(AttentionDtype::Bf16) && !matches!(b.dtype, Some(Dtype::Bf16 | Dtype::Auto)) {
+            let dtype = b.dtype.map_or("f32 (the default)".to_string(), |d| format!("`{}`", serde_name(&d)));
+            let help = Some("set `dtype = \"bf16\"` (or `\"auto\"`), or drop `attention`".to_string());
+            self.err(p(&[&"backbone", &"attention"]), "conflict", format!("`attention = \"bf16\"` applies to bf16 frozen weights; this backbone's dtype is {dtype}"), help);
+        }
     }
 
     fn datasets(&mut self) {

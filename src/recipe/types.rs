@@ -96,6 +96,12 @@ pub struct Backbone {
     /// LoRA factors, optimizer, norms, softmax and log-probabilities stay f32), `f16` (CUDA), or
     /// `auto` (bf16 where the device is fast at it). Default `f32`.
     pub dtype: Option<Dtype>,
+    /// Precision of attention's two matrix products (scores and weighted values) where the frozen
+    /// weights are bf16 and libtorch's fused CPU kernel runs them: `f32` (default; its softmax
+    /// and accumulation are f32 either way) or `bf16` (needs `dtype = "bf16"` or `"auto"`; with
+    /// `auto` resolved to f32 it is f32 too). On the processors measured, f32 products trained
+    /// ~9% faster (BENCHMARKS.md, "Attention's products in f32 under bf16 weights").
+    pub attention: Option<AttentionDtype>,
     /// System message for the chat template. Default: a helpful recommendation assistant.
     pub system_prompt: Option<String>,
     /// Wrap prompts in the backbone's own chat template. Default true.
@@ -112,6 +118,15 @@ pub enum Dtype {
     /// bf16 where the device runs it fast (CUDA, or a CPU with AMX or AVX-512 BF16 under the
     /// libtorch backend), f32 elsewhere: decided on the machine that compiles the plan.
     Auto,
+}
+
+/// The dtype of attention's matrix products ([`Backbone::attention`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionDtype {
+    #[default]
+    F32,
+    Bf16,
 }
 
 /// One raw dataset and how it is cleaned.
