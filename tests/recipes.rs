@@ -343,6 +343,39 @@ fn stage_keys_follow_mixture_adaptation_sizes_and_token_budget() {
     }
 }
 
+/// The backbone's precision (`dtype`, and `attention` under bf16 weights) is in the key of every
+/// stage that runs the model, and of every stage reading what such a stage made, and in no other:
+/// an adapter trained one way is never served for another, and the data stages stay shared.
+#[test]
+fn precision_keys_the_model_stages_and_nothing_else() {
+    let text = std::fs::read_to_string("tests/recipes/quickstart_variants.toml").unwrap();
+    let backbone = "asset = \"smollm2-135m-instruct\"\n";
+    assert_eq!(text.matches(backbone).count(), 1);
+    let plan_of = |extra: &str| plan::compile(&ResolvedRecipe::from_loaded(&quickstart_variant("p.toml", &text.replace(backbone, &format!("{backbone}{extra}"))).unwrap()).unwrap()).unwrap();
+    let f32 = plan_of("");
+    let bf16 = plan_of("dtype = \"bf16\"\n");
+    let bf16_attention = plan_of("dtype = \"bf16\"\nattention = \"bf16\"\n");
+    // The default attention is f32, and with f32 weights `attention = "f32"` is the default.
+    assert_eq!(plan_of("dtype = \"bf16\"\nattention = \"f32\"\n").stages.iter().map(|s| &s.key).collect::<Vec<_>>(), bf16.stages.iter().map(|s| &s.key).collect::<Vec<_>>());
+    assert_eq!(plan_of("dtype = \"f32\"\nattention = \"f32\"\n").stages.iter().map(|s| &s.key).collect::<Vec<_>>(), f32.stages.iter().map(|s| &s.key).collect::<Vec<_>>());
+    let model_kinds = ["train:", "merge:", "evaluate:", "report"];
+    let mut model_stages = 0;
+    for stage in &bf16.stages {
+        let of = |p: &plan::Plan| p.stage(&stage.id).unwrap().key.clone();
+        if model_kinds.iter().any(|k| stage.id.starts_with(k)) {
+            model_stages += 1;
+            assert_ne!(stage.key, of(&bf16_attention), "{}", stage.id);
+            assert_ne!(stage.key, of(&f32), "{}", stage.id);
+        } else {
+            assert_eq!(stage.key, of(&bf16_attention), "{}", stage.id);
+            assert_eq!(stage.key, of(&f32), "{}", stage.id);
+        }
+    }
+    assert!(model_stages >= 10, "{model_stages}");
+    assert_eq!((bf16.dtype, bf16.attention), (recipe::types::Dtype::Bf16, recipe::types::AttentionDtype::F32));
+    assert_eq!(bf16_attention.attention, recipe::types::AttentionDtype::Bf16);
+}
+
 #[test]
 fn memory_heavy_micro_batches_warn_at_validate() {
     let text = std::fs::read_to_string("tests/recipes/quickstart_variants.toml").unwrap();
