@@ -3,7 +3,8 @@
 # (forward) fixed-shape forward passes, batch 4 x 128; (train) LoRA r16 on every linear layer,
 # fixed shape 4 x 128, loss on every token; (score) likelihood scoring of 20 candidate titles per
 # user after a ~360-token prompt (3 users). f32: everything fp32. bf16: ours with the frozen
-# weights in bf16 (`[backbone] dtype = "bf16"`), the peer under torch.autocast("cpu", bf16).
+# weights in bf16 (`[backbone] dtype = "bf16"`; attention's products in ATTENTION, default f32, as
+# `[backbone] attention`), the peer under torch.autocast("cpu", bf16).
 #
 #   PYTHON=/path/to/venv/bin/python bash scripts/bench/backbone.sh GGUF
 # Builds the binary users run (scripts/run.sh's `quick` profile, libtorch backend). THREADS (2),
@@ -18,6 +19,7 @@ THREADS="${THREADS:-2}"
 STEPS="${STEPS:-3}"
 ROUNDS="${ROUNDS:-2}"
 DTYPES="${DTYPES:-f32 bf16}"
+ATTENTION="${ATTENTION:-f32}"
 source scripts/bench/quick_build.sh
 source scripts/bench/cores.sh
 tmp=$(mktemp -d)
@@ -26,15 +28,15 @@ get() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [d:=d[k] fo
 # One row: the mean of each side over the rounds, the ratio of the means, and each round's ratio.
 row() { python3 -c 'import sys; n=sys.argv[1]; o=[float(x) for x in sys.argv[2].split()]; p=[float(x) for x in sys.argv[3].split()]; mo,mp=sum(o)/len(o),sum(p)/len(p); r=" ".join(f"{a/b:.2f}" for a,b in zip(o,p)); print(f"{n:<28}{mo:>10.2f}{mp:>10.2f}{mo/mp:>9.2f}x   ({r})")' "$@"; }
 steps() { python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); t=t.get("train",t); n=int(sys.argv[2]); print("/".join(f"{t[k]/n:.2f}" for k in ("forward_s","backward_s","update_s")))' "$@"; }
-echo "$(basename "$GGUF"), $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $ROUNDS rounds (odd rounds ours first, even rounds the peer first)"
+echo "$(basename "$GGUF"), $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), ours' bf16 attention products in $ATTENTION, $ROUNDS rounds (odd rounds ours first, even rounds the peer first)"
 cores_probe
 printf '%-28s%10s%10s%10s   %s\n' "" ours peer ours/peer "(each round)"
 # One measurement each, appended to its side's list for the dtype `$dt` of the loop below.
-forward_ours() { "$BIN" bench forward --model "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/of.json"; fo+=("$(get "$tmp/of.json" forward tokens_per_s)"); }
+forward_ours() { "$BIN" bench forward --model "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --backend tch --dtype "$dt" --attention "$ATTENTION" >"$tmp/of.json"; fo+=("$(get "$tmp/of.json" forward tokens_per_s)"); }
 forward_peer() { "$PYTHON" scripts/bench/peer_forward.py "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pf.json"; fp+=("$(get "$tmp/pf.json" tokens_per_s)"); }
-train_ours() { "$BIN" bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend tch --dtype "$dt" >"$tmp/ot.json"; to+=("$(get "$tmp/ot.json" train tokens_per_s)"); }
+train_ours() { "$BIN" bench train --model "$GGUF" --batch 4 --seq-len 128 --iters "$STEPS" --threads "$THREADS" --backend tch --dtype "$dt" --attention "$ATTENTION" >"$tmp/ot.json"; to+=("$(get "$tmp/ot.json" train tokens_per_s)"); }
 train_peer() { "$PYTHON" scripts/bench/peer_train.py "$GGUF" --batch 4 --seq-len 128 --steps "$STEPS" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pt.json"; tp+=("$(get "$tmp/pt.json" tokens_per_s)"); }
-score_ours() { "$BIN" bench eval --model "$GGUF" --users 3 --candidates 20 --history 3 --max-new-tokens 8 --backend tch --threads "$THREADS" --dtype "$dt" --dump "$tmp/inputs.json" >"$tmp/oe.json" 2>/dev/null; so+=("$(get "$tmp/oe.json" eval likelihood users_per_s)"); }
+score_ours() { "$BIN" bench eval --model "$GGUF" --users 3 --candidates 20 --history 3 --max-new-tokens 8 --backend tch --threads "$THREADS" --dtype "$dt" --attention "$ATTENTION" --dump "$tmp/inputs.json" >"$tmp/oe.json" 2>/dev/null; so+=("$(get "$tmp/oe.json" eval likelihood users_per_s)"); }
 # The peer scores the token ids ours dumped, so ours runs first in every round.
 score_peer() { "$PYTHON" scripts/bench/peer_eval.py "$GGUF" "$tmp/inputs.json" --threads "$THREADS" --dtype "$dt" 2>/dev/null | tail -n1 >"$tmp/pe.json"; sp+=("$(get "$tmp/pe.json" likelihood_users_per_s)"); }
 for dt in $DTYPES; do

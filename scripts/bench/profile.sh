@@ -6,7 +6,7 @@
 # per step). Same model, workload, batch, threads and precision for both.
 #
 #   PYTHON=<venv with torch, transformers, peft, gguf, pyarrow> bash scripts/bench/profile.sh GGUF [PROMPTS_PARQUET]
-# DTYPE (bf16), BATCH (8), SEQ_LEN (512), STEPS (4), THREADS (2). Without PROMPTS_PARQUET: fixed
+# DTYPE (bf16), ATTENTION (f32: ours' attention products under bf16 weights), BATCH (8), SEQ_LEN (512), STEPS (4), THREADS (2). Without PROMPTS_PARQUET: fixed
 # shape, loss on every token. Needs perf (linux-perf).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -14,6 +14,7 @@ GGUF="${1:?usage: profile.sh GGUF [PROMPTS_PARQUET]}"
 PROMPTS="${2:-}"
 PYTHON="${PYTHON:-python3}"
 DTYPE="${DTYPE:-bf16}"
+ATTENTION="${ATTENTION:-f32}"
 BATCH="${BATCH:-8}"
 SEQ_LEN="${SEQ_LEN:-512}"
 STEPS="${STEPS:-4}"
@@ -28,7 +29,7 @@ work=(--batch "$BATCH" --seq-len "$SEQ_LEN" --threads "$THREADS" --dtype "$DTYPE
 echo "$(basename "$GGUF"), $DTYPE, batch $BATCH, ${PROMPTS:+prompts $(basename "$(dirname "$PROMPTS")"), }seq-len $SEQ_LEN, $STEPS steps, $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 source scripts/bench/cores.sh
 cores_probe
-perf record -q -F 200 -o "$tmp/ours.perf" "$BIN" bench train --model "$GGUF" --iters "$STEPS" --backend tch "${work[@]}" >"$tmp/ours.json" 2>/dev/null
+perf record -q -F 200 -o "$tmp/ours.perf" "$BIN" bench train --model "$GGUF" --iters "$STEPS" --backend tch --attention "$ATTENTION" "${work[@]}" >"$tmp/ours.json" 2>/dev/null
 perf record -q -F 200 -o "$tmp/peer.perf" "$PYTHON" scripts/bench/peer_train.py "$GGUF" --steps "$STEPS" "${work[@]}" 2>/dev/null | tail -n1 >"$tmp/peer.json"
 python3 scripts/bench/profile_report.py "$tmp/ours.perf" --label ours >"$tmp/ours_p.json"
 python3 scripts/bench/profile_report.py "$tmp/peer.perf" --label peer >"$tmp/peer_p.json"
