@@ -372,8 +372,8 @@ fn precision_keys_the_model_stages_and_nothing_else() {
         }
     }
     assert!(model_stages >= 10, "{model_stages}");
-    assert_eq!((bf16.dtype, bf16.attention), (recipe::types::Dtype::Bf16, recipe::types::AttentionDtype::F32));
-    assert_eq!(bf16_attention.attention, recipe::types::AttentionDtype::Bf16);
+    assert_eq!((bf16.precision.dtype, bf16.precision.attention), (recipe::types::Dtype::Bf16, recipe::types::AttentionDtype::F32));
+    assert_eq!(bf16_attention.precision.attention, recipe::types::AttentionDtype::Bf16);
 }
 
 #[test]

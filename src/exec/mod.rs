@@ -118,7 +118,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
         run_dir.write_json("plan.json", &plan.to_json(&|k| cache.status(k)))?;
     }
     let e = &resolved.experiment;
-    run_dir.write_json("environment.json", &rundir::environment(runtime, e.seed, e.threads, crate::model::precision::Precision { dtype: plan.dtype, attention: plan.attention }))?;
+    run_dir.write_json("environment.json", &rundir::environment(runtime, e.seed, e.threads, plan.precision))?;
 
     let multi = MultiProgress::new();
     let bar = multi.add(ProgressBar::new(stages.len() as u64));
@@ -133,7 +133,7 @@ pub fn run_with(resolved: &ResolvedRecipe, plan: &Plan, runtime: &Runtime, opts:
     };
     log(&format!("run {} of `{}` (recipe {}) on {}", run_dir.path.display(), resolved.experiment.name, resolved.recipe_hash, runtime.describe()));
     let on_cpu = runtime.device_spec == crate::backend::DeviceSpec::Cpu;
-    if let Some(warning) = crate::model::precision::bf16_without_unit_warning(plan.dtype, on_cpu, crate::model::precision::cpu_has_bf16_unit()) {
+    if let Some(warning) = crate::model::precision::bf16_without_unit_warning(plan.precision.dtype, on_cpu, crate::model::precision::cpu_has_bf16_unit()) {
         log(&warning);
     }
 

@@ -25,10 +25,8 @@ pub struct BackboneRef {
 }
 
 impl BackboneRef {
-    /// `dtype` resolved (not `auto`); `attention` as the recipe asks.
-    pub fn new(source: crate::assets::SourceRef, dtype: crate::recipe::types::Dtype, attention: crate::recipe::types::AttentionDtype) -> BackboneRef {
-        let attention = super::precision::resolve_attention(dtype, attention);
-        BackboneRef { source, dtype, attention, kernels: super::precision::kernels_key(dtype, attention) }
+    pub fn new(source: crate::assets::SourceRef, precision: Precision) -> BackboneRef {
+        BackboneRef { source, dtype: precision.dtype, attention: precision.attention, kernels: super::precision::kernels_key(precision) }
     }
 
     /// How the stage computes with it.
@@ -106,7 +104,7 @@ pub fn load_text_model_as(path: &Path, device: &Device, precision: Precision) ->
         Dtype::Auto => return Err(ModelError::Invalid("dtype `auto` reached the model loader unresolved".into())),
         d => m.backbone.model.cast_frozen(super::precision::float_dtype(d)),
     }
-    m.backbone.model.set_attention(super::precision::resolve_attention(precision.dtype, precision.attention));
+    m.backbone.model.set_attention(precision.attention);
     Ok(m)
 }
 

@@ -18,7 +18,8 @@ use crate::backend::{BackendKind, DeviceSpec};
 use crate::recipe::types::{AttentionDtype, BackendChoice, Dtype};
 
 /// How a loaded backbone computes: its frozen weights' dtype (resolved: not `auto`) and, where
-/// that is bf16, attention's products' dtype.
+/// that is bf16, attention's products' dtype. Built by [`Precision::new`], which resolves
+/// `attention` once for the dtype; everything downstream (stage keys, the loader) reads it as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Precision {
     pub dtype: Dtype,
@@ -77,9 +78,9 @@ pub fn resolve_attention(dtype: Dtype, attention: AttentionDtype) -> AttentionDt
 /// The texts predate `attention` and are kept for the kernels that did not change (fp32 weights,
 /// bf16 weights with bf16 attention products), so that their stage keys, and the cached stages and
 /// references computed under them, stay valid; bf16 weights with fp32 products have their own.
-pub fn kernels_key(d: Dtype, attention: AttentionDtype) -> &'static str {
-    let frozen = float_dtype(d);
-    match attention_kernel(frozen.into(), resolve_attention(d, attention)) {
+pub fn kernels_key(p: Precision) -> &'static str {
+    let frozen = float_dtype(p.dtype);
+    match attention_kernel(frozen.into(), p.attention) {
         AttentionKernel::Ops => EVERY_DTYPE,
         AttentionKernel::Fused { dtype } if dtype == frozen => "attention fused (libtorch CPU kernel); lora: s (x A) B, scaled at rank r",
         AttentionKernel::Fused { .. } => "attention fused (libtorch CPU kernel), its products in f32; lora: s (x A) B, scaled at rank r",
@@ -227,20 +228,20 @@ mod tests {
             (Dtype::Bf16, FloatDType::BF16, A::Bf16, FloatDType::BF16),
             (Dtype::Bf16, FloatDType::BF16, A::F32, FloatDType::F32),
         ] {
-            assert!(kernels_key(d, a).contains("fused") && kernels_key(d, a).ends_with(EVERY_DTYPE));
+            assert!(kernels_key(Precision::new(d, a)).contains("fused") && kernels_key(Precision::new(d, a)).ends_with(EVERY_DTYPE));
             assert_eq!(attention_kernel(dt.into(), a), fused(products));
         }
-        assert_eq!(kernels_key(Dtype::F16, A::F32), EVERY_DTYPE);
+        assert_eq!(kernels_key(Precision::new(Dtype::F16, A::F32)), EVERY_DTYPE);
         assert_eq!(attention_kernel(DType::F16, A::F32), AttentionKernel::Ops);
         // The two ways of bf16 weights have their own keys (the dtype tells the others apart); the
         // texts of the ways that predate `attention` are unchanged (the stage keys of fp32 runs,
         // and of bf16 runs with bf16 products, stay).
-        assert_ne!(kernels_key(Dtype::Bf16, A::F32), kernels_key(Dtype::Bf16, A::Bf16));
+        assert_ne!(kernels_key(Precision::new(Dtype::Bf16, A::F32)), kernels_key(Precision::new(Dtype::Bf16, A::Bf16)));
         let before = "attention fused (libtorch CPU kernel); lora: s (x A) B, scaled at rank r";
-        assert_eq!(kernels_key(Dtype::F32, A::F32), before);
-        assert_eq!(kernels_key(Dtype::Bf16, A::Bf16), before);
+        assert_eq!(kernels_key(Precision::new(Dtype::F32, A::F32)), before);
+        assert_eq!(kernels_key(Precision::new(Dtype::Bf16, A::Bf16)), before);
         // bf16 products apply to bf16 weights only: with fp32 weights the key is fp32's.
-        assert_eq!(kernels_key(Dtype::F32, A::Bf16), before);
+        assert_eq!(kernels_key(Precision::new(Dtype::F32, A::Bf16)), before);
         assert_eq!(resolve_attention(Dtype::F32, A::Bf16), A::F32);
     }
 

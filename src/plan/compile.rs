@@ -94,7 +94,8 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
     let (backbone_inputs, backbone_source) = source_ref(&mut b, &r.backbone.source, Role::Backbone)?;
     // `auto` is decided here, for this machine: the stage keys carry the dtype that runs.
     let dtype = crate::model::precision::resolve(r.backbone.dtype, r.experiment.backend, &r.experiment.device);
-    let backbone = BackboneRef::new(backbone_source.clone(), dtype, r.backbone.attention);
+    let precision = crate::model::precision::Precision::new(dtype, r.backbone.attention);
+    let backbone = BackboneRef::new(backbone_source.clone(), precision);
     let format = PromptFormat { system_prompt: r.backbone.system_prompt.clone(), chat_template: r.backbone.chat_template };
 
     let mut dataset_ids = BTreeMap::new();
@@ -320,7 +321,7 @@ pub fn compile(r: &ResolvedRecipe) -> Result<Plan, PlanError> {
         statistics: crate::results::compare::METHOD,
     };
     b.add("report".into(), report_inputs, StageParams::Report(report));
-    Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows, dtype, attention: backbone.attention })
+    Ok(Plan { experiment: r.experiment.name.clone(), recipe_hash: r.recipe_hash.clone(), stages: b.stages, rows, precision })
 }
 
 fn hash_hex(bytes: &[u8]) -> String {

@@ -212,10 +212,10 @@ pub struct Plan {
     /// In dependency order: every stage comes after its inputs.
     pub stages: Vec<Stage>,
     pub rows: Vec<ResultRow>,
-    /// The backbone's precision as compiled into the stage keys (`auto` decided on this machine).
-    pub dtype: crate::recipe::types::Dtype,
-    /// Attention's products' dtype under that precision (`attention` resolved for `dtype`).
-    pub attention: crate::recipe::types::AttentionDtype,
+    /// The backbone's precision as compiled into the stage keys (`auto` decided on this machine,
+    /// `attention` resolved for the dtype); `dtype` and `attention` in the plan's JSON.
+    #[serde(flatten)]
+    pub precision: crate::model::precision::Precision,
 }
 
 impl Plan {
