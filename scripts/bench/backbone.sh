@@ -6,15 +6,16 @@
 # weights in bf16 (`[backbone] dtype = "bf16"`; attention's products in ATTENTION, default f32, as
 # `[backbone] attention`), the peer under torch.autocast("cpu", bf16).
 #
-#   PYTHON=/path/to/venv/bin/python bash scripts/bench/backbone.sh GGUF
-# Builds the binary users run (scripts/run.sh's `quick` profile, libtorch backend). THREADS (2),
+#   bash scripts/bench/backbone.sh [GGUF]
+# From a fresh clone this is #21's side-by-side check: it builds the binary users run
+# (scripts/run.sh's `quick` profile, libtorch backend), fetches SmolLM2-135M-Instruct's GGUF when
+# none is given, and installs the pinned peer (scripts/bench/peer.sh: PYTHON=<python> to use
+# another). THREADS (2),
 # DTYPES ("f32 bf16"), STEPS (3 timed training steps after a warm-up), ROUNDS (2: each measurement
 # that many times per side, alternating which side runs first; this VM drifts by 10-25% within
 # minutes, so a single round cannot settle a ratio near a target).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-GGUF="${1:?usage: backbone.sh GGUF}"
-PYTHON="${PYTHON:-python3}"
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-3}"
 ROUNDS="${ROUNDS:-2}"
@@ -22,6 +23,8 @@ DTYPES="${DTYPES:-f32 bf16}"
 ATTENTION="${ATTENTION:-f32}"
 source scripts/bench/quick_build.sh
 source scripts/bench/cores.sh
+source scripts/bench/peer.sh
+bench_gguf "${1:-}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 get() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [d:=d[k] for k in sys.argv[2:]]; print(d)' "$@"; }
@@ -30,6 +33,7 @@ row() { python3 -c 'import sys; n=sys.argv[1]; o=[float(x) for x in sys.argv[2].
 steps() { python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); t=t.get("train",t); n=int(sys.argv[2]); print("/".join(f"{t[k]/n:.2f}" for k in ("forward_s","backward_s","update_s")))' "$@"; }
 echo "$(basename "$GGUF"), $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), ours' bf16 attention products in $ATTENTION, $ROUNDS rounds (odd rounds ours first, even rounds the peer first)"
 cores_probe
+peer_python
 printf '%-28s%10s%10s%10s   %s\n' "" ours peer ours/peer "(each round)"
 # One measurement each, appended to its side's list for the dtype `$dt` of the loop below.
 forward_ours() { "$BIN" bench forward --model "$GGUF" --batch 4 --seq-len 128 --iters 3 --threads "$THREADS" --backend tch --dtype "$dt" --attention "$ATTENTION" >"$tmp/of.json"; fo+=("$(get "$tmp/of.json" forward tokens_per_s)"); }

@@ -3,15 +3,17 @@
 # reccocktail side by side with PyTorch + transformers on the same token ids, model file, device
 # and threads; prints both ratios and each protocol's ratio to the peer.
 #
-#   PYTHON=/path/to/venv/bin/python bash scripts/bench/eval.sh PATH/TO/SmolLM2-135M-Instruct.Q4_1.gguf
-# PYTHON must have torch, transformers and gguf (a scratch venv; never a dependency of the tool).
+#   bash scripts/bench/eval.sh PATH/TO/SmolLM2-135M-Instruct.Q4_1.gguf
+# The peer: scripts/bench/peer.sh (pinned, installed on first use; PYTHON=<python> with torch,
+# transformers and gguf to use another; never a dependency of the tool).
 # BACKEND=tch (default when scripts/libtorch.sh works) or flex; USERS (3), THREADS (2),
 # DEVICE (cpu; cuda needs a CUDA libtorch, see BENCHMARKS.md); BIN: a prebuilt binary to use;
 # DTYPE (f32, or bf16: ours with bf16 frozen weights, the peer under torch.autocast).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source scripts/bench/peer.sh
+peer_python
 GGUF="${1:?usage: eval.sh GGUF}"
-PYTHON="${PYTHON:-python3}"
 THREADS="${THREADS:-2}"
 USERS="${USERS:-3}"
 DEVICE="${DEVICE:-cpu}"

@@ -2,12 +2,14 @@
 # Forward throughput of SmolLM2-135M on CPU: reccocktail (flex, and libtorch when available)
 # side by side with PyTorch + transformers on the same machine, threads and shapes; prints ratios.
 #
-#   PYTHON=/path/to/venv/bin/python bash scripts/bench/forward.sh PATH/TO/SmolLM2-135M-Instruct.Q4_1.gguf
-# PYTHON must have torch, transformers and gguf (a scratch venv; never a dependency of the tool).
+#   bash scripts/bench/forward.sh PATH/TO/SmolLM2-135M-Instruct.Q4_1.gguf
+# The peer: scripts/bench/peer.sh (pinned, installed on first use; PYTHON=<python> with torch,
+# transformers and gguf to use another; never a dependency of the tool).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source scripts/bench/peer.sh
+peer_python
 GGUF="${1:?usage: forward.sh GGUF}"
-PYTHON="${PYTHON:-python3}"
 THREADS="${THREADS:-2}"
 SHAPE=(--batch 4 --iters 5)
 peer=$("$PYTHON" scripts/bench/peer_forward.py "$GGUF" "${SHAPE[@]}" --seq-len 128 --threads "$THREADS" 2>/dev/null | tail -n1)

@@ -8,14 +8,15 @@
 #
 #   BIN=target/cuda-2.11.0/debug/reccocktail PYTHON=python3 bash scripts/bench/gpu.sh GGUF [PROMPTS]
 # BIN: a CUDA build (scripts/cuda.sh) whose libtorch is on LD_LIBRARY_PATH; PYTHON: torch with CUDA,
-# transformers, peft, gguf, pyarrow. STEPS (10), USERS (20), DTYPES ("f32 bf16"), EVAL (1; 0: training
+# transformers, peft, gguf, pyarrow (without it, the pinned peer of scripts/bench/peer.sh). STEPS (10), USERS (20), DTYPES ("f32 bf16"), EVAL (1; 0: training
 # only). Prints one JSON line per measurement ("ours"/"peer") and then the table of ratios.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source scripts/bench/peer.sh
+peer_python
 GGUF="${1:?usage: gpu.sh GGUF [PROMPTS]}"
 PROMPTS="${2:-}"
 BIN="${BIN:?BIN: a CUDA build of reccocktail}"
-PYTHON="${PYTHON:-python3}"
 STEPS="${STEPS:-10}"
 USERS="${USERS:-20}"
 DTYPES="${DTYPES:-f32 bf16}"

@@ -5,14 +5,14 @@
 # kind given as a share of the samples and as seconds per step (share x the run's timed seconds
 # per step). Same model, workload, batch, threads and precision for both.
 #
-#   PYTHON=<venv with torch, transformers, peft, gguf, pyarrow> bash scripts/bench/profile.sh GGUF [PROMPTS_PARQUET]
+#   bash scripts/bench/profile.sh [GGUF [PROMPTS_PARQUET]]
+# GGUF: SmolLM2-135M-Instruct's, fetched, when not given (or given as ""); the peer: scripts/bench/peer.sh
+# (pinned; PYTHON=<python> to use another).
 # DTYPE (bf16), ATTENTION (f32: ours' attention products under bf16 weights), BATCH (8), SEQ_LEN (512), STEPS (4), THREADS (2). Without PROMPTS_PARQUET: fixed
 # shape, loss on every token. Needs perf (linux-perf).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-GGUF="${1:?usage: profile.sh GGUF [PROMPTS_PARQUET]}"
 PROMPTS="${2:-}"
-PYTHON="${PYTHON:-python3}"
 DTYPE="${DTYPE:-bf16}"
 ATTENTION="${ATTENTION:-f32}"
 BATCH="${BATCH:-8}"
@@ -21,6 +21,8 @@ STEPS="${STEPS:-4}"
 THREADS="${THREADS:-2}"
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
 source scripts/bench/quick_build.sh
+source scripts/bench/peer.sh
+bench_gguf "${1:-}"
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -29,6 +31,7 @@ work=(--batch "$BATCH" --seq-len "$SEQ_LEN" --threads "$THREADS" --dtype "$DTYPE
 echo "$(basename "$GGUF"), $DTYPE, batch $BATCH, ${PROMPTS:+prompts $(basename "$(dirname "$PROMPTS")"), }seq-len $SEQ_LEN, $STEPS steps, $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 source scripts/bench/cores.sh
 cores_probe
+peer_python
 perf record -q -F 200 -o "$tmp/ours.perf" "$BIN" bench train --model "$GGUF" --iters "$STEPS" --backend tch --attention "$ATTENTION" "${work[@]}" >"$tmp/ours.json" 2>/dev/null
 perf record -q -F 200 -o "$tmp/peer.perf" "$PYTHON" scripts/bench/peer_train.py "$GGUF" --steps "$STEPS" "${work[@]}" 2>/dev/null | tail -n1 >"$tmp/peer.json"
 python3 scripts/bench/profile_report.py "$tmp/ours.perf" --label ours >"$tmp/ours_p.json"

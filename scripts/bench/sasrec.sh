@@ -3,12 +3,14 @@
 # hidden 50, 2 blocks, 1 head, dropout 0.2): reccocktail's burn SASRec side by side with the same
 # network in PyTorch, same threads, same shapes; training sequences per second and the ratio.
 #
-#   PYTHON=/path/to/venv/bin/python [BACKEND=tch|flex] [THREADS=2] [STEPS=10] bash scripts/bench/sasrec.sh
-# PYTHON must have torch (a scratch venv; never a dependency of the tool). BACKEND=tch (default)
+#   [BACKEND=tch|flex] [THREADS=2] [STEPS=10] bash scripts/bench/sasrec.sh
+# The peer: scripts/bench/peer.sh (pinned, installed on first use; PYTHON=<python> with torch to use
+# another; never a dependency of the tool). BACKEND=tch (default)
 # uses the binary scripts/run.sh builds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-PYTHON="${PYTHON:-python3}"
+source scripts/bench/peer.sh
+peer_python
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-10}"
 BACKEND="${BACKEND:-tch}"

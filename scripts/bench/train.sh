@@ -3,7 +3,8 @@
 # side with PyTorch + transformers + peft on the same machine, threads and data; ratios. DTYPE=bf16:
 # ours with bf16 frozen weights (`[backbone] dtype = "bf16"`), the peer under torch.autocast.
 #
-#   PYTHON=/path/to/venv/bin/python [BACKEND=tch] bash scripts/bench/train.sh GGUF [PROMPTS_PARQUET]
+#   [BACKEND=tch] bash scripts/bench/train.sh GGUF [PROMPTS_PARQUET]
+# The peer: scripts/bench/peer.sh (pinned, installed on first use; PYTHON=<python> to use another).
 # (a) fixed shape: batch 4 x 128 tokens, loss on every token, tokens/s;
 # (b) with PROMPTS_PARQUET (a prompts stage's train.parquet, e.g. from `reccocktail run
 #     recipes/quickstart.toml --only prompts:drama`): loss on the response only; the peer pads to the
@@ -11,9 +12,10 @@
 #     only; useful samples/s.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source scripts/bench/peer.sh
+peer_python
 GGUF="${1:?usage: train.sh GGUF [PROMPTS_PARQUET]}"
 PROMPTS="${2:-}"
-PYTHON="${PYTHON:-python3}"
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-3}"
 DTYPE="${DTYPE:-f32}"
