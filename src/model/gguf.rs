@@ -8,7 +8,6 @@
 //! there. GGUF dims are innermost-first, so the HF (row-major) shape is the reversed dims.
 
 pub mod dequant;
-pub mod kquants;
 pub mod hf;
 
 use std::collections::BTreeMap;

@@ -88,17 +88,8 @@ pub fn frozen_from_hf(rows: usize, cols: usize, data: &[f32], device: &Device) -
     Param::from_tensor(Tensor::<2>::from_data(TensorData::new(t, [cols, rows]), device)).set_require_grad(false)
 }
 
-/// Row-major [rows, cols] -> row-major [cols, rows].
-pub fn transpose(rows: usize, cols: usize, data: &[f32]) -> Vec<f32> {
-    assert_eq!(data.len(), rows * cols, "matrix size");
-    let mut out = vec![0.0f32; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
-}
+/// Row-major [rows, cols] -> row-major [cols, rows] (built optimized in the host crate).
+pub use reccocktail_host::transpose;
 
 impl LoraLinear {
     pub fn frozen(weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) -> Self {

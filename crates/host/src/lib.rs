@@ -1,16 +1,39 @@
-//! The loops reccocktail runs on the host over every trainable number: the squared norm of the
-//! gradients at every training step, and the AdamW update (the reference the training device's
-//! update is tested against, bit for bit, and the entropy merge's update of its coefficients).
+//! The loops reccocktail runs on the host over every number of a model: at loading, decoding a
+//! GGUF file's blocks ([`gguf`]) and transposing weights into burn's layout ([`transpose`]); at
+//! every training step, the squared norm of the gradients and the AdamW update (the reference the
+//! training device's update is tested against, bit for bit, and the entropy merge's update of its
+//! coefficients).
 //!
 //! They live in their own crate so that the build profiles can optimize them (opt-level 3, where
 //! the loops vectorize) while the main crate stays at opt-level 1 in test and `quick` builds: at
-//! opt-level 1 these loops took ~0.1 s of a ~3 s training step of SmolLM2-135M (4.9 million LoRA
-//! numbers). Vectorizing them changes no bit: every operation is an IEEE-rounded `+`, `*`, `/`
-//! or `sqrt` in the same order per element (Rust neither reassociates nor contracts floating-point
-//! arithmetic), and the one reduction, [`sum_squares`], stays a sequential sum.
+//! opt-level 1 the training loops took ~0.1 s of a ~3 s training step of SmolLM2-135M (4.9 million
+//! LoRA numbers), and the loading loops about half of loading its GGUF. Optimizing them changes no
+//! bit: every operation is an IEEE-rounded `+`, `*`, `/` or `sqrt` (or an exact conversion) in
+//! the same order per element (Rust neither reassociates nor contracts floating-point arithmetic),
+//! and the one reduction, [`sum_squares`], stays a sequential sum.
 //!
-//! The functions take plain slices and are not generic or `#[inline]`: their code is compiled
-//! here, in this crate's profile, not in the caller's.
+//! The public functions take plain slices and are not generic or `#[inline]`: their code is
+//! compiled here, in this crate's profile, not in the caller's.
+
+pub mod gguf;
+
+/// Row-major `[rows, cols]` -> row-major `[cols, rows]` (an HF weight `[out, in]` into burn's
+/// `[in, out]`, and back). Walks the output in tiles so that both sides stay in cache.
+pub fn transpose(rows: usize, cols: usize, data: &[f32]) -> Vec<f32> {
+    assert_eq!(data.len(), rows * cols, "matrix size");
+    const TILE: usize = 32;
+    let mut out = vec![0.0f32; data.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = data[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
 
 /// `acc + sum of x[i]^2` in f64, summed in order (a running total over several slices gives the
 /// same bits as one sum over their concatenation).
@@ -62,6 +85,20 @@ pub fn f32s_from_ne_bytes(bytes: &[u8]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_moves_every_element_across_tile_edges() {
+        for (rows, cols) in [(1, 1), (3, 4), (33, 65), (64, 32)] {
+            let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = transpose(rows, cols, &data);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], data[r * cols + c]);
+                }
+            }
+            assert_eq!(transpose(cols, rows, &t), data);
+        }
+    }
 
     /// The element-at-a-time reference the vectorized loop must equal bit for bit.
     fn adamw_scalar(s: &AdamWStep, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {

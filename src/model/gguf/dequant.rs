@@ -1,16 +1,10 @@
-//! ggml tensor types and their dequantization to f32 (llama.cpp's block layouts).
-//!
-//! - `Q8_0`: blocks of 32: f16 scale `d`, 32 × i8 `q`; x = q · d.
-//! - `Q4_0`: blocks of 32: f16 `d`, 16 bytes; x = (q − 8) · d, element j < 16 from the low nibble
-//!   of byte j, element j + 16 from its high nibble.
-//! - `Q4_1`: blocks of 32: f16 `d`, f16 `m`, 16 bytes; x = q · d + m, same nibble order.
-//! - `Q5_0`, `Q5_1` and the k-quants `Q2_K` ... `Q8_K`: see [`super::kquants`].
+//! ggml tensor types and their dequantization to f32: which types load, their block layouts, the
+//! size checks; the block formats themselves are decoded in [`reccocktail_host::gguf`] (built
+//! optimized: loading a model is mostly these loops).
 
 use std::fmt;
 
-use half::{bf16, f16};
-
-use super::kquants;
+use reccocktail_host::gguf as blocks;
 
 /// A ggml tensor type (the ids of llama.cpp's `ggml_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -181,18 +175,6 @@ pub enum DequantError {
     Size { ty: GgmlType, n: usize, expected: usize, got: usize },
 }
 
-#[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
-}
-
-/// Apply a block decoder to every (output block, input block) pair.
-fn blocks(out: &mut [f32], bytes: &[u8], block: usize, block_bytes: usize, decode: fn(&mut [f32], &[u8])) {
-    for (o, b) in out.chunks_exact_mut(block).zip(bytes.chunks_exact(block_bytes)) {
-        decode(o, b);
-    }
-}
-
 /// Dequantize `n` elements of type `ty` from `bytes` (exactly their size).
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, DequantError> {
     if !ty.is_dequantizable() {
@@ -202,66 +184,32 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Dequ
     if !n.is_multiple_of(block) || bytes.len() != n / block * block_bytes {
         return Err(DequantError::Size { ty, n, expected: n.div_ceil(block) * block_bytes, got: bytes.len() });
     }
-    let mut out = vec![0f32; n];
-    match ty {
-        GgmlType::F32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
-            }
-        }
-        GgmlType::BF16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
-            }
-        }
-        GgmlType::Q8_0 => {
-            for (o, b) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(34)) {
-                let d = f16_at(b, 0);
-                for (x, &q) in o.iter_mut().zip(&b[2..34]) {
-                    *x = f32::from(q as i8) * d;
-                }
-            }
-        }
-        GgmlType::Q4_0 => {
-            for (o, b) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(18)) {
-                let d = f16_at(b, 0);
-                let (lo, hi) = o.split_at_mut(16);
-                for (j, &q) in b[2..18].iter().enumerate() {
-                    lo[j] = (f32::from(q & 0x0F) - 8.0) * d;
-                    hi[j] = (f32::from(q >> 4) - 8.0) * d;
-                }
-            }
-        }
-        GgmlType::Q4_1 => {
-            for (o, b) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(20)) {
-                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-                let (lo, hi) = o.split_at_mut(16);
-                for (j, &q) in b[4..20].iter().enumerate() {
-                    lo[j] = f32::from(q & 0x0F) * d + m;
-                    hi[j] = f32::from(q >> 4) * d + m;
-                }
-            }
-        }
-        GgmlType::Q5_0 => blocks(&mut out, bytes, 32, 22, kquants::q5_0),
-        GgmlType::Q5_1 => blocks(&mut out, bytes, 32, 24, kquants::q5_1),
-        GgmlType::Q2K => blocks(&mut out, bytes, 256, 84, kquants::q2_k),
-        GgmlType::Q3K => blocks(&mut out, bytes, 256, 110, kquants::q3_k),
-        GgmlType::Q4K => blocks(&mut out, bytes, 256, 144, kquants::q4_k),
-        GgmlType::Q5K => blocks(&mut out, bytes, 256, 176, kquants::q5_k),
-        GgmlType::Q6K => blocks(&mut out, bytes, 256, 210, kquants::q6_k),
-        GgmlType::Q8K => blocks(&mut out, bytes, 256, 292, kquants::q8_k),
+    let decode: fn(&mut [f32], &[u8]) = match ty {
+        GgmlType::F32 => blocks::f32_le,
+        GgmlType::F16 => blocks::f16_le,
+        GgmlType::BF16 => blocks::bf16_le,
+        GgmlType::Q8_0 => blocks::q8_0,
+        GgmlType::Q4_0 => blocks::q4_0,
+        GgmlType::Q4_1 => blocks::q4_1,
+        GgmlType::Q5_0 => blocks::q5_0,
+        GgmlType::Q5_1 => blocks::q5_1,
+        GgmlType::Q2K => blocks::q2_k,
+        GgmlType::Q3K => blocks::q3_k,
+        GgmlType::Q4K => blocks::q4_k,
+        GgmlType::Q5K => blocks::q5_k,
+        GgmlType::Q6K => blocks::q6_k,
+        GgmlType::Q8K => blocks::q8_k,
         _ => unreachable!("checked above"),
-    }
+    };
+    let mut out = vec![0f32; n];
+    decode(&mut out, bytes);
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use half::{bf16, f16};
+
     use super::*;
 
     fn h(x: f32) -> [u8; 2] {
@@ -335,5 +283,39 @@ mod tests {
         for id in [0, 1, 2, 3, 8, 12, 30, 99] {
             assert_eq!(GgmlType::from_id(id).id(), id);
         }
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn every_block_format_matches_gguf_py() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gguf/blocks.json")).unwrap();
+        let fixture: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(fixture.len(), 10);
+        for (name, case) in &fixture {
+            let ty = GgmlType::from_id(case["id"].as_u64().unwrap() as u32);
+            assert_eq!(ty.to_string(), *name);
+            let bytes = unhex(case["bytes"].as_str().unwrap());
+            let want: Vec<f64> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let got = dequantize(ty, &bytes, want.len()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                // The same f32 operations in the same order: equal, up to a last-bit difference
+                // where numpy fuses or reorders.
+                assert!((*g as f64 - w).abs() <= 1e-6 * w.abs().max(1e-3), "{name}[{k}] (block {}, element {}): {g} vs {w}", k / ty.block_layout().unwrap().0, k % ty.block_layout().unwrap().0);
+            }
+        }
+    }
+
+    #[test]
+    fn q8_k_is_scale_times_quant() {
+        let mut b = vec![0u8; 292];
+        b[0..4].copy_from_slice(&0.5f32.to_le_bytes());
+        b[4] = 4;
+        b[5] = (-6i8) as u8;
+        b[259] = 127;
+        let x = dequantize(GgmlType::Q8K, &b, 256).unwrap();
+        assert_eq!((x[0], x[1], x[2], x[255]), (2.0, -3.0, 0.0, 63.5));
     }
 }

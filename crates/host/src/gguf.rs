@@ -1,9 +1,18 @@
-//! The 5-bit and k-quant block formats of llama.cpp (what `Q4_K_M`, `Q5_K_M`, `Q6_K` files hold),
-//! dequantized to f32. Checked block by block against `gguf.quants.dequantize` (llama.cpp's
-//! Python package) on random and edge-case blocks: `tests/fixtures/gguf/blocks.json`, made by
-//! `scripts/fixtures/make_kquant_fixture.py`.
+//! llama.cpp's block formats (what a GGUF file's tensors hold), decoded to f32: the loops that
+//! turn every weight of a quantized model into numbers when it is loaded. Each `pub fn` decodes a
+//! whole tensor (`out.len()` elements from exactly their bytes; the caller checks the sizes, as
+//! `reccocktail::model::gguf::dequant::dequantize` does). Built here, at opt-level 3, for the
+//! crate's reason: at the main crate's opt-level 1 these loops (and [`crate::transpose`]) were
+//! about half of loading SmolLM2-135M-Instruct's GGUF (~1.5 s of a 3 s `bench forward`). Same
+//! operations in the same order at any opt-level (Rust neither reassociates nor contracts
+//! floating-point arithmetic), so the same bits.
 //!
-//! - `Q5_0` (32 per block, 22 bytes): f16 `d`, 32 high bits `qh` (u32 LE), 16 bytes of nibbles;
+//! - `F32`, `F16`, `BF16`: little-endian floats, one per element.
+//! - `Q8_0` (32 per block, 34 bytes): f16 scale `d`, 32 × i8 `q`; `x = q · d`.
+//! - `Q4_0` (32, 18): f16 `d`, 16 bytes; `x = (q − 8) · d`, element j < 16 from the low nibble of
+//!   byte j, element j + 16 from its high nibble.
+//! - `Q4_1` (32, 20): f16 `d`, f16 `m`, 16 bytes; `x = q · d + m`, same nibble order.
+//! - `Q5_0` (32, 22): f16 `d`, 32 high bits `qh` (u32 LE), 16 bytes of nibbles;
 //!   element j < 16 is `(low nibble of byte j | bit j of qh << 4) − 16`, element j + 16 the high
 //!   nibble with bit j + 16; times `d`.
 //! - `Q5_1` (32, 24): f16 `d`, f16 `m`, `qh`, nibbles as Q5_0 without the offset; `q · d + m`.
@@ -19,15 +28,19 @@
 //!   - `Q6_K` (210): 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 i8 scales, `d`;
 //!     `x = d·sc·(q − 32)`, 16 sub-blocks of 16.
 //!   - `Q8_K` (292): f32 `d`, 256 i8 quants, 16 i16 block sums (unused here); `x = d·q`.
+//!
+//! Checked block by block against `gguf.quants.dequantize` (llama.cpp's Python package) on random
+//! and edge-case blocks: the main crate's `tests/fixtures/gguf/blocks.json`, made by
+//! `scripts/fixtures/make_kquant_fixture.py`.
 
-use half::f16;
+use half::{bf16, f16};
 
 #[inline]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
-pub fn q5_0(o: &mut [f32], b: &[u8]) {
+fn q5_0_block(o: &mut [f32], b: &[u8]) {
     let d = f16_at(b, 0);
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     for (j, &q) in b[6..22].iter().enumerate() {
@@ -38,7 +51,7 @@ pub fn q5_0(o: &mut [f32], b: &[u8]) {
     }
 }
 
-pub fn q5_1(o: &mut [f32], b: &[u8]) {
+fn q5_1_block(o: &mut [f32], b: &[u8]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
     let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     for (j, &q) in b[8..24].iter().enumerate() {
@@ -49,7 +62,7 @@ pub fn q5_1(o: &mut [f32], b: &[u8]) {
     }
 }
 
-pub fn q2_k(o: &mut [f32], b: &[u8]) {
+fn q2_k_block(o: &mut [f32], b: &[u8]) {
     let (scales, qs) = (&b[0..16], &b[16..80]);
     let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
     let mut k = 0;
@@ -81,7 +94,7 @@ fn q3_k_scales(p: &[u8]) -> [i32; 16] {
     out
 }
 
-pub fn q3_k(o: &mut [f32], b: &[u8]) {
+fn q3_k_block(o: &mut [f32], b: &[u8]) {
     let (hmask, qs) = (&b[0..32], &b[32..96]);
     let scales = q3_k_scales(&b[96..108]);
     let d = f16_at(b, 108);
@@ -112,7 +125,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-pub fn q4_k(o: &mut [f32], b: &[u8]) {
+fn q4_k_block(o: &mut [f32], b: &[u8]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (scales, qs) = (&b[4..16], &b[16..144]);
     for (c, q) in qs.chunks_exact(32).enumerate() {
@@ -127,7 +140,7 @@ pub fn q4_k(o: &mut [f32], b: &[u8]) {
     }
 }
 
-pub fn q5_k(o: &mut [f32], b: &[u8]) {
+fn q5_k_block(o: &mut [f32], b: &[u8]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
     for (c, q) in qs.chunks_exact(32).enumerate() {
@@ -143,7 +156,7 @@ pub fn q5_k(o: &mut [f32], b: &[u8]) {
     }
 }
 
-pub fn q6_k(o: &mut [f32], b: &[u8]) {
+fn q6_k_block(o: &mut [f32], b: &[u8]) {
     let d = f16_at(b, 208);
     for half in 0..2 {
         let (ql, qh) = (&b[half * 64..half * 64 + 64], &b[128 + half * 32..128 + half * 32 + 32]);
@@ -163,48 +176,104 @@ pub fn q6_k(o: &mut [f32], b: &[u8]) {
     }
 }
 
-pub fn q8_k(o: &mut [f32], b: &[u8]) {
+fn q8_k_block(o: &mut [f32], b: &[u8]) {
     let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     for (x, &q) in o.iter_mut().zip(&b[4..260]) {
         *x = d * f32::from(q as i8);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::dequant::{dequantize, GgmlType};
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+fn q8_0_block(o: &mut [f32], b: &[u8]) {
+    let d = f16_at(b, 0);
+    for (x, &q) in o.iter_mut().zip(&b[2..34]) {
+        *x = f32::from(q as i8) * d;
     }
+}
 
-    #[test]
-    fn every_block_format_matches_gguf_py() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gguf/blocks.json")).unwrap();
-        let fixture: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
-        assert_eq!(fixture.len(), 10);
-        for (name, case) in &fixture {
-            let ty = GgmlType::from_id(case["id"].as_u64().unwrap() as u32);
-            assert_eq!(ty.to_string(), *name);
-            let bytes = unhex(case["bytes"].as_str().unwrap());
-            let want: Vec<f64> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            let got = dequantize(ty, &bytes, want.len()).unwrap_or_else(|e| panic!("{name}: {e}"));
-            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                // The same f32 operations in the same order: equal, up to a last-bit difference
-                // where numpy fuses or reorders.
-                assert!((*g as f64 - w).abs() <= 1e-6 * w.abs().max(1e-3), "{name}[{k}] (block {}, element {}): {g} vs {w}", k / ty.block_layout().unwrap().0, k % ty.block_layout().unwrap().0);
-            }
-        }
+fn q4_0_block(o: &mut [f32], b: &[u8]) {
+    let d = f16_at(b, 0);
+    let (lo, hi) = o.split_at_mut(16);
+    for (j, &q) in b[2..18].iter().enumerate() {
+        lo[j] = (f32::from(q & 0x0F) - 8.0) * d;
+        hi[j] = (f32::from(q >> 4) - 8.0) * d;
     }
+}
 
-    #[test]
-    fn q8_k_is_scale_times_quant() {
-        let mut b = vec![0u8; 292];
-        b[0..4].copy_from_slice(&0.5f32.to_le_bytes());
-        b[4] = 4;
-        b[5] = (-6i8) as u8;
-        b[259] = 127;
-        let x = dequantize(GgmlType::Q8K, &b, 256).unwrap();
-        assert_eq!((x[0], x[1], x[2], x[255]), (2.0, -3.0, 0.0, 63.5));
+fn q4_1_block(o: &mut [f32], b: &[u8]) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    let (lo, hi) = o.split_at_mut(16);
+    for (j, &q) in b[4..20].iter().enumerate() {
+        lo[j] = f32::from(q & 0x0F) * d + m;
+        hi[j] = f32::from(q >> 4) * d + m;
     }
+}
+
+/// A block decoder applied to every (output block, input block) pair (generic, so that each
+/// decoder is inlined into its loop).
+fn blocks(out: &mut [f32], bytes: &[u8], block: usize, block_bytes: usize, decode: impl Fn(&mut [f32], &[u8])) {
+    for (o, b) in out.chunks_exact_mut(block).zip(bytes.chunks_exact(block_bytes)) {
+        decode(o, b);
+    }
+}
+
+pub fn f32_le(out: &mut [f32], bytes: &[u8]) {
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+}
+
+pub fn f16_le(out: &mut [f32], bytes: &[u8]) {
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+    }
+}
+
+pub fn bf16_le(out: &mut [f32], bytes: &[u8]) {
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+    }
+}
+
+pub fn q8_0(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 32, 34, q8_0_block);
+}
+
+pub fn q4_0(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 32, 18, q4_0_block);
+}
+
+pub fn q4_1(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 32, 20, q4_1_block);
+}
+
+pub fn q5_0(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 32, 22, q5_0_block);
+}
+
+pub fn q5_1(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 32, 24, q5_1_block);
+}
+
+pub fn q2_k(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 256, 84, q2_k_block);
+}
+
+pub fn q3_k(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 256, 110, q3_k_block);
+}
+
+pub fn q4_k(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 256, 144, q4_k_block);
+}
+
+pub fn q5_k(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 256, 176, q5_k_block);
+}
+
+pub fn q6_k(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 256, 210, q6_k_block);
+}
+
+pub fn q8_k(out: &mut [f32], bytes: &[u8]) {
+    blocks(out, bytes, 256, 292, q8_k_block);
 }
