@@ -1,6 +1,7 @@
 //! llama.cpp's block formats (what a GGUF file's tensors hold), decoded to f32: the loops that
-//! turn every weight of a quantized model into numbers when it is loaded. Each `pub fn` decodes a
-//! whole tensor (`out.len()` elements from exactly their bytes; the caller checks the sizes, as
+//! turn every weight of a quantized model into numbers when it is loaded. `f32_le`, `f16_le` and
+//! `bf16_le` decode a whole tensor; the others one block each, applied to a tensor's blocks by
+//! [`blocks`] (the caller checks the sizes and gives the layout, as
 //! `reccocktail::model::gguf::dequant::dequantize` does). Built here, at opt-level 3, for the
 //! crate's reason: at the main crate's opt-level 1 these loops (and [`crate::transpose`]) were
 //! about half of loading SmolLM2-135M-Instruct's GGUF (~1.5 s of a 3 s `bench forward`). Same
@@ -40,7 +41,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
-fn q5_0_block(o: &mut [f32], b: &[u8]) {
+pub fn q5_0(o: &mut [f32], b: &[u8]) {
     let d = f16_at(b, 0);
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     for (j, &q) in b[6..22].iter().enumerate() {
@@ -51,7 +52,7 @@ fn q5_0_block(o: &mut [f32], b: &[u8]) {
     }
 }
 
-fn q5_1_block(o: &mut [f32], b: &[u8]) {
+pub fn q5_1(o: &mut [f32], b: &[u8]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
     let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     for (j, &q) in b[8..24].iter().enumerate() {
@@ -62,7 +63,7 @@ fn q5_1_block(o: &mut [f32], b: &[u8]) {
     }
 }
 
-fn q2_k_block(o: &mut [f32], b: &[u8]) {
+pub fn q2_k(o: &mut [f32], b: &[u8]) {
     let (scales, qs) = (&b[0..16], &b[16..80]);
     let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
     let mut k = 0;
@@ -94,7 +95,7 @@ fn q3_k_scales(p: &[u8]) -> [i32; 16] {
     out
 }
 
-fn q3_k_block(o: &mut [f32], b: &[u8]) {
+pub fn q3_k(o: &mut [f32], b: &[u8]) {
     let (hmask, qs) = (&b[0..32], &b[32..96]);
     let scales = q3_k_scales(&b[96..108]);
     let d = f16_at(b, 108);
@@ -125,7 +126,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-fn q4_k_block(o: &mut [f32], b: &[u8]) {
+pub fn q4_k(o: &mut [f32], b: &[u8]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (scales, qs) = (&b[4..16], &b[16..144]);
     for (c, q) in qs.chunks_exact(32).enumerate() {
@@ -140,7 +141,7 @@ fn q4_k_block(o: &mut [f32], b: &[u8]) {
     }
 }
 
-fn q5_k_block(o: &mut [f32], b: &[u8]) {
+pub fn q5_k(o: &mut [f32], b: &[u8]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
     for (c, q) in qs.chunks_exact(32).enumerate() {
@@ -156,7 +157,7 @@ fn q5_k_block(o: &mut [f32], b: &[u8]) {
     }
 }
 
-fn q6_k_block(o: &mut [f32], b: &[u8]) {
+pub fn q6_k(o: &mut [f32], b: &[u8]) {
     let d = f16_at(b, 208);
     for half in 0..2 {
         let (ql, qh) = (&b[half * 64..half * 64 + 64], &b[128 + half * 32..128 + half * 32 + 32]);
@@ -176,21 +177,21 @@ fn q6_k_block(o: &mut [f32], b: &[u8]) {
     }
 }
 
-fn q8_k_block(o: &mut [f32], b: &[u8]) {
+pub fn q8_k(o: &mut [f32], b: &[u8]) {
     let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     for (x, &q) in o.iter_mut().zip(&b[4..260]) {
         *x = d * f32::from(q as i8);
     }
 }
 
-fn q8_0_block(o: &mut [f32], b: &[u8]) {
+pub fn q8_0(o: &mut [f32], b: &[u8]) {
     let d = f16_at(b, 0);
     for (x, &q) in o.iter_mut().zip(&b[2..34]) {
         *x = f32::from(q as i8) * d;
     }
 }
 
-fn q4_0_block(o: &mut [f32], b: &[u8]) {
+pub fn q4_0(o: &mut [f32], b: &[u8]) {
     let d = f16_at(b, 0);
     let (lo, hi) = o.split_at_mut(16);
     for (j, &q) in b[2..18].iter().enumerate() {
@@ -199,7 +200,7 @@ fn q4_0_block(o: &mut [f32], b: &[u8]) {
     }
 }
 
-fn q4_1_block(o: &mut [f32], b: &[u8]) {
+pub fn q4_1(o: &mut [f32], b: &[u8]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
     let (lo, hi) = o.split_at_mut(16);
     for (j, &q) in b[4..20].iter().enumerate() {
@@ -208,9 +209,10 @@ fn q4_1_block(o: &mut [f32], b: &[u8]) {
     }
 }
 
-/// A block decoder applied to every (output block, input block) pair (generic, so that each
-/// decoder is inlined into its loop).
-fn blocks(out: &mut [f32], bytes: &[u8], block: usize, block_bytes: usize, decode: impl Fn(&mut [f32], &[u8])) {
+/// `decode` (one of the block decoders here) applied to every (output block, input block) pair:
+/// blocks of `block` elements from `block_bytes` bytes each (the type's layout, which the caller
+/// declares: `reccocktail::model::gguf::GgmlType::block_layout`).
+pub fn blocks(out: &mut [f32], bytes: &[u8], block: usize, block_bytes: usize, decode: fn(&mut [f32], &[u8])) {
     for (o, b) in out.chunks_exact_mut(block).zip(bytes.chunks_exact(block_bytes)) {
         decode(o, b);
     }
@@ -232,48 +234,4 @@ pub fn bf16_le(out: &mut [f32], bytes: &[u8]) {
     for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
         *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
     }
-}
-
-pub fn q8_0(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 32, 34, q8_0_block);
-}
-
-pub fn q4_0(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 32, 18, q4_0_block);
-}
-
-pub fn q4_1(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 32, 20, q4_1_block);
-}
-
-pub fn q5_0(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 32, 22, q5_0_block);
-}
-
-pub fn q5_1(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 32, 24, q5_1_block);
-}
-
-pub fn q2_k(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 256, 84, q2_k_block);
-}
-
-pub fn q3_k(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 256, 110, q3_k_block);
-}
-
-pub fn q4_k(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 256, 144, q4_k_block);
-}
-
-pub fn q5_k(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 256, 176, q5_k_block);
-}
-
-pub fn q6_k(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 256, 210, q6_k_block);
-}
-
-pub fn q8_k(out: &mut [f32], bytes: &[u8]) {
-    blocks(out, bytes, 256, 292, q8_k_block);
 }

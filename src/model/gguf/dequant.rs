@@ -184,25 +184,29 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Dequ
     if !n.is_multiple_of(block) || bytes.len() != n / block * block_bytes {
         return Err(DequantError::Size { ty, n, expected: n.div_ceil(block) * block_bytes, got: bytes.len() });
     }
-    let decode: fn(&mut [f32], &[u8]) = match ty {
-        GgmlType::F32 => blocks::f32_le,
-        GgmlType::F16 => blocks::f16_le,
-        GgmlType::BF16 => blocks::bf16_le,
-        GgmlType::Q8_0 => blocks::q8_0,
-        GgmlType::Q4_0 => blocks::q4_0,
-        GgmlType::Q4_1 => blocks::q4_1,
-        GgmlType::Q5_0 => blocks::q5_0,
-        GgmlType::Q5_1 => blocks::q5_1,
-        GgmlType::Q2K => blocks::q2_k,
-        GgmlType::Q3K => blocks::q3_k,
-        GgmlType::Q4K => blocks::q4_k,
-        GgmlType::Q5K => blocks::q5_k,
-        GgmlType::Q6K => blocks::q6_k,
-        GgmlType::Q8K => blocks::q8_k,
-        _ => unreachable!("checked above"),
-    };
     let mut out = vec![0f32; n];
-    decode(&mut out, bytes);
+    match ty {
+        GgmlType::F32 => blocks::f32_le(&mut out, bytes),
+        GgmlType::F16 => blocks::f16_le(&mut out, bytes),
+        GgmlType::BF16 => blocks::bf16_le(&mut out, bytes),
+        _ => {
+            let decode: fn(&mut [f32], &[u8]) = match ty {
+                GgmlType::Q8_0 => blocks::q8_0,
+                GgmlType::Q4_0 => blocks::q4_0,
+                GgmlType::Q4_1 => blocks::q4_1,
+                GgmlType::Q5_0 => blocks::q5_0,
+                GgmlType::Q5_1 => blocks::q5_1,
+                GgmlType::Q2K => blocks::q2_k,
+                GgmlType::Q3K => blocks::q3_k,
+                GgmlType::Q4K => blocks::q4_k,
+                GgmlType::Q5K => blocks::q5_k,
+                GgmlType::Q6K => blocks::q6_k,
+                GgmlType::Q8K => blocks::q8_k,
+                _ => unreachable!("checked above"),
+            };
+            blocks::blocks(&mut out, bytes, block, block_bytes, decode);
+        }
+    }
     Ok(out)
 }
 
