@@ -11,9 +11,10 @@
 # DTYPE (f32, or bf16: ours with bf16 frozen weights, the peer under torch.autocast).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+GGUF="${1:?usage: eval.sh GGUF}"
+# After the arguments are checked: the first use installs the peer (~6 GB).
 source scripts/bench/peer.sh
 peer_python
-GGUF="${1:?usage: eval.sh GGUF}"
 THREADS="${THREADS:-2}"
 USERS="${USERS:-3}"
 DEVICE="${DEVICE:-cpu}"

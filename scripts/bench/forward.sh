@@ -7,9 +7,10 @@
 # transformers and gguf to use another; never a dependency of the tool).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+GGUF="${1:?usage: forward.sh GGUF}"
+# After the arguments are checked: the first use installs the peer (~6 GB).
 source scripts/bench/peer.sh
 peer_python
-GGUF="${1:?usage: forward.sh GGUF}"
 THREADS="${THREADS:-2}"
 SHAPE=(--batch 4 --iters 5)
 peer=$("$PYTHON" scripts/bench/peer_forward.py "$GGUF" "${SHAPE[@]}" --seq-len 128 --threads "$THREADS" 2>/dev/null | tail -n1)

@@ -12,11 +12,12 @@
 # only). Prints one JSON line per measurement ("ours"/"peer") and then the table of ratios.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-source scripts/bench/peer.sh
-peer_python
 GGUF="${1:?usage: gpu.sh GGUF [PROMPTS]}"
 PROMPTS="${2:-}"
 BIN="${BIN:?BIN: a CUDA build of reccocktail}"
+# After the arguments are checked: the first use installs the peer (~6 GB).
+source scripts/bench/peer.sh
+peer_python
 STEPS="${STEPS:-10}"
 USERS="${USERS:-20}"
 DTYPES="${DTYPES:-f32 bf16}"

@@ -12,10 +12,11 @@
 #     only; useful samples/s.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-source scripts/bench/peer.sh
-peer_python
 GGUF="${1:?usage: train.sh GGUF [PROMPTS_PARQUET]}"
 PROMPTS="${2:-}"
+# After the arguments are checked: the first use installs the peer (~6 GB).
+source scripts/bench/peer.sh
+peer_python
 THREADS="${THREADS:-2}"
 STEPS="${STEPS:-3}"
 DTYPE="${DTYPE:-f32}"
